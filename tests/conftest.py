@@ -1,0 +1,163 @@
+"""Fixtures: a real wstund (Hypercorn + Quart-Trio + Hub) on 127.0.0.1 with a random port."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+import trio_websocket
+
+from wstund.config import Config, validate
+from wstund.daemon import Daemon
+from wstund.hub import Hub
+
+RECV_TIMEOUT = 5.0
+
+
+def make_config(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Config:
+    """A Config bound to a random loopback port, state under ``tmp_path``, plus overrides."""
+    data: dict[str, Any] = {"server": {"bind": ["127.0.0.1:0"], "state_dir": str(tmp_path)}}
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    return validate(msgspec.convert(data, Config))
+
+
+@dataclass
+class RunningDaemon:
+    """A daemon started by the ``start_daemon`` fixture."""
+
+    daemon: Daemon
+    port: int
+    nursery: trio.Nursery
+
+    @property
+    def hub(self) -> Hub:
+        return self.daemon.hub
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, path: str = "/ws", query: str = "") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
+
+
+StartDaemon = Callable[..., Awaitable[RunningDaemon]]
+
+
+@pytest.fixture
+async def start_daemon(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[StartDaemon]:
+    """Start wstund in-process with config overrides: ``await start_daemon(relay={...})``."""
+    started: list[Daemon] = []
+
+    async def start(**overrides: dict[str, Any]) -> RunningDaemon:
+        config = make_config(tmp_path, overrides)
+        daemon = Daemon(config)
+        binds = await nursery.start(daemon.run)
+        started.append(daemon)
+        return RunningDaemon(daemon, int(binds[0].rsplit(":", 1)[1]), nursery)
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture
+async def wstund(start_daemon: StartDaemon) -> RunningDaemon:
+    """A daemon on its defaults (random port)."""
+    return await start_daemon()
+
+
+async def connect(
+    daemon: RunningDaemon, query: str = "", **kwargs: Any
+) -> trio_websocket.WebSocketConnection:
+    """Open a relay WebSocket; it lives until closed or until the test's nursery ends."""
+    return await trio_websocket.connect_websocket_url(
+        daemon.nursery, daemon.ws_url("/ws", query), **kwargs
+    )
+
+
+async def send(
+    ws: trio_websocket.WebSocketConnection,
+    type_: str,
+    payload: Any = None,
+    *,
+    service: str | None = None,
+    msg_id: str | None = None,
+) -> None:
+    """Send one envelope."""
+    message: dict[str, Any] = {"type": type_}
+    if payload is not None:
+        message["payload"] = payload
+    if service is not None:
+        message["service"] = service
+    if msg_id is not None:
+        message["id"] = msg_id
+    await ws.send_message(json.dumps(message))
+
+
+async def recv(ws: trio_websocket.WebSocketConnection, timeout: float = RECV_TIMEOUT) -> Any:
+    """Receive one frame (JSON decoded when text); fail the test instead of hanging."""
+    with trio.fail_after(timeout):
+        data = await ws.get_message()
+    return json.loads(data) if isinstance(data, str) else data
+
+
+async def expect_closed(ws: trio_websocket.WebSocketConnection, timeout: float = 5.0) -> int | None:
+    """Read until the server closes; return the close code."""
+    with trio.fail_after(timeout):
+        try:
+            while True:
+                await ws.get_message()
+        except trio_websocket.ConnectionClosed as closed:
+            return closed.reason.code
+    return None  # pragma: no cover
+
+
+async def create_room(
+    daemon: RunningDaemon,
+    service: str = "chat",
+    name: str = "Room",
+    token: str | None = None,
+    query: str = "",
+) -> tuple[trio_websocket.WebSocketConnection, str]:
+    """Connect a host and create a room; return (host socket, uuid)."""
+    host = await connect(daemon, query)
+    payload: dict[str, Any] = {"name": name}
+    if token is not None:
+        payload["token"] = token
+    await send(host, "create_instance", payload, service=service, msg_id="create")
+    reply = await recv(host)
+    assert reply["type"] == "instance_created" and reply["payload"]["success"], reply
+    return host, reply["payload"]["uuid"]
+
+
+async def join_room(
+    daemon: RunningDaemon,
+    uuid: str,
+    user_id: str,
+    token: str | None = None,
+    service: str = "chat",
+    host: trio_websocket.WebSocketConnection | None = None,
+) -> trio_websocket.WebSocketConnection:
+    """Connect a member and join; when ``host`` is given, consume its client_connected."""
+    member = await connect(daemon)
+    payload: dict[str, Any] = {"uuid": uuid, "userId": user_id}
+    if token is not None:
+        payload["token"] = token
+    await send(member, "join_instance", payload, service=service, msg_id=f"join-{user_id}")
+    ack = await recv(member)
+    assert ack["type"] == "ack" and ack["payload"]["success"], ack
+    if host is not None:
+        note = await recv(host)
+        assert note == {
+            "type": "client_connected",
+            "payload": {"userId": user_id, "instanceUuid": uuid},
+        }
+    return member

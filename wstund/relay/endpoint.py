@@ -1,0 +1,59 @@
+"""The relay's WebSocket endpoint: glue between a Quart-Trio websocket and a Peer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from .. import closecodes
+from ..hub import Hub
+from . import handlers, protocol
+from .peer import Peer
+
+log = logging.getLogger("wstund.relay")
+
+
+async def serve_socket(hub: Hub, websocket: Any, address: str) -> None:
+    """Run one relay connection until it closes; the caller has already checked the token."""
+    await websocket.accept()
+    refusal = hub.admit(address)
+    if refusal is not None:
+        await websocket.send(protocol.encode_error(protocol.TOO_MANY_CONNECTIONS, refusal))
+        await websocket.close(closecodes.RATE_LIMITED, "too many connections")
+        return
+    relay = hub.config.relay
+    peer = Peer(
+        websocket.send,
+        websocket.close,
+        address=address,
+        outbox_size=relay.outbox_size,
+        slow_consumer_timeout=relay.slow_consumer_timeout,
+        on_close=hub.detach,
+    )
+    hub.peers.add(peer)
+    log.debug("relay socket %s open", peer)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_frames, hub, peer, websocket)
+            await peer.run()
+            nursery.cancel_scope.cancel()
+    finally:
+        hub.detach(peer)
+        hub.release(address)
+        log.debug("relay socket %s closed (%s)", peer, peer.close_code)
+
+
+async def _read_frames(hub: Hub, peer: Peer, websocket: Any) -> None:
+    """Hand each received frame to the handlers until the peer starts closing."""
+    try:
+        while not peer.closing:
+            data = await websocket.receive()
+            if isinstance(data, str):
+                await handlers.handle_text(hub, peer, data)
+            else:
+                await handlers.handle_binary(hub, peer, data or b"")
+    except Exception:
+        log.exception("relay socket %s: internal error", peer)
+        peer.close(closecodes.INTERNAL_ERROR, "internal error", flush=False)

@@ -1,0 +1,366 @@
+"""What the relay does with each frame a peer sends (DESIGN 3.2): control messages and room traffic.
+
+Control messages are answered by the server; every other type is room traffic, forwarded as the
+original frame (never re-encoded): member → owner (inbox) and other members, owner → members.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+
+from .. import closecodes
+from ..hub import Hub
+from . import protocol
+from .instance import Instance
+from .peer import Frame, Peer
+from .protocol import Envelope, ProtocolError
+
+# Errors that say the client sent a malformed frame; enough of them close the socket (1008).
+_INVALID_CODES = frozenset(
+    {
+        protocol.INVALID_JSON,
+        protocol.INVALID_MESSAGE,
+        protocol.INVALID_PAYLOAD,
+        protocol.UNKNOWN_TYPE,
+        protocol.NOT_JOINED,
+    }
+)
+MAX_NAME_LENGTH = 200
+MAX_USER_ID_LENGTH = 128
+
+
+class RequestFailed(Exception):
+    """A request the server refuses with a typed reply ``{success: false, error, code}``."""
+
+    def __init__(self, reply_type: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.reply_type, self.code, self.message = reply_type, code, message
+
+
+def reject(hub: Hub, peer: Peer, error: ProtocolError) -> None:
+    """Answer a refused frame with an ``error``; repeated malformed frames close with 1008."""
+    peer.offer(protocol.encode_error(error.code, error.message, error.msg_id))
+    if error.code not in _INVALID_CODES:
+        return
+    peer.invalid_messages += 1
+    if peer.invalid_messages >= hub.config.relay.max_invalid_messages:
+        peer.offer(
+            protocol.encode_error(
+                protocol.TOO_MANY_INVALID,
+                f"{peer.invalid_messages} invalid messages: closing the connection",
+            )
+        )
+        peer.close(closecodes.POLICY_VIOLATION, "too many invalid messages")
+
+
+async def handle_text(hub: Hub, peer: Peer, text: str) -> None:
+    """Handle one text frame from ``peer``."""
+    envelope: Envelope | None = None
+    try:
+        envelope = protocol.decode_envelope(text)
+        control = _CONTROL.get(envelope.type)
+        if control is not None:
+            await control(hub, peer, envelope)
+        elif envelope.type in protocol.SERVER_TYPES:
+            raise ProtocolError(
+                protocol.UNKNOWN_TYPE,
+                f"{envelope.type!r} is sent by the server, not to it",
+                envelope.id,
+            )
+        else:
+            await _room_traffic(hub, peer, envelope, text)
+    except ProtocolError as error:
+        reject(hub, peer, error)
+    except RequestFailed as failure:
+        peer.offer(
+            protocol.encode(
+                failure.reply_type,
+                {
+                    "success": False,
+                    "error": failure.message,
+                    "message": failure.message,
+                    "code": failure.code,
+                },
+                envelope.id if envelope is not None else None,
+            )
+        )
+
+
+async def handle_binary(hub: Hub, peer: Peer, data: bytes) -> None:
+    """Handle one binary frame: room bytes, forwarded unchanged like text room traffic."""
+    try:
+        await _forward(hub, peer, data, None, None)
+    except ProtocolError as error:
+        reject(hub, peer, error)
+
+
+# -- control messages ---------------------------------------------------------------------------
+
+
+def _check_payload_server_token(hub: Hub, peer: Peer, given: str | None) -> None:
+    """The reference carries ``server_token`` in the payload; a wrong one closes with 1008."""
+    expected = hub.config.server.token
+    if not expected or given is None:
+        return
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        peer.offer(protocol.encode_error(protocol.INVALID_SERVER_TOKEN, "invalid server token"))
+        peer.close(closecodes.POLICY_VIOLATION, "invalid server token")
+        raise _Handled
+
+
+class _Handled(Exception):
+    """The request was answered (and the peer closed); nothing more to send."""
+
+
+def _check_room_quota(hub: Hub, peer: Peer, reply_type: str) -> None:
+    if peer.joined is not None:
+        raise RequestFailed(
+            reply_type, protocol.ALREADY_JOINED, "a member connection cannot host a room"
+        )
+    limit = hub.config.relay.max_rooms_per_connection
+    if len(peer.owned) >= limit:
+        raise RequestFailed(
+            reply_type, protocol.TOO_MANY_ROOMS, f"this connection already hosts {limit} rooms"
+        )
+
+
+async def _create_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
+    reply = "instance_created"
+    request = protocol.decode_payload(envelope, protocol.CreateInstance)
+    _check_payload_server_token(hub, peer, request.server_token)
+    if not envelope.service:
+        raise RequestFailed(reply, protocol.SERVICE_REQUIRED, "the envelope must name a service")
+    service = hub.services.get(envelope.service)
+    if service is None:
+        raise RequestFailed(
+            reply, protocol.SERVICE_NOT_FOUND, f"unknown service {envelope.service!r}"
+        )
+    if not service.enabled:
+        raise RequestFailed(
+            reply, protocol.SERVICE_DISABLED, f"service {envelope.service!r} is disabled"
+        )
+    _check_room_quota(hub, peer, reply)
+    name = request.name.strip()[:MAX_NAME_LENGTH] or "Room"
+    instance = await hub.open_instance(service.name, name, request.token, peer)
+    peer.offer(
+        protocol.encode(
+            reply,
+            {
+                "success": True,
+                "uuid": instance.uuid,
+                "name": instance.name,
+                "hasToken": instance.has_token,
+            },
+            envelope.id,
+        )
+    )
+
+
+async def _reclaim_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
+    reply = "instance_reclaimed"
+    request = protocol.decode_payload(envelope, protocol.ReclaimInstance)
+    _check_payload_server_token(hub, peer, request.server_token)
+    _check_rate(hub, peer)
+    instance = hub.instances.get(request.uuid)
+    if instance is None:
+        _count_failure(hub, peer)
+        raise RequestFailed(reply, protocol.INSTANCE_NOT_FOUND, "instance not found or expired")
+    if envelope.service and envelope.service != instance.service:
+        raise RequestFailed(
+            reply, protocol.SERVICE_MISMATCH, f"instance belongs to {instance.service!r}"
+        )
+    if not instance.token_matches(request.token):
+        _count_failure(hub, peer)
+        raise RequestFailed(reply, protocol.INVALID_TOKEN, "invalid instance token")
+    if instance.owner is not None:
+        raise RequestFailed(reply, protocol.OWNER_CONNECTED, "the owner is still connected")
+    _check_room_quota(hub, peer, reply)
+    instance.reclaim(peer)
+    peer.owned[instance.uuid] = instance
+    peer.offer(
+        protocol.encode(
+            reply,
+            {
+                "success": True,
+                "uuid": instance.uuid,
+                "name": instance.name,
+                "hasToken": instance.has_token,
+                "userCount": len(instance.members),
+            },
+            envelope.id,
+        )
+    )
+
+
+def _check_rate(hub: Hub, peer: Peer) -> None:
+    """Refuse (4029) an address that failed too many joins in the last minute."""
+    limit = hub.config.relay.failed_joins_per_minute
+    if hub.failed_joins.count(peer.address) >= limit:
+        peer.offer(
+            protocol.encode_error(
+                protocol.RATE_LIMITED, f"more than {limit} failed joins in a minute; try later"
+            )
+        )
+        peer.close(closecodes.RATE_LIMITED, "too many failed joins")
+        raise _Handled
+
+
+def _count_failure(hub: Hub, peer: Peer) -> None:
+    hub.failed_joins.add(peer.address)
+
+
+async def _join_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
+    reply = "ack"
+    request = protocol.decode_payload(envelope, protocol.JoinInstance)
+    _check_rate(hub, peer)
+    if peer.joined is not None or peer.owned:
+        raise RequestFailed(reply, protocol.ALREADY_JOINED, "this connection is already in a room")
+    instance = hub.instances.get(request.uuid)
+    if instance is None:
+        _count_failure(hub, peer)
+        raise RequestFailed(reply, protocol.INSTANCE_NOT_FOUND, "instance not found")
+    if envelope.service and envelope.service != instance.service:
+        raise RequestFailed(
+            reply,
+            protocol.SERVICE_MISMATCH,
+            f"instance belongs to service {instance.service!r}, not {envelope.service!r}",
+        )
+    if not instance.token_matches(request.token):
+        _count_failure(hub, peer)
+        raise RequestFailed(reply, protocol.INVALID_TOKEN, "invalid instance token")
+    if instance.owner is None:
+        raise RequestFailed(reply, protocol.OWNER_AWAY, "the room's host is away; retry soon")
+    limit = hub.config.relay.max_members_per_room
+    if len(instance.members) >= limit:
+        raise RequestFailed(reply, protocol.ROOM_FULL, f"the room is full ({limit} members)")
+    user_id = request.userId or f"user-{secrets.token_hex(4)}"
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise ProtocolError(
+            protocol.INVALID_PAYLOAD,
+            f"userId longer than {MAX_USER_ID_LENGTH} characters",
+            envelope.id,
+        )
+    if user_id in instance.members:
+        raise RequestFailed(reply, protocol.USER_ID_TAKEN, f"user id {user_id!r} is taken")
+    peer.offer(
+        protocol.encode(
+            reply,
+            {
+                "success": True,
+                "message": f"Joined {instance.name}",
+                "userId": user_id,
+                "instanceUuid": instance.uuid,
+                "instanceName": instance.name,
+            },
+            envelope.id,
+        )
+    )
+    instance.add_member(user_id, peer)
+
+
+async def _list_instances(hub: Hub, peer: Peer, envelope: Envelope) -> None:
+    rooms = [i.describe() for i in hub.instances_of(envelope.service or None)]
+    peer.offer(protocol.encode("instance_list", {"instances": rooms}, envelope.id))
+
+
+async def _kick_client(hub: Hub, peer: Peer, envelope: Envelope) -> None:
+    request = protocol.decode_payload(envelope, protocol.KickClient)
+    instance = _owned_instance(hub, peer, request.instanceUuid, envelope.id)
+    if not hub.kick(instance, request.userId, "kicked by host", envelope.id):
+        raise ProtocolError(
+            protocol.USER_NOT_FOUND, f"no user {request.userId!r} in this room", envelope.id
+        )
+
+
+async def _ping(hub: Hub, peer: Peer, envelope: Envelope) -> None:
+    peer.offer(protocol.encode("pong", {}, envelope.id))
+
+
+_Control = Callable[[Hub, Peer, Envelope], Awaitable[None]]
+
+
+def _answered(handler: _Control) -> _Control:
+    """Wrap a handler so that a request already answered (``_Handled``) ends quietly."""
+
+    async def run(hub: Hub, peer: Peer, envelope: Envelope) -> None:
+        try:
+            await handler(hub, peer, envelope)
+        except _Handled:
+            pass
+
+    return run
+
+
+_CONTROL: dict[str, _Control] = {
+    protocol.CREATE_INSTANCE: _answered(_create_instance),
+    protocol.RECLAIM_INSTANCE: _answered(_reclaim_instance),
+    protocol.JOIN_INSTANCE: _answered(_join_instance),
+    protocol.LIST_INSTANCES: _list_instances,
+    protocol.KICK_CLIENT: _kick_client,
+    protocol.PING: _ping,
+}
+
+
+# -- room traffic -------------------------------------------------------------------------------
+
+
+def _owned_instance(
+    hub: Hub, peer: Peer, uuid: str | None, msg_id: protocol.MessageId | None
+) -> Instance:
+    """The room an owner's message is about: the one named, or its only room."""
+    if uuid is None:
+        if len(peer.owned) == 1:
+            return next(iter(peer.owned.values()))
+        raise ProtocolError(
+            protocol.INSTANCE_REQUIRED,
+            "this connection hosts several rooms: name one with payload.instanceUuid",
+            msg_id,
+        )
+    instance = peer.owned.get(uuid)
+    if instance is not None:
+        return instance
+    if uuid in hub.instances:
+        raise ProtocolError(protocol.NOT_OWNER, "only the room's owner may do that", msg_id)
+    raise ProtocolError(protocol.INSTANCE_NOT_FOUND, f"no instance {uuid!r}", msg_id)
+
+
+async def _room_traffic(hub: Hub, peer: Peer, envelope: Envelope, text: str) -> None:
+    routing = protocol.Routing()
+    if bytes(envelope.payload).lstrip()[:1] == b"{" and peer.owned:
+        routing = protocol.decode_payload(envelope, protocol.Routing)
+    await _forward(hub, peer, text, routing, envelope)
+
+
+async def _forward(
+    hub: Hub,
+    peer: Peer,
+    frame: Frame,
+    routing: protocol.Routing | None,
+    envelope: Envelope | None,
+) -> None:
+    """Forward a room frame unchanged: member → owner + members, owner → members (or ``to``)."""
+    msg_id = envelope.id if envelope is not None else None
+    if peer.joined is not None:
+        if not await peer.joined.from_member(peer, frame, hub.config.relay.slow_consumer_timeout):
+            raise ProtocolError(
+                protocol.HOST_BUSY, "the host is not keeping up; message not delivered", msg_id
+            )
+        return
+    if peer.owned:
+        routing = routing or protocol.Routing()
+        instance = _owned_instance(hub, peer, routing.instanceUuid, msg_id)
+        missing = instance.from_owner(frame, protocol.recipients(routing.to))
+        if missing:
+            raise ProtocolError(
+                protocol.USER_NOT_FOUND, f"not in the room: {', '.join(missing)}", msg_id
+            )
+        return
+    if envelope is None:
+        raise ProtocolError(protocol.NOT_JOINED, "binary frames need a room: join or create one")
+    raise ProtocolError(
+        protocol.UNKNOWN_TYPE,
+        f"unknown message type {envelope.type!r} (room messages need a joined or created room)",
+        msg_id,
+    )

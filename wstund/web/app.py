@@ -1,0 +1,71 @@
+"""The public Quart-Trio app: pages, REST API and the relay WebSocket on one event loop."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response, request, websocket
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..hub import Hub
+from ..relay import endpoint
+from . import api, pages
+from .auth import PUBLIC_PATHS, admin_access, server_access
+from .errors import forbidden, json_error, unauthorized
+
+log = logging.getLogger("wstund.web")
+RELAY_PATHS = ("/ws", "/websocket")
+
+
+def _is_management(method: str, path: str) -> bool:
+    """Management requests need the admin token when one is set."""
+    if path == "/admin":
+        return True
+    writes = method not in ("GET", "HEAD", "OPTIONS")
+    return writes and (path.startswith("/_api/") or "/service/api/" in path)
+
+
+def create_app(hub: Hub) -> QuartTrio:
+    """Build the public app around ``hub``."""
+    app = QuartTrio("wstund", static_folder=None)
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.config["BODY_TIMEOUT"] = 60
+    app.config["MAX_CONTENT_LENGTH"] = hub.config.relay.max_message_size
+    app.register_blueprint(api.create_blueprint(hub))
+    app.register_blueprint(pages.create_blueprint(hub))
+
+    @app.before_request
+    async def check_tokens() -> Response | None:
+        config = hub.config
+        if request.path in PUBLIC_PATHS:
+            return None
+        if not server_access(config, request.headers, request.args):
+            return unauthorized()
+        if _is_management(request.method, request.path) and not admin_access(
+            config, request.headers, request.args
+        ):
+            return forbidden()
+        return None
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        code = error.code or 500
+        name = (error.name or "error").lower().replace(" ", "_")
+        return json_error(code, name, error.description or name)
+
+    async def relay_socket() -> Response | None:
+        if not server_access(hub.config, websocket.headers, websocket.args):
+            return unauthorized()
+        origins = hub.config.server.allowed_origins
+        origin = websocket.headers.get("Origin")
+        if origins and origin is not None and origin not in origins:
+            await websocket.accept()
+            await websocket.close(1008, "origin not allowed")
+            return None
+        await endpoint.serve_socket(hub, websocket, websocket.remote_addr or "unknown")
+        return None
+
+    for path in RELAY_PATHS:
+        app.add_websocket(path, endpoint=f"relay{path.replace('/', '_')}", view_func=relay_socket)
+    return app
