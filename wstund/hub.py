@@ -5,17 +5,46 @@ from __future__ import annotations
 import secrets
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import trio
 
 from . import __version__, closecodes
 from .config import Config
+from .metrics import Metrics
 from .relay import protocol
 from .relay.instance import Instance
 from .relay.peer import Peer
 from .relay.ratelimit import SlidingWindow
 from .relay.services import ServiceRegistry
+
+
+class InFlight:
+    """Counts work a graceful stop should let finish (tunnelled requests, downloads)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Count the enclosed work as in flight."""
+        self.count += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is in flight."""
+        await self._idle.wait()
 
 
 class Hub:
@@ -33,6 +62,8 @@ class Hub:
         self.failed_joins = SlidingWindow(60.0)
         self.started_at = time.time()
         self.stopping = False
+        self.metrics = Metrics()
+        self.inflight = InFlight()
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -158,6 +189,8 @@ class Hub:
 
     def detach(self, peer: Peer) -> None:
         """A peer is closing: leave its room, start the grace period of the rooms it owns."""
+        if peer in self.peers and peer.close_code == closecodes.SLOW_CONSUMER:
+            self.metrics.slow_consumer_drops.inc()
         self.peers.discard(peer)
         if peer.joined is not None:
             peer.joined.remove_member(peer)
@@ -173,12 +206,18 @@ class Hub:
                 instance.destroy("owner_gone")
 
     async def shutdown(self, grace: float) -> None:
-        """Close every room and socket (1001) and wait up to ``grace`` for sockets to go."""
+        """Stop taking work, let in-flight work finish, close rooms and sockets (1001).
+
+        ``grace`` bounds the whole: in-flight work first, then the sockets' close handshakes.
+        """
         self.stopping = True
+        deadline = trio.current_time() + grace
+        with trio.move_on_at(deadline):
+            await self.inflight.wait_idle()
         for instance in list(self.instances.values()):
             instance.destroy("server_shutdown", closecodes.GOING_AWAY)
         for peer in list(self.peers):
             peer.close(closecodes.GOING_AWAY, "server shutting down")
-        with trio.move_on_after(grace):
+        with trio.move_on_at(max(deadline, trio.current_time() + 1.0)):
             if self.connection_count:
                 await self._all_released.wait()

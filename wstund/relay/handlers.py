@@ -342,13 +342,18 @@ async def _forward(
 ) -> None:
     """Forward a room frame unchanged: member → owner + members, owner → members (or ``to``)."""
     msg_id = envelope.id if envelope is not None else None
+    metrics = hub.metrics
     if peer.joined is not None:
+        metrics.member_messages.inc()
+        metrics.member_bytes.inc(len(frame))
         if not await peer.joined.from_member(peer, frame, hub.config.relay.slow_consumer_timeout):
             raise ProtocolError(
                 protocol.HOST_BUSY, "the host is not keeping up; message not delivered", msg_id
             )
         return
     if peer.owned:
+        metrics.owner_messages.inc()
+        metrics.owner_bytes.inc(len(frame))
         routing = routing or protocol.Routing()
         instance = _owned_instance(hub, peer, routing.instanceUuid, msg_id)
         missing = instance.from_owner(frame, protocol.recipients(routing.to))
