@@ -43,6 +43,7 @@ class ServerConfig(_Section):
     max_connections_per_ip: int = 256
     state_dir: str = ""
     shutdown_grace: float = 5.0
+    send_timeout: float = 30.0
 
 
 class AdminConfig(_Section):
@@ -58,6 +59,7 @@ class RelayConfig(_Section):
     outbox_size: int = 256
     inbox_size: int = 1024
     slow_consumer_timeout: float = 5.0
+    max_queued_bytes: int = 16 * 1024 * 1024
     heartbeat_interval: float = 20.0
     idle_timeout: float = 60.0
     owner_grace: float = 10.0
@@ -106,6 +108,7 @@ _POSITIVE_INTS = {
     "relay.max_members_per_room",
     "relay.outbox_size",
     "relay.inbox_size",
+    "relay.max_queued_bytes",
     "relay.max_invalid_messages",
     "relay.failed_joins_per_minute",
     "server.max_connections",
@@ -118,6 +121,7 @@ _NON_NEGATIVE_FLOATS = {
     "relay.idle_timeout",
     "relay.owner_grace",
     "server.shutdown_grace",
+    "server.send_timeout",
     "tunnel.request_timeout",
 }
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import click
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
 from . import __version__
 from .config import Config, ConfigError, load, state_dir
@@ -32,6 +34,38 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("hypercorn.error")
     return hyper
+
+
+def listening_sockets(hyper: HypercornConfig, send_timeout: float) -> Sockets:
+    """Hypercorn's listening sockets, with TCP_USER_TIMEOUT set (accepted sockets inherit it).
+
+    Hypercorn shields its socket writes from cancellation, so a peer that never reads would
+    hold its connection (and a graceful stop) forever; the kernel timeout breaks that write.
+    """
+    sockets = hyper.create_sockets()
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+        if send_timeout and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(send_timeout * 1000))
+        sock.listen(hyper.backlog)
+    return sockets
+
+
+async def serve_app(
+    app: object,
+    hyper: HypercornConfig,
+    sockets: Sockets,
+    shutdown_trigger: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hypercorn's trio worker on our sockets, inside our own trio.run."""
+    await worker_serve(
+        wrap_app(app, hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
+        hyper,
+        sockets=sockets,
+        shutdown_trigger=shutdown_trigger.wait,
+        task_status=task_status,
+    )
 
 
 class Daemon:
@@ -73,14 +107,9 @@ class Daemon:
             await nursery.start(self.hub.run)
             nursery.start_soon(self._watch_signals, config_path)
             async with trio.open_nursery() as servers:
-                self.binds = await servers.start(
-                    functools.partial(
-                        hypercorn_serve,
-                        self.app,
-                        hypercorn_config(config),
-                        shutdown_trigger=servers_done.wait,
-                    )
-                )
+                hyper = hypercorn_config(config)
+                sockets = listening_sockets(hyper, config.server.send_timeout)
+                self.binds = await servers.start(serve_app, self.app, hyper, sockets, servers_done)
                 log.info("wstund %s listening on %s", __version__, ", ".join(self.binds))
                 task_status.started(self.binds)
                 await self._stop.wait()

@@ -30,6 +30,7 @@ async def serve_socket(hub: Hub, websocket: Any, address: str) -> None:
         address=address,
         outbox_size=relay.outbox_size,
         slow_consumer_timeout=relay.slow_consumer_timeout,
+        max_queued_bytes=relay.max_queued_bytes,
         on_close=hub.detach,
     )
     hub.peers.add(peer)

@@ -1,9 +1,10 @@
 """One relay WebSocket as the relay sees it: a bounded outbox, its sender task, its rooms.
 
-Fan-out never blocks on a peer: ``offer`` queues without waiting. When the outbox is full
-the frame waits in an overflow of the same bound and a slow-consumer clock starts; a peer
-that has not drained within ``slow_consumer_timeout`` (or overflows twice its outbox) is
-closed with 4008, so nothing is dropped without the client being told.
+Fan-out never blocks on a peer: ``offer`` queues without waiting. Frames go into the peer's
+bounded outbox channel; when it is full they wait in an overflow and a slow-consumer clock
+starts. A peer whose socket takes no frame at all for ``slow_consumer_timeout`` while frames
+wait, or whose queued bytes pass ``max_queued_bytes``, is closed with 4008 — nothing is
+dropped without the client being told, and a reader that keeps up with a burst is never cut.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Peer:
         address: str,
         outbox_size: int,
         slow_consumer_timeout: float,
+        max_queued_bytes: int,
         close_timeout: float = 10.0,
         on_close: Callable[[Peer], None] = lambda peer: None,
     ) -> None:
@@ -57,11 +59,12 @@ class Peer:
         self.close_code: int | None = None
         self.close_reason = ""
         self.frames_sent = 0
+        self.queued_bytes = 0
         self._send = send
         self._send_close = send_close
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[Frame | _Close](outbox_size)
         self._overflow: deque[Frame | _Close] = deque()
-        self._overflow_limit = outbox_size
+        self._max_queued_bytes = max_queued_bytes
         self._slow_consumer_timeout = slow_consumer_timeout
         self._close_timeout = close_timeout
         self._on_close = on_close
@@ -95,6 +98,7 @@ class Peer:
                             break
                         await self._send(item)
                         self.frames_sent += 1
+                        self.queued_bytes -= len(item)
                         self._refill()
                 nursery.cancel_scope.cancel()
         finally:
@@ -104,15 +108,16 @@ class Peer:
         """Queue ``frame`` without blocking; False when the peer is closing or was just closed."""
         if self.closing:
             return False
+        if self.queued_bytes + len(frame) > self._max_queued_bytes:
+            self.close(closecodes.SLOW_CONSUMER, "slow consumer: too much queued", flush=False)
+            return False
+        self.queued_bytes += len(frame)
         if not self._overflow:
             try:
                 self._outbox_send.send_nowait(frame)
                 return True
             except trio.WouldBlock:
                 self._start_stall_clock()
-        if len(self._overflow) >= self._overflow_limit:
-            self.close(closecodes.SLOW_CONSUMER, "slow consumer", flush=False)
-            return False
         self._overflow.append(frame)
         return True
 
@@ -131,6 +136,7 @@ class Peer:
                     self._outbox_recv.receive_nowait()
                 except trio.WouldBlock:
                     break
+            self.queued_bytes = 0
         self._overflow.append(_Close(code, reason))
         self._refill()
         self._write_scope.deadline = trio.current_time() + self._close_timeout
@@ -157,7 +163,10 @@ class Peer:
             pass
 
     async def _watch_stall(self, drained: trio.Event) -> None:
-        with trio.move_on_after(self._slow_consumer_timeout):
-            await drained.wait()
-            return
-        self.close(closecodes.SLOW_CONSUMER, "slow consumer", flush=False)
+        """While frames wait in the overflow, require the socket to take one per timeout."""
+        while not drained.is_set() and not self.closing:
+            sent_before = self.frames_sent
+            with trio.move_on_after(self._slow_consumer_timeout):
+                await drained.wait()
+            if not drained.is_set() and self.frames_sent == sent_before:
+                self.close(closecodes.SLOW_CONSUMER, "slow consumer", flush=False)

@@ -1,0 +1,746 @@
+"""Benchmark the wstund room relay against a raw trio-websocket server (issue #2, Benchmark).
+
+Starts the real daemon (``wstund --bind 127.0.0.1:PORT --config CFG``) and then the baseline
+(bench/baseline_server.py), each as its own process, and drives both from this process with
+trio-websocket clients over loopback: resident memory per idle connection, round trips one at a
+time, and, for a room of 1 owner + N members, owner → all members broadcast and member → room
+fan-out (throughput under a bounded window of messages in flight, and latency one at a time,
+from a timestamp in the payload). Prints a table of the figures and wstund's ratio to the baseline.
+
+    .venv/bin/python bench/relay.py [--members 50] [--messages 2000] [--idle 2000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psutil
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+BENCH_DIR = Path(__file__).resolve().parent
+BENCH_PREFIX = '{"type":"bench"'
+Sink = Callable[[str | bytes, float], None]
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr so that stdout holds only the results."""
+    print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
+
+
+# -- the two servers ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wstund_config(path: Path, state: Path, opts: argparse.Namespace) -> None:
+    """A config raising the limits the benchmark needs; everything else is the default."""
+    connections = opts.idle + opts.members + 1000
+    path.write_text(
+        f"""[server]
+max_connections = {max(10_000, connections)}
+max_connections_per_ip = {connections}
+state_dir = "{state}"
+
+[admin]
+socket = "{state / "admin.sock"}"
+
+[relay]
+max_members_per_room = {max(1000, opts.idle + opts.members + 100)}
+outbox_size = {max(256, 4 * opts.window, opts.idle + opts.members + 100)}
+
+[log]
+level = "warning"
+"""
+    )
+
+
+@dataclass
+class Server:
+    """A server process under test and how the clients speak to it."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    speak: Dialect
+    pin: list[int] | None = None
+    ps: psutil.Process = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ps = psutil.Process(self.proc.pid)
+        if self.pin:
+            self.ps.cpu_affinity(self.pin)
+
+    def cpu(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def established(self) -> int:
+        """TCP connections the server process holds open."""
+        return sum(1 for c in self.ps.net_connections("tcp") if c.status == "ESTABLISHED")
+
+
+def server_cpus(opts: argparse.Namespace) -> list[int] | None:
+    """With two CPUs or more, the server gets the first and the clients the others."""
+    return opts.cpus[:1] if opts.pin and len(opts.cpus) >= 2 else None
+
+
+def client_cpus(opts: argparse.Namespace) -> list[int] | None:
+    return opts.cpus[1:] if opts.pin and len(opts.cpus) >= 2 else None
+
+
+def start_wstund(tmp: Path, opts: argparse.Namespace) -> Server:
+    port = free_port()
+    config = tmp / "wstund.toml"
+    (tmp / "state").mkdir()
+    wstund_config(config, tmp / "state", opts)
+    args = ["--bind", f"127.0.0.1:{port}", "--config", str(config)]
+    if opts.profile:
+        code = (
+            "import cProfile, sys; from wstund.daemon import main; "
+            f"sys.argv = ['wstund', *{args!r}]; cProfile.run('main()', {opts.profile!r})"
+        )
+        argv = [sys.executable, "-c", code]
+    else:
+        argv = [str(Path(sys.executable).parent / "wstund"), *args]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    return Server("wstund", proc, port, WstundDialect(port), server_cpus(opts))
+
+
+def start_baseline(opts: argparse.Namespace) -> Server:
+    port = free_port()
+    argv = [sys.executable, str(BENCH_DIR / "baseline_server.py"), str(port)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    return Server("baseline", proc, port, BaselineDialect(port), server_cpus(opts))
+
+
+async def wait_listening(server: Server, timeout: float = 20.0) -> None:
+    with trio.fail_after(timeout):
+        while True:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"{server.name} exited with {server.proc.returncode}")
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
+
+
+async def stop(server: Server, timeout: float = 15.0) -> int | None:
+    """SIGTERM (wstund stops gracefully), then SIGKILL if it has not gone within ``timeout``."""
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+    try:
+        return await trio.to_thread.run_sync(server.proc.wait, timeout)
+    except subprocess.TimeoutExpired:
+        log(f"{server.name} did not stop within {timeout}s: killing it")
+        server.proc.kill()
+        return await trio.to_thread.run_sync(server.proc.wait)
+
+
+# -- speaking to each server ----------------------------------------------------------------------
+
+
+class Dialect:
+    """How a client opens a room, joins it and asks for an echo on one server."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"ws://127.0.0.1:{port}"
+
+    async def open(self, nursery: trio.Nursery, path: str) -> WebSocketConnection:
+        return await trio_websocket.connect_websocket_url(
+            nursery, self.base + path, max_message_size=1 << 20
+        )
+
+    async def open_owner(self, nursery: trio.Nursery, room: str) -> tuple[WebSocketConnection, str]:
+        raise NotImplementedError
+
+    async def open_member(
+        self, nursery: trio.Nursery, room: str, user_id: str
+    ) -> WebSocketConnection:
+        raise NotImplementedError
+
+    async def open_echo(self, nursery: trio.Nursery) -> WebSocketConnection:
+        raise NotImplementedError
+
+    def echo_request(self, n: int) -> str:
+        raise NotImplementedError
+
+
+class WstundDialect(Dialect):
+    """The WSTun envelope on /ws; the echo is the server's own ``ping`` → ``pong``."""
+
+    async def open_owner(self, nursery: trio.Nursery, room: str) -> tuple[WebSocketConnection, str]:
+        ws = await self.open(nursery, "/ws")
+        request = {"type": "create_instance", "id": 1, "service": "chat", "payload": {"name": room}}
+        await ws.send_message(json.dumps(request))
+        reply = json.loads(await ws.get_message())
+        if reply.get("type") != "instance_created" or not reply["payload"].get("success"):
+            raise RuntimeError(f"create_instance refused: {reply}")
+        return ws, str(reply["payload"]["uuid"])
+
+    async def open_member(
+        self, nursery: trio.Nursery, room: str, user_id: str
+    ) -> WebSocketConnection:
+        ws = await self.open(nursery, "/ws")
+        request = {"type": "join_instance", "id": 1, "payload": {"uuid": room, "userId": user_id}}
+        await ws.send_message(json.dumps(request))
+        reply = json.loads(await ws.get_message())
+        if reply.get("type") != "ack" or not reply["payload"].get("success"):
+            raise RuntimeError(f"join_instance refused: {reply}")
+        return ws
+
+    async def open_echo(self, nursery: trio.Nursery) -> WebSocketConnection:
+        return await self.open(nursery, "/ws")
+
+    def echo_request(self, n: int) -> str:
+        return f'{{"type":"ping","id":{n}}}'
+
+
+class BaselineDialect(Dialect):
+    """bench/baseline_server.py: the room and the role are in the path."""
+
+    async def open_owner(self, nursery: trio.Nursery, room: str) -> tuple[WebSocketConnection, str]:
+        return await self.open(nursery, f"/owner/{room}"), room
+
+    async def open_member(
+        self, nursery: trio.Nursery, room: str, user_id: str
+    ) -> WebSocketConnection:
+        ws = await self.open(nursery, f"/member/{room}")
+        reply = await ws.get_message()
+        if reply != "joined":
+            raise RuntimeError(f"baseline join refused: {reply!r}")
+        return ws
+
+    async def open_echo(self, nursery: trio.Nursery) -> WebSocketConnection:
+        return await self.open(nursery, "/echo")
+
+    def echo_request(self, n: int) -> str:
+        return f'{{"type":"ping","id":{n}}}'
+
+
+# -- clients --------------------------------------------------------------------------------------
+
+
+class Client:
+    """A connection whose frames are read at once by its own task and handed to ``sink``."""
+
+    def __init__(self, ws: WebSocketConnection, name: str) -> None:
+        self.ws = ws
+        self.name = name
+        self.sink: Sink = lambda frame, now: None
+        self.closed: str | None = None
+
+    async def read(self) -> None:
+        try:
+            while True:
+                frame = await self.ws.get_message()
+                self.sink(frame, time.perf_counter())
+        except ConnectionClosed as closed:
+            self.closed = f"{closed.reason.code} {closed.reason.reason or ''}".strip()
+
+
+async def open_many(
+    count: int, opener: Callable[[int], Awaitable[WebSocketConnection]], parallel: int = 64
+) -> list[WebSocketConnection]:
+    """Open ``count`` connections, ``parallel`` handshakes at a time."""
+    opened: list[WebSocketConnection | None] = [None] * count
+    limiter = trio.CapacityLimiter(parallel)
+
+    async def one(i: int) -> None:
+        async with limiter:
+            opened[i] = await opener(i)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            nursery.start_soon(one, i)
+    return [ws for ws in opened if ws is not None]
+
+
+async def close_all(connections: Sequence[WebSocketConnection], timeout: float = 20.0) -> None:
+    """Close handshakes in parallel, bounded; the caller cancels what is left."""
+    with trio.move_on_after(timeout):
+        async with trio.open_nursery() as nursery:
+            for ws in connections:
+                nursery.start_soon(ws.aclose)
+
+
+# -- measurements ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """What one measured phase saw."""
+
+    messages: int = 0
+    deliveries: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def rate(self, count: int) -> float:
+        return count / self.seconds if self.seconds else 0.0
+
+    def server_us_per(self, count: int) -> float:
+        """Server CPU microseconds per delivery (or round trip): independent of the client."""
+        return 1e6 * self.server_cpu_seconds / count if count else float("nan")
+
+    def percentile(self, p: float) -> float:
+        """Latency percentile in milliseconds."""
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return 1000 * ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+class CpuClock:
+    """CPU seconds of the server and of this client process over a phase, as % of wall time."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.me = psutil.Process()
+
+    def __enter__(self) -> CpuClock:
+        self.wall = time.perf_counter()
+        self.server_cpu = self.server.cpu()
+        mine = self.me.cpu_times()
+        self.client_cpu = mine.user + mine.system
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.wall
+        mine = self.me.cpu_times()
+        self.server_seconds = self.server.cpu() - self.server_cpu
+        self.server_pct = 100 * self.server_seconds / wall
+        self.client_pct = 100 * (mine.user + mine.system - self.client_cpu) / wall
+
+
+class BenchPayload(msgspec.Struct):
+    s: int
+    t: float
+
+
+class BenchFrame(msgspec.Struct):
+    payload: BenchPayload
+
+
+_decode_bench = msgspec.json.Decoder(BenchFrame).decode
+
+
+def bench_frame(seq: int, padding: str) -> str:
+    """A room message; the relay forwards it unchanged, so receivers read their own timestamp."""
+    return f'{{"type":"bench","payload":{{"s":{seq},"t":{time.perf_counter()!r},"p":"{padding}"}}}}'
+
+
+async def room_traffic(
+    server: Server,
+    senders: Sequence[Client],
+    receivers: Sequence[Client],
+    per_message: int,
+    count: int,
+    window: int,
+    size: int,
+    timeout: float,
+) -> Phase:
+    """Send ``count`` messages round-robin from ``senders``, at most ``window`` not yet seen by
+    all ``per_message`` receivers; record each delivery's latency."""
+    phase = Phase()
+    remaining = [per_message] * count
+    in_flight = trio.Semaphore(window)
+    finished = trio.Event()
+    padding = "x" * max(0, size - 60)
+    last = [0.0]
+
+    def sink(frame: str | bytes, now: float) -> None:
+        if not isinstance(frame, str) or not frame.startswith(BENCH_PREFIX):
+            return
+        payload = _decode_bench(frame).payload
+        phase.latencies.append(now - payload.t)
+        phase.deliveries += 1
+        left = remaining[payload.s] = remaining[payload.s] - 1
+        if left == 0:
+            phase.messages += 1
+            last[0] = now
+            in_flight.release()
+            if phase.messages == count:
+                finished.set()
+        elif left < 0:
+            phase.errors.append(f"message {payload.s} delivered too often")
+
+    for client in receivers:
+        client.sink = sink
+    with CpuClock(server) as cpu:
+        start = time.perf_counter()
+        with trio.move_on_after(timeout) as scope:
+            for seq in range(count):
+                await in_flight.acquire()
+                await senders[seq % len(senders)].ws.send_message(bench_frame(seq, padding))
+            await finished.wait()
+    if scope.cancelled_caught:
+        phase.errors.append(f"timed out after {timeout}s: {phase.messages}/{count} complete")
+    phase.seconds = (last[0] or time.perf_counter()) - start
+    phase.server_cpu, phase.client_cpu = cpu.server_pct, cpu.client_pct
+    phase.server_cpu_seconds = cpu.server_seconds
+    for client in receivers:
+        client.sink = lambda frame, now: None
+        if client.closed:
+            phase.errors.append(f"{client.name} closed: {client.closed}")
+    return phase
+
+
+async def round_trips(server: Server, count: int, timeout: float) -> Phase:
+    """Request → reply on one connection, one at a time."""
+    phase = Phase()
+    async with trio.open_nursery() as nursery:
+        ws = await server.speak.open_echo(nursery)
+        for n in range(20):  # warm-up
+            await ws.send_message(server.speak.echo_request(n))
+            await ws.get_message()
+        with CpuClock(server) as cpu, trio.move_on_after(timeout) as scope:
+            start = time.perf_counter()
+            for n in range(count):
+                sent = time.perf_counter()
+                await ws.send_message(server.speak.echo_request(n))
+                await ws.get_message()
+                phase.latencies.append(time.perf_counter() - sent)
+                phase.messages += 1
+        phase.seconds = time.perf_counter() - start
+        if scope.cancelled_caught:
+            phase.errors.append(f"timed out after {timeout}s: {phase.messages}/{count}")
+        await ws.aclose()
+    phase.server_cpu, phase.client_cpu = cpu.server_pct, cpu.client_pct
+    phase.server_cpu_seconds = cpu.server_seconds
+    return phase
+
+
+async def settle(server: Server, at_most: int, timeout: float = 20.0) -> None:
+    """Wait (bounded) until the server holds at most ``at_most`` connections."""
+    with trio.move_on_after(timeout):
+        while server.established() > at_most:  # noqa: ASYNC110 - polling another process
+            await trio.sleep(0.1)
+
+
+async def quiesce(server: Server, timeout: float = 10.0) -> None:
+    """Wait (bounded) until the server has finished earlier work: < 2% CPU over 0.25 s."""
+    with trio.move_on_after(timeout):
+        while True:
+            before = server.cpu()
+            await trio.sleep(0.25)
+            if server.cpu() - before < 0.005:
+                return
+
+
+@dataclass
+class IdleResult:
+    connections: int
+    rss_before: int
+    rss_after: int
+    connect_seconds: float
+
+    @property
+    def per_connection(self) -> float:
+        return (self.rss_after - self.rss_before) / self.connections if self.connections else 0.0
+
+
+async def idle_memory(server: Server, count: int) -> IdleResult:
+    """Server RSS before and after ``count`` members join one room and stay idle."""
+    async with trio.open_nursery() as nursery:
+        owner_ws, room = await server.speak.open_owner(nursery, "idle")
+        owner = Client(owner_ws, "idle owner")
+        nursery.start_soon(owner.read)  # drains client_connected notes
+        warm = await open_many(
+            50, lambda i: server.speak.open_member(nursery, room, f"warm-{i}"), parallel=16
+        )
+        await close_all(warm)
+        await settle(server, 1)
+        await quiesce(server)
+        before = server.rss()
+        start = time.perf_counter()
+        idle = await open_many(
+            count, lambda i: server.speak.open_member(nursery, room, f"idle-{i}")
+        )
+        connect_seconds = time.perf_counter() - start
+        await quiesce(server)
+        after = server.rss()
+        log(f"  {server.name}: {len(idle)} idle connections, RSS {before >> 10}→{after >> 10} KiB")
+        await close_all([*idle, owner_ws])
+        nursery.cancel_scope.cancel()
+    await settle(server, 0)
+    return IdleResult(len(idle), before, after, connect_seconds)
+
+
+@dataclass
+class ServerResult:
+    name: str
+    idle: IdleResult
+    round_trip: Phase
+    broadcast: Phase
+    broadcast_latency: Phase
+    fanout: Phase
+    fanout_latency: Phase
+    peak_rss: int
+    exit_code: int | None
+
+
+async def measure(server: Server, opts: argparse.Namespace) -> ServerResult:
+    """Every phase against one running server."""
+    await wait_listening(server)
+    log(f"{server.name}: pid {server.proc.pid}, port {server.port}")
+    idle = await idle_memory(server, opts.idle)
+    log(f"  {server.name}: {opts.round_trips} round trips")
+    await quiesce(server)
+    round_trip = await round_trips(server, opts.round_trips, opts.phase_timeout)
+    async with trio.open_nursery() as nursery:
+        owner_ws, room = await server.speak.open_owner(nursery, "bench")
+        owner = Client(owner_ws, "owner")
+        nursery.start_soon(owner.read)
+        members = [
+            Client(ws, f"member-{i}")
+            for i, ws in enumerate(
+                await open_many(
+                    opts.members, lambda i: server.speak.open_member(nursery, room, f"m{i}")
+                )
+            )
+        ]
+        for member in members:
+            nursery.start_soon(member.read)
+        n = len(members)
+        everyone = [owner, *members]
+
+        async def traffic(senders: list[Client], count: int, window: int) -> Phase:
+            return await room_traffic(
+                server, senders, everyone, n, count, window, opts.size, opts.phase_timeout
+            )
+
+        await traffic([owner], 100, opts.window)  # warm-up
+        await quiesce(server)
+        log(f"  {server.name}: broadcast, {opts.messages} messages to {n} members")
+        broadcast = await traffic([owner], opts.messages, opts.window)
+        broadcast_latency = await traffic([owner], opts.latency_messages, 1)
+        log(f"  {server.name}: fan-out, {opts.messages} messages from {n} members")
+        await traffic(members, 100, opts.window)  # warm-up
+        await quiesce(server)
+        fanout = await traffic(members, opts.messages, opts.window)
+        fanout_latency = await traffic(members, opts.latency_messages, 1)
+        peak_rss = server.rss()
+        await close_all([client.ws for client in everyone])
+        nursery.cancel_scope.cancel()
+    await settle(server, 0, timeout=5.0)
+    exit_code = await stop(server)
+    return ServerResult(
+        server.name,
+        idle,
+        round_trip,
+        broadcast,
+        broadcast_latency,
+        fanout,
+        fanout_latency,
+        peak_rss,
+        exit_code,
+    )
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def figures(result: ServerResult, members: int) -> dict[str, Any]:
+    """The machine-readable figures of one server."""
+    r = result
+    return {
+        "broadcast_deliveries_per_s": r.broadcast.rate(r.broadcast.deliveries),
+        "broadcast_messages_per_s": r.broadcast.rate(r.broadcast.messages),
+        "broadcast_latency_p50_ms": r.broadcast.percentile(50),
+        "broadcast_latency_p99_ms": r.broadcast.percentile(99),
+        "broadcast_server_cpu_pct": r.broadcast.server_cpu,
+        "broadcast_client_cpu_pct": r.broadcast.client_cpu,
+        "broadcast_server_us_per_delivery": r.broadcast.server_us_per(r.broadcast.deliveries),
+        "fanout_messages_per_s": r.fanout.rate(r.fanout.messages),
+        "fanout_deliveries_per_s": r.fanout.rate(r.fanout.deliveries),
+        "fanout_latency_p50_ms": r.fanout.percentile(50),
+        "fanout_latency_p99_ms": r.fanout.percentile(99),
+        "fanout_server_cpu_pct": r.fanout.server_cpu,
+        "fanout_client_cpu_pct": r.fanout.client_cpu,
+        "fanout_server_us_per_delivery": r.fanout.server_us_per(r.fanout.deliveries),
+        "broadcast_unloaded_latency_p50_ms": r.broadcast_latency.percentile(50),
+        "broadcast_unloaded_latency_p99_ms": r.broadcast_latency.percentile(99),
+        "fanout_unloaded_latency_p50_ms": r.fanout_latency.percentile(50),
+        "fanout_unloaded_latency_p99_ms": r.fanout_latency.percentile(99),
+        "round_trips_per_s": r.round_trip.rate(r.round_trip.messages),
+        "round_trip_p50_ms": r.round_trip.percentile(50),
+        "round_trip_p99_ms": r.round_trip.percentile(99),
+        "round_trip_server_cpu_pct": r.round_trip.server_cpu,
+        "round_trip_server_us": r.round_trip.server_us_per(r.round_trip.messages),
+        "idle_connections": r.idle.connections,
+        "idle_rss_before_kib": r.idle.rss_before / 1024,
+        "idle_rss_after_kib": r.idle.rss_after / 1024,
+        "rss_per_idle_connection_kib": r.idle.per_connection / 1024,
+        "connects_per_s": r.idle.connections / r.idle.connect_seconds,
+        "peak_rss_kib": r.peak_rss / 1024,
+        "exit_code": r.exit_code,
+        "errors": [
+            *r.round_trip.errors,
+            *r.broadcast.errors,
+            *r.broadcast_latency.errors,
+            *r.fanout.errors,
+            *r.fanout_latency.errors,
+        ],
+    }
+
+
+ROWS = [
+    # (key, label, format, higher is better)
+    ("broadcast_deliveries_per_s", "broadcast: deliveries/s (owner → {n})", ",.0f", True),
+    ("broadcast_messages_per_s", "broadcast: owner messages/s", ",.0f", True),
+    ("broadcast_latency_p50_ms", "broadcast: latency p50, ms (window {w})", ".2f", False),
+    ("broadcast_latency_p99_ms", "broadcast: latency p99, ms (window {w})", ".2f", False),
+    ("broadcast_server_cpu_pct", "broadcast: server CPU %", ".0f", None),
+    ("broadcast_client_cpu_pct", "broadcast: client CPU %", ".0f", None),
+    ("broadcast_server_us_per_delivery", "broadcast: server CPU µs per delivery", ".1f", False),
+    ("fanout_messages_per_s", "fan-out: member messages/s (→ owner + {m})", ",.0f", True),
+    ("fanout_deliveries_per_s", "fan-out: deliveries/s", ",.0f", True),
+    ("fanout_latency_p50_ms", "fan-out: latency p50, ms (window {w})", ".2f", False),
+    ("fanout_latency_p99_ms", "fan-out: latency p99, ms (window {w})", ".2f", False),
+    ("fanout_server_cpu_pct", "fan-out: server CPU %", ".0f", None),
+    ("fanout_client_cpu_pct", "fan-out: client CPU %", ".0f", None),
+    ("fanout_server_us_per_delivery", "fan-out: server CPU µs per delivery", ".1f", False),
+    ("broadcast_unloaded_latency_p50_ms", "broadcast one at a time: latency p50, ms", ".2f", False),
+    ("broadcast_unloaded_latency_p99_ms", "broadcast one at a time: latency p99, ms", ".2f", False),
+    ("fanout_unloaded_latency_p50_ms", "fan-out one at a time: latency p50, ms", ".2f", False),
+    ("fanout_unloaded_latency_p99_ms", "fan-out one at a time: latency p99, ms", ".2f", False),
+    ("round_trips_per_s", "round trips/s, one at a time (ping/echo)", ",.0f", True),
+    ("round_trip_p50_ms", "round trip p50, ms", ".3f", False),
+    ("round_trip_p99_ms", "round trip p99, ms", ".3f", False),
+    ("round_trip_server_us", "round trip: server CPU µs each", ".1f", False),
+    ("rss_per_idle_connection_kib", "RSS per idle connection, KiB ({i} idle)", ".1f", False),
+    ("idle_rss_before_kib", "RSS before idle connections, KiB", ",.0f", False),
+    ("connects_per_s", "connect + join handshakes/s (64 in parallel)", ",.0f", True),
+    ("peak_rss_kib", "RSS at end of load, KiB", ",.0f", False),
+]
+
+
+def table(ours: dict[str, Any], base: dict[str, Any], opts: argparse.Namespace) -> str:
+    labels = {
+        key: label.format(n=opts.members, m=opts.members - 1, w=opts.window, i=opts.idle)
+        for key, label, _, _ in ROWS
+    }
+    width = max(len(label) for label in labels.values())
+    lines = [
+        f"{'':{width}}  {'wstund':>12}  {'baseline':>12}  {'ratio':>6}",
+        "-" * (width + 38),
+    ]
+    for key, _, fmt, _ in ROWS:
+        a, b = ours[key], base[key]
+        ratio = f"{a / b:6.2f}" if b else "     -"
+        lines.append(f"{labels[key]:{width}}  {a:>12{fmt}}  {b:>12{fmt}}  {ratio}")
+    lines.append("ratio = wstund / baseline (throughput: higher is better; latency, RSS: lower)")
+    for name, figs in (("wstund", ours), ("baseline", base)):
+        for error in figs["errors"]:
+            lines.append(f"{name} error: {error}")
+        if figs["exit_code"] not in (0, -signal.SIGTERM):
+            lines.append(f"{name} exited with {figs['exit_code']}")
+    return "\n".join(lines)
+
+
+def print_profile(path: str, limit: int = 30) -> None:
+    log(f"\nwstund profile ({path}), top {limit} by own time:")
+    stats = pstats.Stats(path, stream=sys.stderr)
+    stats.sort_stats("tottime").print_stats(limit)
+    stats.sort_stats("cumulative").print_stats(limit)
+
+
+async def run(opts: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="wstund-bench-") as tmp:
+        for start in (lambda: start_wstund(Path(tmp), opts), lambda: start_baseline(opts)):
+            server = start()
+            try:
+                result = await measure(server, opts)
+            finally:
+                if server.proc.poll() is None:
+                    server.proc.kill()
+                    server.proc.wait()
+            results[result.name] = figures(result, opts.members)
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=50, help="members in the room (50)")
+    parser.add_argument("--messages", type=int, default=2000, help="messages per load phase")
+    parser.add_argument(
+        "--latency-messages", type=int, default=200, help="messages sent one at a time (200)"
+    )
+    parser.add_argument("--window", type=int, default=16, help="messages in flight under load")
+    parser.add_argument("--size", type=int, default=100, help="approximate frame size, bytes")
+    parser.add_argument("--idle", type=int, default=2000, help="idle connections (2000)")
+    parser.add_argument("--round-trips", type=int, default=2000, help="round trips (2000)")
+    parser.add_argument("--phase-timeout", type=float, default=30.0, help="bound per phase, s")
+    parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="don't pin server and client CPUs"
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
+    )
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    opts = parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * (opts.idle + opts.members) + 256
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
+    opts.cpus = sorted(psutil.Process().cpu_affinity() or [])
+    pinned = client_cpus(opts)
+    if pinned:
+        psutil.Process().cpu_affinity(pinned)
+    started = time.perf_counter()
+    results = trio.run(run, opts)
+    elapsed = time.perf_counter() - started
+    text = table(results["wstund"], results["baseline"], opts)
+    header = (
+        f"wstund relay benchmark: 1 owner + {opts.members} members, {opts.messages} messages "
+        f"per load phase, window {opts.window}, ~{opts.size} B frames, {opts.idle} idle "
+        f"connections; {os.cpu_count()} CPUs, server pinned to {server_cpus(opts)}, "
+        f"clients to {pinned}; run took {elapsed:.0f}s"
+    )
+    if opts.json:
+        log(f"{header}\n{text}")
+        print(json.dumps({"options": vars(opts), "elapsed_s": elapsed, **results}, indent=2))
+    else:
+        print(f"{header}\n{text}")
+    if opts.profile:
+        print_profile(opts.profile)
+
+
+if __name__ == "__main__":
+    main()
