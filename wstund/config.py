@@ -74,6 +74,11 @@ class TunnelConfig(_Section):
 
 class MarketplaceConfig(_Section):
     urls: list[str] = msgspec.field(default_factory=list)
+    timeout: float = 10.0
+    max_redirects: int = 3
+    max_file_size: int = 5 * 1024 * 1024
+    max_service_size: int = 20 * 1024 * 1024
+    max_files: int = 64
 
 
 class ClusterConfig(_Section):
@@ -111,6 +116,9 @@ _POSITIVE_INTS = {
     "server.max_connections",
     "server.max_connections_per_ip",
     "tunnel.max_buffered_bytes",
+    "marketplace.max_file_size",
+    "marketplace.max_service_size",
+    "marketplace.max_files",
 }
 _NON_NEGATIVE_FLOATS = {
     "relay.slow_consumer_timeout",
@@ -119,6 +127,8 @@ _NON_NEGATIVE_FLOATS = {
     "relay.owner_grace",
     "server.shutdown_grace",
     "tunnel.request_timeout",
+    "marketplace.timeout",
+    "marketplace.max_redirects",
 }
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 
