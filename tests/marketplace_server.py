@@ -27,6 +27,7 @@ class Marketplace:
     drop: set[str] = field(default_factory=set)  # paths cut off half-way through the body
     hang: set[str] = field(default_factory=set)  # paths that never answer
     hung: trio.Event = field(default_factory=trio.Event)
+    redirect: dict[str, str] = field(default_factory=dict)  # path -> Location
 
     def publish(
         self,
@@ -89,6 +90,8 @@ def create_app(market: Marketplace) -> QuartTrio:
             market.hung.set()
             await trio.sleep_forever()
         await trio.sleep(market.delay.get(path, 0))
+        if path in market.redirect:
+            return Response("", status=302, headers={"Location": market.redirect[path]})
         file = market.root / path
         if ".." in path or not file.is_file():
             return Response("not found", status=404)

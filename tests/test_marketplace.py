@@ -161,6 +161,17 @@ def _not_offered(m: Marketplace) -> None:
     pass
 
 
+def _redirect_loop(m: Marketplace) -> None:
+    m.publish("bad", "1", {"main.html": b"x"})
+    for i in range(5):
+        m.redirect[f"service/bad/main{i}.html"] = f"{m.url}/service/bad/main{i + 1}.html"
+    m.redirect["service/bad/main.html"] = f"{m.url}/service/bad/main0.html"
+
+
+def _service_too_big(m: Marketplace) -> None:
+    m.publish("bad", "1", {"a.html": b"x" * 900, "b.html": b"y" * 900})
+
+
 @pytest.mark.parametrize(
     ("name", "prepare", "status", "error"),
     [
@@ -175,6 +186,8 @@ def _not_offered(m: Marketplace) -> None:
         ("bad", _invalid_json, 400, "invalid_manifest"),
         ("bad", _slow, 504, "upstream_timeout"),
         ("bad", _not_offered, 404, "not_in_marketplace"),
+        ("bad", _redirect_loop, 502, "too_many_redirects"),
+        ("bad", _service_too_big, 502, "service_too_large"),
     ],
 )
 async def test_refusals_change_nothing(
@@ -182,7 +195,13 @@ async def test_refusals_change_nothing(
 ) -> None:
     market.publish("keep", "1", V1)
     daemon = await start_daemon(
-        marketplace={"urls": [market.url], "max_file_size": 1000, "timeout": 0.5}
+        marketplace={
+            "urls": [market.url],
+            "max_file_size": 1000,
+            "max_service_size": 1500,
+            "timeout": 0.5,
+            "max_redirects": 3,
+        }
     )
     assert (
         await api(daemon, "POST", "/_api/marketplace/install", {"name": "keep"})

@@ -86,10 +86,10 @@ def _too_large(url: str, cap: int) -> MarketplaceError:
 
 async def get_bytes(client: httpx.AsyncClient, url: str, config: MarketplaceConfig) -> bytes:
     """A small document (list, manifest) read into memory, capped at ``max_file_size``."""
-    body, _ = await stream_to(client, url, None, config.max_file_size, _overall(config))
+    body, _ = await stream_to(client, url, None, config.max_file_size, download_deadline(config))
     return body
 
 
-def _overall(config: MarketplaceConfig) -> float:
+def download_deadline(config: MarketplaceConfig) -> float:
     """Whole-download deadline: httpx's timeout is per read, a trickling server needs a cap."""
     return max(config.timeout * 6, 1.0)

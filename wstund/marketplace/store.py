@@ -119,13 +119,22 @@ async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Servi
                 await trio.Path(target.parent).mkdir(parents=True, exist_ok=True)
                 cap = min(config.max_file_size, config.max_service_size - total)
                 async with await trio.open_file(target, "wb") as sink:
-                    _, digest = await fetch.stream_to(
-                        client,
-                        f"{base_url}/service/{name}/{file}",
-                        sink,
-                        cap,
-                        fetch._overall(config),
-                    )
+                    try:
+                        _, digest = await fetch.stream_to(
+                            client,
+                            f"{base_url}/service/{name}/{file}",
+                            sink,
+                            cap,
+                            fetch.download_deadline(config),
+                        )
+                    except MarketplaceError as exc:
+                        if exc.code == "file_too_large" and cap < config.max_file_size:
+                            raise MarketplaceError(
+                                502,
+                                "service_too_large",
+                                f"{name}: files exceed {config.max_service_size} bytes in all",
+                            ) from None
+                        raise
                 total += (await trio.Path(target).stat()).st_size
                 if pins and pins != {digest}:
                     raise MarketplaceError(
