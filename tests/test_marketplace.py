@@ -85,6 +85,7 @@ async def test_list_install_enable_update_restart_uninstall(
     assert page.status_code == 200 and page.content == V1["main.html"]
     assert page.headers["Content-Type"].startswith("text/html")
     assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "no-cache" in page.headers["Cache-Control"] and "Expires" not in page.headers
     csp = page.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and f"ws://127.0.0.1:{daemon.port}" in csp
     assert (await api(daemon, "GET", "/echo/service")).content == V1["service.html"]
