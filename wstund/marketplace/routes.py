@@ -67,8 +67,8 @@ async def serve(hub: Hub, service: Service, page: str) -> Response:
     response = await send_file(path, mimetype=content_type)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = content_security_policy(request.host)
-    response.expires = None
-    response.cache_control.no_cache = True
+    response.headers.pop("Expires", None)
+    response.headers["Cache-Control"] = "no-cache"
     return response
 
 
