@@ -109,11 +109,15 @@ async def test_list_install_enable_update_restart_uninstall(
     versions = [p for p in (daemon.hub.state_dir / "services").iterdir() if p.name.startswith(".")]
     assert len(versions) == 1, versions  # the old version directory is gone
 
+    stale = daemon.hub.state_dir / "services" / ".v-echo-interrupted" / "files"
+    stale.mkdir(parents=True)
+    (stale / "main.html").write_bytes(b"half")
     daemon.daemon.stop()
     restarted = await start_daemon(marketplace={"urls": [market.url]})
     service = (await api(restarted, "GET", "/_api/services/echo")).json()
     assert (service["version"], service["enabled"], service["builtin"]) == ("1.1.0", True, False)
     assert (await api(restarted, "GET", "/echo/service")).content == V2["service.html"]
+    assert not stale.parent.exists()  # leftovers of an interrupted install are cleared at start
 
     removed = await api(restarted, "DELETE", "/_api/services/echo")
     assert removed.status_code == 200, removed.text
@@ -238,7 +242,7 @@ async def test_cancelled_install_keeps_old_version(
     start_daemon: StartDaemon, market: Marketplace
 ) -> None:
     market.publish("echo", "1", V1)
-    daemon = await start_daemon(marketplace={"urls": [market.url]})
+    daemon = await start_daemon(marketplace={"urls": [market.url], "timeout": 1.0})
     assert (
         await api(daemon, "POST", "/_api/marketplace/install", {"name": "echo"})
     ).status_code == 200
@@ -246,6 +250,22 @@ async def test_cancelled_install_keeps_old_version(
     before = on_disk(daemon)
     market.publish("echo", "2", V2)
     market.hang.add("service/echo/service.html")
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            first: list[httpx.Response] = []
+
+            async def update() -> None:
+                first.append(
+                    await api(daemon, "POST", "/_api/marketplace/update", {"name": "echo"})
+                )
+
+            nursery.start_soon(update)
+            await market.hung.wait()
+            busy = await api(daemon, "POST", "/_api/marketplace/update", {"name": "echo"})
+            assert (busy.status_code, busy.json()["error"]) == (409, "install_in_progress")
+    assert (first[0].status_code, first[0].json()["error"]) == (504, "upstream_timeout")
+    assert on_disk(daemon) == before
+    market.hung = trio.Event()
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
 

@@ -100,3 +100,13 @@ def test_list_drops_unusable_names_and_refuses_garbage() -> None:
 def test_versions() -> None:
     assert is_newer("1.10.0", "1.9.3") and not is_newer("1.0", "1.0") and not is_newer("1.0", "2.0")
     assert is_newer("beta", "alpha") and not is_newer("beta", "beta")
+
+
+def test_config_refuses_non_http_marketplace_urls() -> None:
+    from wstund.config import ConfigError, parse
+
+    assert parse("[marketplace]\nurls = ['https://m.example/x']").marketplace.urls
+    with pytest.raises(ConfigError) as info:
+        parse("[marketplace]\nurls = ['ftp://m.example']\nmax_file_size = 0")
+    assert "marketplace.urls: 'ftp://m.example' is not an http(s) URL" in info.value.errors
+    assert any(e.startswith("marketplace.max_file_size") for e in info.value.errors)

@@ -165,6 +165,9 @@ def validate(config: Config) -> Config:
     for addr in config.server.bind:
         if not _BIND_RE.match(addr):
             errors.append(f"server.bind: {addr!r} is not HOST:PORT, [V6]:PORT, unix:PATH or fd://N")
+    for url in config.marketplace.urls:
+        if not re.match(r"https?://[^/\s]+", url):
+            errors.append(f"marketplace.urls: {url!r} is not an http(s) URL")
     if not re.fullmatch(r"0?[0-7]{3}", config.admin.mode):
         errors.append(f"admin.mode: expected an octal mode like '0660', got {config.admin.mode!r}")
     for name in ("token", "admin_token"):
