@@ -152,6 +152,8 @@ async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Servi
         if old is not None:
             await trio.to_thread.run_sync(_remove_path, old)
         return service
+    except OSError as exc:
+        raise MarketplaceError(500, "storage_error", f"cannot write {name!r}: {exc}") from None
     finally:
         if not done:
             _remove_path(staging)
