@@ -76,6 +76,11 @@ class TunnelConfig(_Section):
 
 class MarketplaceConfig(_Section):
     urls: list[str] = msgspec.field(default_factory=list)
+    timeout: float = 10.0
+    max_redirects: int = 3
+    max_file_size: int = 5 * 1024 * 1024
+    max_service_size: int = 20 * 1024 * 1024
+    max_files: int = 64
 
 
 class ClusterConfig(_Section):
@@ -114,6 +119,9 @@ _POSITIVE_INTS = {
     "server.max_connections",
     "server.max_connections_per_ip",
     "tunnel.max_buffered_bytes",
+    "marketplace.max_file_size",
+    "marketplace.max_service_size",
+    "marketplace.max_files",
 }
 _NON_NEGATIVE_FLOATS = {
     "relay.slow_consumer_timeout",
@@ -123,6 +131,8 @@ _NON_NEGATIVE_FLOATS = {
     "server.shutdown_grace",
     "server.send_timeout",
     "tunnel.request_timeout",
+    "marketplace.timeout",
+    "marketplace.max_redirects",
 }
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 
@@ -159,6 +169,9 @@ def validate(config: Config) -> Config:
     for addr in config.server.bind:
         if not _BIND_RE.match(addr):
             errors.append(f"server.bind: {addr!r} is not HOST:PORT, [V6]:PORT, unix:PATH or fd://N")
+    for url in config.marketplace.urls:
+        if not re.match(r"https?://[^/\s]+", url):
+            errors.append(f"marketplace.urls: {url!r} is not an http(s) URL")
     if not re.fullmatch(r"0?[0-7]{3}", config.admin.mode):
         errors.append(f"admin.mode: expected an octal mode like '0660', got {config.admin.mode!r}")
     for name in ("token", "admin_token"):

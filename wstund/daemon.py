@@ -18,6 +18,7 @@ from hypercorn.utils import wrap_app
 from . import __version__
 from .config import Config, ConfigError, load, state_dir
 from .hub import Hub
+from .marketplace import store as marketplace_store
 from .web.app import create_app
 
 log = logging.getLogger("wstund")
@@ -73,6 +74,7 @@ class Daemon:
 
     def __init__(self, config: Config) -> None:
         self.hub = Hub(config, state_dir(config))
+        marketplace_store.load_installed(self.hub)
         self.app = create_app(self.hub)
         self.binds: list[str] = []
         self._stop = trio.Event()

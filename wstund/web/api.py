@@ -7,6 +7,7 @@ from typing import Any
 from quart import Blueprint, Response, jsonify, request
 
 from ..hub import Hub
+from ..marketplace import store as marketplace_store
 from ..relay.services import Service
 from .errors import json_error
 
@@ -70,6 +71,7 @@ def create_blueprint(hub: Hub) -> Blueprint:
         if service is None:
             return _unknown_service(name)
         hub.set_service_enabled(name, enabled)
+        marketplace_store.save_enabled(hub, service)
         return jsonify({"success": True, "service": _service_json(hub, service)})
 
     @api.delete("/_api/services/<name>")
@@ -82,6 +84,7 @@ def create_blueprint(hub: Hub) -> Blueprint:
                 400, "builtin_service", f"built-in service {name!r} cannot be removed"
             )
         hub.remove_service(name)
+        await marketplace_store.uninstall(hub, name)
         return jsonify({"success": True, "name": name})
 
     @api.get("/_api/instances")

@@ -9,6 +9,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..hub import Hub
+from ..marketplace import routes as marketplace_routes
 from ..relay import endpoint
 from . import api, pages
 from .auth import PUBLIC_PATHS, admin_access, server_access
@@ -33,6 +34,7 @@ def create_app(hub: Hub) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = 60
     app.config["MAX_CONTENT_LENGTH"] = hub.config.relay.max_message_size
     app.register_blueprint(api.create_blueprint(hub))
+    app.register_blueprint(marketplace_routes.create_blueprint(hub))
     app.register_blueprint(pages.create_blueprint(hub))
 
     @app.before_request

@@ -8,6 +8,7 @@ import trio
 from quart import Blueprint, Response, send_file
 
 from ..hub import Hub
+from ..marketplace import routes as marketplace_routes
 from ..relay.services import static_root
 from .errors import json_error
 
@@ -45,6 +46,8 @@ def create_blueprint(hub: Hub) -> Blueprint:
     @pages.get("/<svc>/<page>")
     async def service_page(svc: str, page: str) -> Response:
         service = hub.services.get(svc)
+        if service is not None and not service.builtin:
+            return await marketplace_routes.serve(hub, service, page)
         if service is None or page not in PAGE_FILES or service.root is None:
             return json_error(404, "not_found", f"no page /{svc}/{page}")
         if not service.enabled:

@@ -1,0 +1,1 @@
+"""Marketplace: install, update and remove services published in the reference format."""

@@ -1,0 +1,222 @@
+"""Installed services on disk: ``services/{name}`` links to a version directory, swapped atomically.
+
+Layout: ``services/.v-{name}-{token}/`` holds ``manifest.json``, ``state.json`` and ``files/``;
+``services/{name}`` is a symlink to it, replaced with one ``rename`` so readers see the old
+version or the new one, never a half-written one. Leftovers of interrupted installs are removed
+at start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from ..hub import Hub
+from ..relay.services import Service
+from . import fetch
+from .manifest import Manifest, MarketplaceError, check_name, parse_manifest
+
+log = logging.getLogger("wstund.marketplace")
+URLS_FILE = "marketplace-urls.json"
+
+
+def services_dir(hub: Hub) -> Path:
+    """Where installed services live."""
+    return hub.state_dir / "services"
+
+
+def _service(root: Path, manifest: Manifest, enabled: bool) -> Service:
+    return Service(
+        manifest.name,
+        manifest.displayName or manifest.name,
+        manifest.description,
+        version=manifest.version,
+        author=manifest.author,
+        enabled=enabled,
+        root=root,
+        manifest=msgspec.to_builtins(manifest),
+    )
+
+
+def _read_installed(root: Path, name: str) -> tuple[Manifest, dict[str, Any]]:
+    manifest = parse_manifest((root / "manifest.json").read_bytes(), name, 10_000)
+    state = json.loads((root / "state.json").read_text())
+    for endpoint in manifest.endpoints:
+        if not (root / "files" / endpoint.file).is_file():
+            raise MarketplaceError(500, "broken_install", f"{endpoint.file} is missing")
+    return manifest, state
+
+
+def load_installed(hub: Hub) -> None:
+    """Register every installed service at daemon start; drop leftovers of interrupted installs."""
+    base = services_dir(hub)
+    if not base.is_dir():
+        return
+    live: set[Path] = set()
+    for entry in sorted(base.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        try:
+            check_name(entry.name)
+            root = entry.resolve()
+            manifest, state = _read_installed(root, entry.name)
+        except (OSError, ValueError, MarketplaceError) as exc:
+            log.error("skipping installed service %s: %s", entry.name, exc)
+            continue
+        service = _service(root, manifest, bool(state.get("enabled")))
+        service.manifest = json.loads((root / "manifest.json").read_text())
+        hub.services.add(service)
+        live.add(root)
+    for entry in base.iterdir():
+        if entry.name.startswith(".") and entry.resolve() not in live:
+            _remove_path(entry)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def installed_source(service: Service) -> str | None:
+    """The marketplace URL a service was installed from."""
+    source = service.manifest.get("_marketplace") if service.manifest else None
+    return source if isinstance(source, str) else None
+
+
+async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Service:
+    """Download, verify and atomically put ``name`` in place; register it; return it."""
+    config = hub.config.marketplace
+    base = services_dir(hub)
+    await trio.Path(base).mkdir(parents=True, exist_ok=True)
+    staging = base / f".v-{name}-{secrets.token_hex(6)}"
+    done = False
+    try:
+        async with fetch.open_client(config) as client:
+            try:
+                raw = await fetch.get_bytes(client, f"{base_url}/service/{name}.json", config)
+            except MarketplaceError as exc:
+                if exc.code == "not_found_upstream":
+                    raise MarketplaceError(
+                        404, "not_in_marketplace", f"{base_url} offers no service {name!r}"
+                    ) from None
+                raise
+            manifest = parse_manifest(raw, name, config.max_files)
+            await trio.Path(staging / "files").mkdir(parents=True)
+            total = 0
+            for file in dict.fromkeys(e.file for e in manifest.endpoints):
+                pins = {e.sha256.lower() for e in manifest.endpoints if e.file == file and e.sha256}
+                target = staging / "files" / file
+                await trio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+                cap = min(config.max_file_size, config.max_service_size - total)
+                async with await trio.open_file(target, "wb") as sink:
+                    try:
+                        _, digest = await fetch.stream_to(
+                            client,
+                            f"{base_url}/service/{name}/{file}",
+                            sink,
+                            cap,
+                            fetch.download_deadline(config),
+                        )
+                    except MarketplaceError as exc:
+                        if exc.code == "file_too_large" and cap < config.max_file_size:
+                            raise MarketplaceError(
+                                502,
+                                "service_too_large",
+                                f"{name}: files exceed {config.max_service_size} bytes in all",
+                            ) from None
+                        raise
+                total += (await trio.Path(target).stat()).st_size
+                if pins and pins != {digest}:
+                    raise MarketplaceError(
+                        502, "sha256_mismatch", f"{file}: sha256 is {digest}, manifest pins {pins}"
+                    )
+        document = msgspec.to_builtins(manifest)
+        document["_marketplace"] = base_url
+        await trio.Path(staging / "manifest.json").write_text(json.dumps(document, indent=2))
+        await trio.Path(staging / "state.json").write_text(json.dumps({"enabled": enabled}))
+        old = await trio.to_thread.run_sync(_swap_in, base, name, staging)
+        service = _service(staging, manifest, enabled)
+        service.manifest = document
+        hub.services.add(service)
+        done = True
+        if old is not None:
+            await trio.to_thread.run_sync(_remove_path, old)
+        return service
+    except OSError as exc:
+        raise MarketplaceError(500, "storage_error", f"cannot write {name!r}: {exc}") from None
+    finally:
+        if not done:
+            _remove_path(staging)
+
+
+def _swap_in(base: Path, name: str, staging: Path) -> Path | None:
+    """Point ``base/name`` at ``staging`` with one rename; return the version it replaced."""
+    link = base / name
+    old = link.resolve() if link.is_symlink() else None
+    if link.exists() and not link.is_symlink():
+        _remove_path(link)
+    temp_link = base / f".link-{name}-{secrets.token_hex(6)}"
+    os.symlink(staging.name, temp_link)
+    os.replace(temp_link, link)
+    return old if old != staging else None
+
+
+async def uninstall(hub: Hub, name: str) -> None:
+    """Remove an installed service's files (the registry entry is the caller's)."""
+    link = services_dir(hub) / name
+    old = link.resolve() if link.is_symlink() else None
+    await trio.to_thread.run_sync(_remove_path, link)
+    if old is not None:
+        await trio.to_thread.run_sync(_remove_path, old)
+
+
+def save_enabled(hub: Hub, service: Service) -> None:
+    """Persist an installed service's enabled flag so it survives a restart."""
+    if service.builtin or service.root is None:
+        return
+    try:
+        (service.root / "state.json").write_text(json.dumps({"enabled": service.enabled}))
+    except OSError as exc:
+        log.error("cannot save state of %s: %s", service.name, exc)
+
+
+def marketplace_urls(hub: Hub) -> list[str]:
+    """Configured marketplace URLs followed by the ones added through the API."""
+    urls = []
+    for url in hub.config.marketplace.urls:
+        try:
+            urls.append(fetch.normalise_url(url))
+        except MarketplaceError as exc:
+            log.error("marketplace.urls: %s", exc.message)
+    try:
+        added = json.loads((hub.state_dir / URLS_FILE).read_text())
+    except (OSError, ValueError):
+        added = []
+    for url in added if isinstance(added, list) else []:
+        if isinstance(url, str) and url not in urls:
+            urls.append(url)
+    return urls
+
+
+async def add_url(hub: Hub, url: str) -> list[str]:
+    """Remember one more marketplace URL (persisted in the state directory)."""
+    url = fetch.normalise_url(url)
+    urls = marketplace_urls(hub)
+    if url not in urls:
+        configured = {fetch.normalise_url(u) for u in hub.config.marketplace.urls}
+        added = [u for u in urls if u not in configured] + [url]
+        path = trio.Path(hub.state_dir / URLS_FILE)
+        await path.with_suffix(".tmp").write_text(json.dumps(added))
+        await path.with_suffix(".tmp").replace(path)
+        urls.append(url)
+    return urls
