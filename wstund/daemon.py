@@ -180,11 +180,13 @@ class Daemon:
         """Tell systemd we listen; keep STATUS= current and the watchdog fed."""
         if not self.notifier.enabled:
             return
-        await self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
-        nursery.start_soon(sdnotify.report_status, self.notifier, self.status_line, 5.0)
+        await self.notifier.notify("READY=1")
         interval = sdnotify.watchdog_interval()
         if interval is not None:
             nursery.start_soon(sdnotify.watchdog, self.notifier, interval)
+        # STATUS= is refreshed at least as often as the watchdog is fed (sent only on change).
+        refresh = min(5.0, interval or 5.0)
+        nursery.start_soon(sdnotify.report_status, self.notifier, self.status_line, refresh)
 
     async def _watch_signals(self, config_path: Path | None) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
