@@ -40,10 +40,15 @@ class Notifications:
         self.seen.append(data.decode())
         return self.seen[-1]
 
-    async def until(self, predicate: str) -> str:
-        """Read datagrams until one contains ``predicate``."""
-        while predicate not in (message := await self.next()):
-            pass
+    async def until(self, predicate: str, *, seen: bool = False) -> str:
+        """Read datagrams until one contains ``predicate`` (or, with ``seen``, one already did)."""
+        if seen:
+            for message in self.seen:
+                if predicate in message:
+                    return message
+        with trio.fail_after(10):
+            while predicate not in (message := await self.next()):
+                pass
         return message
 
 
@@ -96,8 +101,11 @@ async def start_wstund(
         shutil.rmtree(sock_dir, ignore_errors=True)
 
     nursery.start_soon(read_stderr)
-    with trio.fail_after(20):
+    with trio.move_on_after(20):
         await port.wait()
+    if not found:
+        proc.kill()
+        pytest.fail("wstund did not start:\n" + "\n".join(lines))
     return proc, found[0], lines
 
 
@@ -108,8 +116,8 @@ async def test_notify_ready_status_watchdog_stopping_and_sigterm_exits_0(
         proc, port, lines = await start_wstund(nursery, tmp_path, notify, watchdog_usec=200_000)
         try:
             assert await notify.next() == "READY=1"
-            await notify.until("WATCHDOG=1")
-            await notify.until("STATUS=0 connections, 0 rooms")
+            await notify.until("WATCHDOG=1", seen=True)
+            await notify.until("STATUS=0 connections, 0 rooms", seen=True)
             url = f"ws://127.0.0.1:{port}/ws"
             host = await trio_websocket.connect_websocket_url(nursery, url)
             await host.send_message('{"type":"create_instance","service":"chat","id":"c"}')
@@ -171,3 +179,40 @@ def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("WATCHDOG_USEC")
     assert sdnotify.watchdog_interval() is None
     assert not sdnotify.Notifier("").enabled
+
+
+def test_systemd_units_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (scripts/test.sh installs package systemd)")
+    units = []
+    for name in ("wstund.service", "wstund.socket"):
+        text = (REPO / "systemd" / name).read_text()
+        # verify checks that ExecStart exists: point it at this venv's wstund
+        text = text.replace("/opt/wstun/bin/wstund", str(WSTUND))
+        (tmp_path / name).write_text(text)
+        units.append(str(tmp_path / name))
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", *units],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    complaints = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if "wstund.service" in line or "wstund.socket" in line
+    ]
+    assert done.returncode == 0 and not complaints, done.stdout + done.stderr
+    service = (REPO / "systemd" / "wstund.service").read_text()
+    for line in (
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StateDirectory=wstun",
+        "RuntimeDirectory=wstun",
+        "ConfigurationDirectory=wstun",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+    ):
+        assert line in service
