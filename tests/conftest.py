@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +56,15 @@ StartDaemon = Callable[..., Awaitable[RunningDaemon]]
 async def start_daemon(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[StartDaemon]:
     """Start wstund in-process with config overrides: ``await start_daemon(relay={...})``."""
     started: list[Daemon] = []
+    # The admin socket gets a short path of its own (unix socket paths are capped at 108 bytes).
+    sockets = tempfile.TemporaryDirectory(prefix="wstun-")
 
     async def start(**overrides: dict[str, Any]) -> RunningDaemon:
-        config = make_config(tmp_path, overrides)
+        admin = {
+            "socket": f"{sockets.name}/admin-{len(started)}.sock",
+            **overrides.get("admin", {}),
+        }
+        config = make_config(tmp_path, {**overrides, "admin": admin})
         daemon = Daemon(config)
         binds = await nursery.start(daemon.run)
         started.append(daemon)
@@ -66,6 +73,7 @@ async def start_daemon(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[S
     yield start
     for daemon in started:
         daemon.stop()
+    sockets.cleanup()
 
 
 @pytest.fixture

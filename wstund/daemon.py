@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -12,13 +14,19 @@ import click
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
+from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from . import __version__
+from . import __version__, sdnotify
+from .admin import collector
+from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
+from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
 from .config import Config, ConfigError, load, state_dir
 from .hub import Hub
+from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
+from .web.access import AccessLog
 from .web.app import create_app
 
 log = logging.getLogger("wstund")
@@ -69,6 +77,25 @@ async def serve_app(
     )
 
 
+def apply_live_limits(hyper: HypercornConfig, config: Config) -> None:
+    """Hypercorn reads its config per new connection: update the limits a reload may change."""
+    fresh = hypercorn_config(config)
+    for name in ("websocket_max_message_size", "websocket_ping_interval", "read_timeout"):
+        setattr(hyper, name, getattr(fresh, name))
+    hyper.graceful_timeout = config.server.shutdown_grace
+
+
+def admin_hypercorn_config(config: Config, path: Path) -> HypercornConfig:
+    """The admin socket's Hypercorn settings: a unix bind created owner-only, then chmod'ed."""
+    hyper = HypercornConfig()
+    hyper.bind = [f"unix:{path}"]
+    hyper.umask = 0o177
+    hyper.graceful_timeout = config.server.shutdown_grace
+    hyper.accesslog = None
+    hyper.errorlog = logging.getLogger("hypercorn.error")
+    return hyper
+
+
 class Daemon:
     """A running wstund: its Hub, its servers, and the event that stops it."""
 
@@ -78,23 +105,57 @@ class Daemon:
         self.app = create_app(self.hub)
         self.binds: list[str] = []
         self._stop = trio.Event()
+        self.config_path: Path | None = None
+        self.hyper = hypercorn_config(config)
+        self.admin_socket = socket_path(config)
+        self.admin_app = create_admin_app(self.hub, self._reload_current)
+        self.app.register_blueprint(ops_blueprint(self.hub, self._reload_current, over_tcp=True))
+        collector.register(self.hub)
+        self.notifier = sdnotify.Notifier()
 
     def stop(self) -> None:
         """Begin a graceful stop (what SIGTERM does)."""
         self._stop.set()
 
-    def reload(self, path: Path | None) -> None:
-        """Re-read the config; keep the old one if the new one is refused."""
+    def reload(self, path: Path | None) -> ReloadOutcome:
+        """Re-read the config; keep the old one if the new one is refused.
+
+        Tokens, limits, log settings, services and tunnel settings change live; restart-only
+        keys (binds, state dir, admin socket, cluster) keep their running values.
+        """
         try:
             config = load(path)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
-            return
-        if config.server.bind != self.hub.config.server.bind:
-            log.warning("server.bind changed: restart wstund to listen on %s", config.server.bind)
-            config.server.bind = self.hub.config.server.bind
+            return ReloadOutcome(errors=exc.errors)
+        old = self.hub.config
+        restart_needed = keep_restart_only(old, config)
+        for key in restart_needed:
+            log.warning("%s changed: restart wstund to apply it (keeping the running value)", key)
+        changed = changed_keys(old, config)
         self.hub.config = config
-        log.info("configuration reloaded")
+        self.app.config["MAX_CONTENT_LENGTH"] = config.relay.max_message_size
+        apply_live_limits(self.hyper, config)
+        configure_logging(config.log.level, config.log.format)
+        if self.admin_socket.exists():
+            try:
+                secure_socket(self.admin_socket, config)
+            except (LookupError, OSError) as exc:
+                log.error("admin socket: cannot apply admin.mode/admin.group: %s", exc)
+        log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
+        return ReloadOutcome(changed=changed, restart_needed=restart_needed)
+
+    def _reload_current(self) -> ReloadOutcome:
+        return self.reload(self.config_path)
+
+    def status_line(self) -> str:
+        """The STATUS= text systemd shows: live connection and room counts."""
+        hub = self.hub
+        members = sum(len(i.members) for i in hub.instances.values())
+        return (
+            f"{hub.connection_count} connections, {len(hub.instances)} rooms, "
+            f"{members} members, {hub.inflight.count} in flight"
+        )
 
     async def run(
         self,
@@ -103,40 +164,81 @@ class Daemon:
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until ``stop()``; then close sockets with 1001 and wait for them to go."""
-        config = self.hub.config
+        self.config_path = config_path
         servers_done = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.hub.run)
-            nursery.start_soon(self._watch_signals, config_path)
-            async with trio.open_nursery() as servers:
-                hyper = hypercorn_config(config)
-                sockets = listening_sockets(hyper, config.server.send_timeout)
-                self.binds = await servers.start(serve_app, self.app, hyper, sockets, servers_done)
-                log.info("wstund %s listening on %s", __version__, ", ".join(self.binds))
-                task_status.started(self.binds)
-                await self._stop.wait()
-                log.info("stopping: closing %d connections", self.hub.connection_count)
-                await self.hub.shutdown(self.hub.config.server.shutdown_grace)
-                servers_done.set()
-            nursery.cancel_scope.cancel()
+        latency = self.hub.metrics.http_request_seconds
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.hub.run)
+                nursery.start_soon(self._watch_signals, config_path)
+                async with trio.open_nursery() as servers:
+                    sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
+                    self.binds = await servers.start(
+                        serve_app,
+                        AccessLog(self.app, latency, "public"),
+                        self.hyper,
+                        sockets,
+                        servers_done,
+                    )
+                    await self._serve_admin(
+                        servers, servers_done, AccessLog(self.admin_app, latency, "admin")
+                    )
+                    log.info("wstund %s listening on %s", __version__, ", ".join(self.binds))
+                    log.info("admin socket at %s", self.admin_socket)
+                    task_status.started(self.binds)
+                    await self._notify_ready(nursery)
+                    await self._stop.wait()
+                    await self.notifier.notify("STOPPING=1")
+                    log.info("stopping: closing %d connections", self.hub.connection_count)
+                    await self.hub.shutdown(self.hub.config.server.shutdown_grace)
+                    servers_done.set()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.notifier.close()
+            with contextlib.suppress(OSError):
+                self.admin_socket.unlink()
+
+    async def _serve_admin(self, servers: trio.Nursery, done: trio.Event, app: AccessLog) -> None:
+        """Start the admin app on its unix socket and give the socket its mode and group."""
+        self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
+        await servers.start(
+            functools.partial(
+                hypercorn_serve,
+                app,  # type: ignore[arg-type]
+                admin_hypercorn_config(self.hub.config, self.admin_socket),
+                shutdown_trigger=done.wait,
+            )
+        )
+        try:
+            secure_socket(self.admin_socket, self.hub.config)
+        except (LookupError, OSError) as exc:
+            raise ConfigError([f"admin.group/admin.mode: {exc}"]) from None
+
+    async def _notify_ready(self, nursery: trio.Nursery) -> None:
+        """Tell systemd we listen; keep STATUS= current and the watchdog fed."""
+        if not self.notifier.enabled:
+            return
+        await self.notifier.notify("READY=1")
+        interval = sdnotify.watchdog_interval()
+        if interval is not None:
+            nursery.start_soon(sdnotify.watchdog, self.notifier, interval)
+        # STATUS= is refreshed at least as often as the watchdog is fed (sent only on change).
+        refresh = min(5.0, interval or 5.0)
+        nursery.start_soon(sdnotify.report_status, self.notifier, self.status_line, refresh)
 
     async def _watch_signals(self, config_path: Path | None) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    self.reload(config_path)
+                    self.reload(self.config_path)
                 else:
                     log.info("received %s", signal.Signals(signum).name)
                     self.stop()
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr (journald picks it up)."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def setup_logging(level: str, fmt: str = "plain") -> None:
+    """Log to stderr (journald picks it up), plain or JSON lines (``log.format``)."""
+    configure_logging(level, fmt)
 
 
 @click.command()
@@ -162,7 +264,13 @@ def main(config_path: Path | None, bind: tuple[str, ...], check_config: bool) ->
     if check_config:
         click.echo("OK")
         return
-    setup_logging(config.log.level)
+    setup_logging(config.log.level, config.log.format)
     daemon = Daemon(config)
-    trio.run(daemon.run, config_path)
+    try:
+        trio.run(daemon.run, config_path)
+    except* ConfigError as group:
+        for refused in group.exceptions:
+            for line in getattr(refused, "errors", [str(refused)]):
+                click.echo(f"error: {line}", err=True)
+        sys.exit(1)
     log.info("stopped")

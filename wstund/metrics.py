@@ -42,3 +42,9 @@ class Metrics:
             "Time from a tunnelled request's arrival to its response head",
             registry=self.registry,
         )
+        self.http_request_seconds = Histogram(
+            "wstund_http_request_seconds",
+            "HTTP request latency, from arrival to the end of the response, by method and status",
+            ["method", "status"],
+            registry=self.registry,
+        )

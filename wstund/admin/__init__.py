@@ -1,0 +1,1 @@
+"""Operations: the admin socket's app, Hub gauges for /metrics, config reload, wstunctl."""

@@ -94,7 +94,10 @@ def create_blueprint(hub: Hub) -> Blueprint:
     @api.get("/_api/instances/<key>")
     async def service_instances(key: str) -> Response:
         if hub.services.get(key) is None:
-            return _unknown_service(key)
+            instance = hub.instances.get(key)
+            if instance is not None:  # a room's uuid: that room and its members
+                return jsonify({**instance.describe(), "members": list(instance.members)})
+            return json_error(404, "not_found", f"no service or instance named {key!r}")
         return jsonify({"instances": [i.describe() for i in hub.instances_of(key)]})
 
     @api.delete("/_api/instances/<uuid>")
