@@ -18,6 +18,9 @@ from wstund.config import Config, validate
 from wstund.daemon import Daemon
 from wstund.hub import Hub
 
+from .browser import Browser
+from .browser import available as browser_available
+
 RECV_TIMEOUT = 5.0
 
 
@@ -169,3 +172,20 @@ async def join_room(
             "payload": {"userId": user_id, "instanceUuid": uuid},
         }
     return member
+
+
+@pytest.fixture
+async def open_browser() -> AsyncIterator[Callable[..., Awaitable[Browser]]]:
+    """Start headless Chromiums on demand (each its own profile); all are closed at the end."""
+    if not browser_available():
+        pytest.fail("Debian chromium and chromium-driver are not installed (scripts/test.sh does)")
+    started: list[Browser] = []
+
+    async def start(*, mobile: bool = False) -> Browser:
+        browser = await trio.to_thread.run_sync(lambda: Browser(mobile=mobile))
+        started.append(browser)
+        return browser
+
+    yield start
+    for browser in started:
+        await trio.to_thread.run_sync(browser.close)
