@@ -20,10 +20,9 @@ RELAY_PATHS = ("/ws", "/websocket")
 
 
 def _is_management(method: str, path: str) -> bool:
-    """Management requests need the admin token when one is set.
-
-    The /admin page itself is static and asks for the token when the API answers 403.
-    """
+    """Management requests need the admin token when one is set."""
+    if path == "/admin":
+        return True
     writes = method not in ("GET", "HEAD", "OPTIONS")
     return writes and (path.startswith("/_api/") or "/service/api/" in path)
 

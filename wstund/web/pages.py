@@ -38,7 +38,8 @@ def is_public_asset(hub: Hub, path: str) -> bool:
     if path.startswith("/static/"):
         return PurePosixPath(path).suffix in ASSET_SUFFIXES
     parts = path.strip("/").split("/", 1)
-    if len(parts) != 2 or PurePosixPath(parts[1]).suffix not in ASSET_SUFFIXES:
+    # Only files directly in the service root: deeper paths (downloads, programs) stay guarded.
+    if len(parts) != 2 or "/" in parts[1] or PurePosixPath(parts[1]).suffix not in ASSET_SUFFIXES:
         return False
     service = hub.services.get(parts[0])
     return service is not None and service.root is not None
