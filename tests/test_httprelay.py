@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import Any
@@ -12,6 +13,7 @@ import trio
 
 from tests.conftest import RunningDaemon, connect, create_room, join_room, recv, send
 from tests.fileowner import FileOwner, pattern_source
+from wstund.relay import binframe
 
 MiB = 1024 * 1024
 
@@ -242,3 +244,94 @@ async def test_clients_cannot_spoof_server_messages_and_room_bytes_still_flow(
     assert await recv(bob) == frame
     await send(member, "http_response_start", {"request_id": "nope"}, msg_id="t")
     assert (await recv(member))["payload"]["code"] == "unknown_request"
+
+
+async def test_owner_error_mid_stream_truncates_and_chunk_idle_cuts(start_daemon: Any) -> None:
+    daemon = await start_daemon(http_relay={"chunk_timeout": 0.5})
+    host, member, uuid = await fileshare_member(daemon)
+    url = f"{daemon.url}/fileshare/download/alice/f"
+
+    async def answer(kind: int | None) -> str:
+        request = await recv(member)
+        rid = str(request["payload"]["requestId"])
+        await send(member, "http_response_start", {"request_id": rid, "headers": {}})
+        await member.send_message(binframe.encode(binframe.CHUNK, rid, b"x" * 1000))
+        if kind is not None:
+            await member.send_message(binframe.encode(kind, rid, b"disk on fire"))
+        return rid
+
+    for kind in (binframe.ABORT, None):  # owner error; then silence past chunk_timeout
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+                nursery.start_soon(answer, kind)
+                async with client.stream("GET", url) as response:
+                    assert response.status_code == 200
+                    with pytest.raises(httpx.RemoteProtocolError):
+                        async for _ in response.aiter_raw():
+                            pass
+        if kind is None:
+            with trio.fail_after(5):
+                abort = await recv(member)
+            assert abort["type"] == "http_abort" and abort["payload"]["reason"] == "idle timeout"
+        await wait_until(lambda: not daemon.hub.http_relay.exchanges)
+        assert daemon.hub.http_relay.buffered == 0
+
+
+async def test_owner_disconnect_before_start_is_502(wstund: RunningDaemon) -> None:
+    host, member, uuid = await fileshare_member(wstund)
+
+    async def vanish() -> None:
+        assert (await recv(member))["type"] == "file_request"
+        await member.aclose()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+            nursery.start_soon(vanish)
+            response = await client.get(f"{wstund.url}/fileshare/download/alice/f")
+    assert response.status_code == 502 and response.json()["error"] == "owner_failed"
+    assert wstund.hub.http_relay.exchanges == {}
+
+
+async def test_program_round_trip_with_binary_body(wstund: RunningDaemon) -> None:
+    program = await connect(wstund)
+    await send(program, "register", {"name": "blob"}, msg_id="r")
+    assert (await recv(program))["payload"]["success"] is True
+    sent = bytes(range(256)) * 4
+
+    async def answer() -> None:
+        request = (await recv(program))["payload"]
+        assert request["method"] == "PUT" and request["path"] == "/blob/x%20y"
+        assert "body" not in request
+        got = base64.b64decode(request["bodyBase64"])
+        reply = {
+            "request_id": request["request_id"],
+            "status": 200,
+            "headers": {"Content-Type": "application/octet-stream"},
+            "bodyBase64": base64.b64encode(got[::-1]).decode(),
+        }
+        await send(program, "http_response", reply)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+            nursery.start_soon(answer)
+            response = await client.put(f"{wstund.url}/blob/x%20y", content=sent)
+    assert response.status_code == 200 and response.content == sent[::-1]
+    assert wstund.hub.http_relay.exchanges == {}
+
+
+async def test_server_token_guards_downloads(start_daemon: Any) -> None:
+    daemon = await start_daemon(server={"token": "srv"})
+    host, uuid = await create_room(daemon, "fileshare", "Files", query="token=srv")
+    member = await connect(daemon, "token=srv")
+    await send(member, "join_instance", {"uuid": uuid, "userId": "alice"}, service="fileshare")
+    assert (await recv(member))["payload"]["success"] is True
+    owner = FileOwner(member, {"a.js": (1000, pattern_source())})
+    daemon.nursery.start_soon(owner.run)
+    url = f"{daemon.url}/fileshare/download/alice/a.js"
+    with trio.fail_after(10):
+        async with httpx.AsyncClient() as client:
+            refused = await client.get(url)
+            by_query = await client.get(f"{url}?token=srv")
+            by_header = await client.get(url, headers={"Authorization": "Bearer srv"})
+    assert refused.status_code == 401 and owner.requests == 2
+    assert by_query.content == by_header.content == pattern_source()(0, 1000)
