@@ -61,6 +61,7 @@ async def test_download_streams_file_through_relay(wstund: RunningDaemon, binary
     assert response.status_code == 200
     assert hashlib.sha256(response.content).hexdigest() == expected_sha(size)
     assert response.headers["content-disposition"].startswith("attachment")
+    assert response.headers.get_list("content-type") == ["application/octet-stream"]
     assert response.headers["content-security-policy"] == "sandbox"
     assert wstund.hub.http_relay.exchanges == {}
     assert wstund.hub.http_relay.buffered == 0
@@ -161,7 +162,10 @@ async def test_owner_disconnect_mid_download_truncates(wstund: RunningDaemon, bi
     assert wstund.hub.http_relay.buffered == 0
 
 
-async def test_downloader_leaving_aborts_the_owner(wstund: RunningDaemon) -> None:
+async def test_downloader_leaving_aborts_the_owner(start_daemon: Any) -> None:
+    # Hypercorn's shielded write to the departed caller only ends at TCP_USER_TIMEOUT
+    # (server.send_timeout); a short one keeps this test's teardown short.
+    wstund = await start_daemon(server={"shutdown_grace": 1.0, "send_timeout": 2.0})
     host, member, uuid = await fileshare_member(wstund)
     owner = FileOwner(member, {"f": (64 * MiB, pattern_source())})
     wstund.nursery.start_soon(owner.run)

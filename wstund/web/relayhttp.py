@@ -5,6 +5,7 @@ programs. The engine is ``wstund.relay.httprelay``; this module is its Quart glu
 from __future__ import annotations
 
 import base64
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote
@@ -37,10 +38,14 @@ async def relay_response(hub: Hub, exchange: Exchange) -> Response:
     """Wait for the owner's head and stream its body; JSON errors 502/504 before the head."""
     settings = hub.config.http_relay
     try:
-        head = await exchange.wait_head(settings.start_timeout)
+        with hub.inflight.track():
+            head = await exchange.wait_head(settings.start_timeout)
     except RelayFailure as failure:
         exchange.close()
         return json_error(failure.status, failure.code, failure.message)
+    except BaseException:
+        exchange.close()  # the caller left while waiting (a cancellation)
+        raise
 
     async def body() -> AsyncIterator[bytes]:
         # Truncated propagates: the server then drops the connection without the final
@@ -53,6 +58,13 @@ async def relay_response(hub: Hub, exchange: Exchange) -> Response:
                 exchange.close()
 
     response = Response(body(), status=head.status)
+    # A generator that never started runs no ``finally``: closing on collection frees the entry
+    # even when the caller leaves between the head and the first body byte.
+    weakref.finalize(response, exchange.close)
+    if any(name.lower() == "content-type" for name, _ in head.headers):
+        del response.headers["Content-Type"]
+    else:
+        response.headers["Content-Type"] = "application/octet-stream"
     for name, value in head.headers:
         response.headers.add(name, value)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
