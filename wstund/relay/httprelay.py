@@ -3,12 +3,13 @@ response comes back over a relay connection, streamed to the caller with bounded
 
 One ``Exchange`` per request. The owner side (the relay connection answering) feeds it
 ``start`` / ``feed`` / ``end`` / ``fail``; the caller side awaits the head, then iterates
-the body. Bytes pass through a bounded channel; on top of it the owner gets a credit window
-(``http_window`` messages, in bytes) so a page that honours it never has more than
-``window`` bytes in flight, and one that ignores it is slowed by the bounded channel (its
-socket's reader blocks, and TCP pushes back). Timeouts: no head within ``start_timeout``
-is a 504, no chunk for ``chunk_timeout`` truncates. Owner gone before the head is a 502;
-after it the body is cut short, so the caller sees a truncated response.
+the body. Bytes pass through a channel bounded both in chunks (``channel_size``) and in bytes
+(``window``); on top of it the owner gets a credit window (``http_window`` messages, in bytes)
+so a page that honours it never has more than ``window`` bytes in flight, and one that ignores
+it is slowed by the bounds (its socket's reader blocks, and TCP pushes back). Timeouts: no
+head within ``start_timeout`` is a 504, no chunk for ``chunk_timeout`` truncates. Owner gone
+before the head is a 502; after it the body is cut short, so the caller sees a truncated
+response.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class Exchange:
         self._send, self._recv = trio.open_memory_channel[bytes](channel_size)
         self._ungranted = 0
         self._closed = False
+        self._drained = trio.Event()  # set whenever queued bytes leave (or the exchange ends)
 
     @property
     def done(self) -> bool:
@@ -123,6 +125,19 @@ class Exchange:
         if self.head is None:
             self.start(200, [])
         self.received += len(data)
+        with trio.move_on_after(timeout) as waited:
+            # Bytes bound: an owner that ignores its credit waits here (its socket's reader
+            # with it) until the caller has taken the queue below ``window``.
+            while self.buffered and self.buffered + len(data) > self.window and not self.done:
+                if self._drained.is_set():
+                    self._drained = trio.Event()
+                await self._drained.wait()
+        if self.done:
+            return
+        if waited.cancelled_caught:
+            self.fail("the caller stopped reading")
+            self.abort_owner("caller stopped reading")
+            return
         self.buffered += len(data)
         self._relay.note_buffered(len(data))
         try:
@@ -156,6 +171,7 @@ class Exchange:
         self.failure = reason
         self._send.close()
         self._head_ready.set()
+        self._drained.set()
 
     def abort_owner(self, reason: str) -> None:
         """Tell the owner to stop sending (``http_abort``)."""
@@ -206,6 +222,7 @@ class Exchange:
     def _unbuffer(self, count: int) -> None:
         self.buffered -= count
         self._relay.note_buffered(-count)
+        self._drained.set()
 
     def close(self) -> None:
         """The caller is done (finished, failed or gone): forget the exchange, free its bytes."""
