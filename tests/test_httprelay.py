@@ -340,3 +340,18 @@ async def test_server_token_guards_downloads(start_daemon: Any) -> None:
             by_header = await client.get(url, headers={"Authorization": "Bearer srv"})
     assert refused.status_code == 401 and owner.requests == 2
     assert by_query.content == by_header.content == pattern_source()(0, 1000)
+
+
+async def test_caller_leaving_before_the_head_leaves_no_entry(start_daemon: Any) -> None:
+    daemon = await start_daemon(http_relay={"start_timeout": 1.0})
+    host, member, uuid = await fileshare_member(daemon)
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(timeout=0.2) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get(f"{daemon.url}/fileshare/download/alice/f")
+        request = await recv(member)
+        abort = await recv(member)
+    assert abort["type"] == "http_abort"
+    assert abort["payload"]["request_id"] == request["payload"]["requestId"]
+    await wait_until(lambda: not daemon.hub.http_relay.exchanges)
+    assert daemon.hub.inflight.count == 0
