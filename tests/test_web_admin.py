@@ -8,7 +8,7 @@ import httpx
 import trio
 
 from .browser import Browser
-from .conftest import StartDaemon, create_room
+from .conftest import StartDaemon, create_room, expect_closed, join_room, recv
 
 OpenBrowser = Callable[..., Awaitable[Browser]]
 
@@ -47,3 +47,82 @@ async def test_server_page_lists_services_and_links_carry_the_token(
         async with httpx.AsyncClient() as client:
             assert (await client.get(daemon.url + "/")).status_code == 401
         await host.aclose()
+
+
+async def test_admin_disables_a_service_closes_a_room_and_kicks_a_member(
+    start_daemon: StartDaemon, open_browser: OpenBrowser
+) -> None:
+    daemon = await start_daemon()
+    browser = await open_browser()
+    with trio.fail_after(50):
+        chat_host, chat_room = await create_room(daemon, "chat", "Chat room")
+        share_host, share_room = await create_room(daemon, "fileshare", "Share room")
+        kept_host, kept_room = await create_room(daemon, "chat", "Kept room")
+        member = await join_room(daemon, kept_room, "alice", host=kept_host)
+        await browser.get(daemon.url + "/admin")
+        await browser.find(f'tr[data-room="{chat_room}"]')
+        assert await browser.text('tr[data-service="chat"] .rooms') == "2"
+
+        # Disable fileshare: its host is told and its room goes from the page.
+        await browser.click('tr[data-service="fileshare"] button.disable')
+        told = await recv(share_host)
+        assert told["type"] == "service_disabled", told
+        assert told["payload"]["serviceName"] == "fileshare"
+        gone = await recv(share_host)
+        assert gone["type"] == "instance_destroyed", gone
+        await browser.wait_js(f"!document.querySelector('tr[data-room=\"{share_room}\"]')")
+        assert await browser.text('tr[data-service="fileshare"] .state') == "disabled"
+        assert not daemon.hub.services.get("fileshare").enabled  # type: ignore[union-attr]
+
+        # Close one chat room: its host gets instance_destroyed, the other room stays.
+        await browser.click(f'tr[data-room="{chat_room}"] button.close')
+        closed = await recv(chat_host)
+        assert closed["type"] == "instance_destroyed", closed
+        await browser.wait_js(f"!document.querySelector('tr[data-room=\"{chat_room}\"]')")
+        assert chat_room not in daemon.hub.instances and kept_room in daemon.hub.instances
+
+        # Kick alice: her socket closes with 4003, the owner hears of it, the page drops her.
+        await browser.find(f'tr[data-room="{kept_room}"] [data-user="alice"]')
+        await browser.click(f'tr[data-room="{kept_room}"] [data-user="alice"] button.kick')
+        assert await expect_closed(member) == 4003
+        left = await recv(kept_host)
+        assert left["type"] == "client_disconnected" and left["payload"]["userId"] == "alice"
+        await browser.wait_js(
+            f'!document.querySelector(\'tr[data-room="{kept_room}"] [data-user="alice"]\')'
+        )
+        # Enabling again is a button too.
+        await browser.click('tr[data-service="fileshare"] button.enable')
+        await browser.wait_js(
+            "document.querySelector('tr[data-service=\"fileshare\"] .state')"
+            "?.textContent === 'enabled'"
+        )
+        assert daemon.hub.services.get("fileshare").enabled  # type: ignore[union-attr]
+
+
+async def test_admin_page_prompts_for_the_admin_token(
+    start_daemon: StartDaemon, open_browser: OpenBrowser
+) -> None:
+    daemon = await start_daemon(server={"admin_token": "adm-secret"})
+    browser = await open_browser()
+    with trio.fail_after(40):
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            page = await client.get("/admin", headers={"Accept": "text/html"})
+            assert page.status_code == 401 and "admin_token" in page.text
+            assert page.headers["content-type"].startswith("text/html")
+            plain = await client.get("/admin", headers={"Accept": "application/json"})
+            assert plain.status_code == 403 and plain.json()["error"] == "forbidden"
+
+        await browser.get(daemon.url + "/admin")
+        await browser.type("#admin_token", "wrong")
+        await browser.click("#token-form button")
+        await browser.wait_js("location.search.includes('admin_token=wrong')")
+        assert "not accepted" in await browser.text("#token-form")
+        await browser.type("#admin_token", "adm-secret")
+        await browser.click("#token-form button")
+        await browser.wait_js("document.body.dataset.loaded === '1'")
+        # The page's API calls carry the token: a write works.
+        await browser.click('tr[data-service="chat"] button.disable')
+        await browser.wait_js(
+            "document.querySelector('tr[data-service=\"chat\"] .state')?.textContent === 'disabled'"
+        )
+        assert not daemon.hub.services.get("chat").enabled  # type: ignore[union-attr]
