@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import trio
 
 from .browser import Browser
 from .conftest import StartDaemon, create_room, expect_closed, join_room, recv
+from .marketplace_server import start_marketplace
 
 OpenBrowser = Callable[..., Awaitable[Browser]]
 
@@ -126,3 +128,55 @@ async def test_admin_page_prompts_for_the_admin_token(
             "document.querySelector('tr[data-service=\"chat\"] .state')?.textContent === 'disabled'"
         )
         assert not daemon.hub.services.get("chat").enabled  # type: ignore[union-attr]
+
+
+async def test_admin_marketplace_adds_url_installs_updates_and_removes(
+    start_daemon: StartDaemon, open_browser: OpenBrowser, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    market = await start_marketplace(nursery, tmp_path / "market")
+    market.publish("echo", "1.0.0", {"service.html": b"<p>v1</p>", "main.html": b"<p>u1</p>"})
+    daemon = await start_daemon()
+    browser = await open_browser()
+    with trio.fail_after(50):
+        await browser.get(daemon.url + "/admin")
+        await browser.wait_js("document.body.dataset.loaded === '1'")
+        await browser.type("#market-url", market.url + "/")
+        await browser.click("#market-url-form button")
+        await browser.wait_js(
+            f"document.querySelector('#market-urls').textContent.includes({market.url!r})"
+        )
+        await browser.click("#market-browse")
+        await browser.find('tr[data-market="echo"] button.install')
+        assert await browser.text('tr[data-market="echo"] .available') == "1.0.0"
+        await browser.click('tr[data-market="echo"] button.install')
+        # Installed services start disabled and show up in the services list.
+        await browser.find('tr[data-service="echo"]')
+        assert await browser.text('tr[data-service="echo"] .state') == "disabled"
+        assert await browser.text('tr[data-service="echo"] .version') == "1.0.0"
+        service = daemon.hub.services.get("echo")
+        assert service is not None and service.version == "1.0.0" and not service.enabled
+
+        # A newer version: the page offers the update and installs it.
+        market.publish("echo", "2.0.0", {"service.html": b"<p>v2</p>", "main.html": b"<p>u2</p>"})
+        await browser.click("#market-browse")
+        await browser.click('tr[data-market="echo"] button.update')
+        await browser.wait_js(
+            "document.querySelector('tr[data-service=\"echo\"] .version')?.textContent === '2.0.0'"
+        )
+        await browser.wait_js(
+            "document.querySelector('tr[data-market=\"echo\"] .installed')"
+            "?.textContent.startsWith('2.0.0')"
+        )
+        await browser.click('tr[data-service="echo"] button.enable')
+        await browser.wait_js(
+            "document.querySelector('tr[data-service=\"echo\"] .state')?.textContent === 'enabled'"
+        )
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            assert (await client.get("/echo/service")).text == "<p>v2</p>"
+
+        # Remove (after the confirm dialog): gone from the list and from the server.
+        await browser.js("window.confirm = () => true")
+        await browser.click('tr[data-service="echo"] button.remove')
+        await browser.wait_js("!document.querySelector('tr[data-service=\"echo\"]')")
+        assert daemon.hub.services.get("echo") is None
+        await browser.find('tr[data-market="echo"] button.install')
