@@ -64,6 +64,7 @@ class Hub:
         self.stopping = False
         self.metrics = Metrics()
         self.inflight = InFlight()
+        self.installing: set[str] = set()  # marketplace installs under way (public + admin app)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
