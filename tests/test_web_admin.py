@@ -48,6 +48,14 @@ async def test_server_page_lists_services_and_links_carry_the_token(
         assert await browser.js(links) == 0
         async with httpx.AsyncClient() as client:
             assert (await client.get(daemon.url + "/")).status_code == 401
+            # No admin token set: /admin asks a browser for the server token instead.
+            prompt = await client.get(daemon.url + "/admin", headers={"Accept": "text/html"})
+            assert prompt.status_code == 401 and 'name="token"' in prompt.text
+        # The admin link carries the server token, and the admin page works with it.
+        await browser.click("#admin-link")
+        await browser.wait_js("location.pathname === '/admin'")
+        await browser.wait_js("document.body.dataset.loaded === '1'")
+        assert await browser.text('tr[data-service="chat"] .rooms') == "1"
         await host.aclose()
 
 

@@ -50,7 +50,9 @@ def create_app(hub: Hub) -> QuartTrio:
             and request.path == "/admin"
             and not (server_ok and admin_access(config, request.headers, request.args))
         ):
-            return admin_refusal(server_denied=not server_ok)
+            return admin_refusal(
+                server_denied=not server_ok, admin_token_set=bool(config.server.admin_token)
+            )
         if not server_ok:
             return unauthorized()
         if management and not admin_access(config, request.headers, request.args):

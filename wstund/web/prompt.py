@@ -22,8 +22,8 @@ input {{ width: 100%; box-sizing: border-box; padding: 7px; margin: 8px 0 12px; 
 <body><form id="token-form" method="get" action="/admin">
 <h1>wstund admin</h1>
 <p>{message}</p>
-<label for="admin_token">Admin token</label>
-<input id="admin_token" name="admin_token" type="password" autocomplete="current-password"
+<label for="admin_token">{label}</label>
+<input id="admin_token" name="{field}" type="password" autocomplete="current-password"
  autofocus required>
 {hidden}<button type="submit">Open the admin page</button>
 </form></body></html>
@@ -36,23 +36,29 @@ def wants_html() -> bool:
     return accept.quality("text/html") > accept.quality("application/json")
 
 
-def admin_refusal(*, server_denied: bool) -> Response:
-    """401 with an HTML token prompt for browsers; the usual JSON 401/403 for others."""
+def admin_refusal(*, server_denied: bool, admin_token_set: bool) -> Response:
+    """401 with an HTML token prompt for browsers; the usual JSON 401/403 for others.
+
+    Without an admin token configured, the server token is what the page needs (``?token=``).
+    """
     if not wants_html():
         return unauthorized() if server_denied else forbidden()
-    tried = bool(request.args.get("admin_token") or request.headers.get("Authorization"))
+    field = "admin_token" if admin_token_set else "token"
+    tried = bool(request.args.get(field) or request.headers.get("Authorization"))
     message = (
         '<span class="error">That token was not accepted.</span>'
         if tried
-        else "This page needs the server's admin token."
+        else f"This page needs the server's {'admin' if admin_token_set else 'server'} token."
     )
-    server_token = request.args.get("token")
+    server_token = request.args.get("token") if admin_token_set else None
     hidden = (
         f'<input type="hidden" name="token" value="{html.escape(server_token)}">\n'
         if server_token
         else ""
     )
-    response = Response(PROMPT.format(message=message, hidden=hidden), 401, mimetype="text/html")
+    label = "Admin token" if admin_token_set else "Server token"
+    page = PROMPT.format(message=message, hidden=hidden, field=field, label=label)
+    response = Response(page, 401, mimetype="text/html")
     response.headers["WWW-Authenticate"] = 'Bearer realm="wstun-admin"'
     response.headers["Cache-Control"] = "no-store"
     return response
