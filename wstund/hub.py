@@ -66,6 +66,7 @@ class Hub:
         self.metrics = Metrics()
         self.inflight = InFlight()
         self.http_relay = HttpRelay()
+        self.installing: set[str] = set()  # marketplace installs under way (public + admin app)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -75,7 +75,7 @@ async def serve(hub: Hub, service: Service, page: str) -> Response:
 def create_blueprint(hub: Hub) -> Blueprint:
     """Marketplace routes; writes need the admin token (``web.app._is_management``)."""
     bp = Blueprint("marketplace", __name__)
-    busy: set[str] = set()
+    busy = hub.installing  # shared with the admin socket's copy of these routes
 
     @bp.errorhandler(MarketplaceError)
     async def refused(exc: MarketplaceError) -> Response:

@@ -14,6 +14,7 @@ from ..relay import endpoint
 from . import api, pages, relayhttp
 from .auth import PUBLIC_PATHS, admin_access, server_access
 from .errors import forbidden, json_error, unauthorized
+from .prompt import admin_refusal
 
 log = logging.getLogger("wstund.web")
 RELAY_PATHS = ("/ws", "/websocket")
@@ -43,11 +44,19 @@ def create_app(hub: Hub) -> QuartTrio:
         config = hub.config
         if request.path in PUBLIC_PATHS or pages.is_public_asset(hub, request.path):
             return None
-        if not server_access(config, request.headers, request.args):
-            return unauthorized()
-        if _is_management(request.method, request.path) and not admin_access(
-            config, request.headers, request.args
+        server_ok = server_access(config, request.headers, request.args)
+        management = _is_management(request.method, request.path)
+        if (
+            management
+            and request.path == "/admin"
+            and not (server_ok and admin_access(config, request.headers, request.args))
         ):
+            return admin_refusal(
+                server_denied=not server_ok, admin_token_set=bool(config.server.admin_token)
+            )
+        if not server_ok:
+            return unauthorized()
+        if management and not admin_access(config, request.headers, request.args):
             return forbidden()
         return None
 
