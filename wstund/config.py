@@ -67,6 +67,14 @@ class RelayConfig(_Section):
     failed_joins_per_minute: int = 10
 
 
+class HttpRelayConfig(_Section):
+    start_timeout: float = 10.0
+    chunk_timeout: float = 30.0
+    window: int = 1024 * 1024
+    channel_size: int = 32
+    max_request_body: int = 512 * 1024
+
+
 class TunnelConfig(_Section):
     host_suffix: str = ""
     request_timeout: float = 30.0
@@ -100,6 +108,7 @@ class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     relay: RelayConfig = msgspec.field(default_factory=RelayConfig)
+    http_relay: HttpRelayConfig = msgspec.field(default_factory=HttpRelayConfig)
     tunnel: TunnelConfig = msgspec.field(default_factory=TunnelConfig)
     marketplace: MarketplaceConfig = msgspec.field(default_factory=MarketplaceConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
@@ -122,6 +131,9 @@ _POSITIVE_INTS = {
     "marketplace.max_file_size",
     "marketplace.max_service_size",
     "marketplace.max_files",
+    "http_relay.window",
+    "http_relay.channel_size",
+    "http_relay.max_request_body",
 }
 _NON_NEGATIVE_FLOATS = {
     "relay.slow_consumer_timeout",
@@ -133,6 +145,8 @@ _NON_NEGATIVE_FLOATS = {
     "tunnel.request_timeout",
     "marketplace.timeout",
     "marketplace.max_redirects",
+    "http_relay.start_timeout",
+    "http_relay.chunk_timeout",
 }
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 

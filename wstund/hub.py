@@ -15,6 +15,7 @@ from . import __version__, closecodes
 from .config import Config
 from .metrics import Metrics
 from .relay import protocol
+from .relay.httprelay import HttpRelay
 from .relay.instance import Instance
 from .relay.peer import Peer
 from .relay.ratelimit import SlidingWindow
@@ -64,6 +65,7 @@ class Hub:
         self.stopping = False
         self.metrics = Metrics()
         self.inflight = InFlight()
+        self.http_relay = HttpRelay()
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -192,6 +194,7 @@ class Hub:
         if peer in self.peers and peer.close_code == closecodes.SLOW_CONSUMER:
             self.metrics.slow_consumer_drops.inc()
         self.peers.discard(peer)
+        self.http_relay.peer_gone(peer)
         if peer.joined is not None:
             peer.joined.remove_member(peer)
         owned, peer.owned = list(peer.owned.values()), {}

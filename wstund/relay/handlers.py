@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from .. import closecodes
 from ..hub import Hub
-from . import protocol
+from . import httphandlers, protocol
 from .instance import Instance
 from .peer import Frame, Peer
 from .protocol import Envelope, ProtocolError
@@ -63,7 +63,7 @@ async def handle_text(hub: Hub, peer: Peer, text: str) -> None:
         control = _CONTROL.get(envelope.type)
         if control is not None:
             await control(hub, peer, envelope)
-        elif envelope.type in protocol.SERVER_TYPES:
+        elif envelope.type in protocol.SERVER_TYPES or envelope.type in httphandlers.SERVER_TYPES:
             raise ProtocolError(
                 protocol.UNKNOWN_TYPE,
                 f"{envelope.type!r} is sent by the server, not to it",
@@ -91,6 +91,8 @@ async def handle_text(hub: Hub, peer: Peer, text: str) -> None:
 async def handle_binary(hub: Hub, peer: Peer, data: bytes) -> None:
     """Handle one binary frame: room bytes, forwarded unchanged like text room traffic."""
     try:
+        if await httphandlers.handle_binary(hub, peer, data):
+            return
         await _forward(hub, peer, data, None, None)
     except ProtocolError as error:
         reject(hub, peer, error)
@@ -301,6 +303,7 @@ _CONTROL: dict[str, _Control] = {
     protocol.KICK_CLIENT: _kick_client,
     protocol.PING: _ping,
 }
+_CONTROL.update(httphandlers.CONTROL)  # answers to HTTP requests (DESIGN 3.3), never room traffic
 
 
 # -- room traffic -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from ..hub import Hub
 from ..marketplace import routes as marketplace_routes
 from ..relay import endpoint
-from . import api, pages
+from . import api, pages, relayhttp
 from .auth import PUBLIC_PATHS, admin_access, server_access
 from .errors import forbidden, json_error, unauthorized
 
@@ -20,9 +20,10 @@ RELAY_PATHS = ("/ws", "/websocket")
 
 
 def _is_management(method: str, path: str) -> bool:
-    """Management requests need the admin token when one is set."""
-    if path == "/admin":
-        return True
+    """Management requests need the admin token when one is set.
+
+    The /admin page itself is static and asks for the token when the API answers 403.
+    """
     writes = method not in ("GET", "HEAD", "OPTIONS")
     return writes and (path.startswith("/_api/") or "/service/api/" in path)
 
@@ -35,12 +36,13 @@ def create_app(hub: Hub) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = hub.config.relay.max_message_size
     app.register_blueprint(api.create_blueprint(hub))
     app.register_blueprint(marketplace_routes.create_blueprint(hub))
+    app.register_blueprint(relayhttp.create_blueprint(hub))
     app.register_blueprint(pages.create_blueprint(hub))
 
     @app.before_request
     async def check_tokens() -> Response | None:
         config = hub.config
-        if request.path in PUBLIC_PATHS:
+        if request.path in PUBLIC_PATHS or pages.is_public_asset(hub, request.path):
             return None
         if not server_access(config, request.headers, request.args):
             return unauthorized()
