@@ -78,8 +78,10 @@ async def test_share_20mb_file_between_two_browsers(
         path = await downloaded(receiver, source.name, SIZE)
         assert sha256(path) == sha256(source)
         # Progress on both sides.
-        await sender.wait_js("document.querySelector('#mine .transfer .ptext')?.textContent"
-                             ".startsWith('Sent 20.0 MB')")
+        await sender.wait_js(
+            "document.querySelector('#mine .transfer .ptext')?.textContent"
+            ".startsWith('Sent 20.0 MB')"
+        )
         await receiver.wait_js(
             "[...document.querySelectorAll('#files progress')].some(p => p.value === p.max)"
         )
