@@ -16,7 +16,9 @@ from tests.fileowner import FileOwner, pattern_source
 MiB = 1024 * 1024
 
 
-async def fileshare_member(daemon: RunningDaemon, user_id: str = "alice") -> tuple[Any, Any, str]:
+async def fileshare_member(
+    daemon: RunningDaemon, user_id: str = "alice"
+) -> tuple[Any, Any, str]:
     host, uuid = await create_room(daemon, "fileshare", "Files")
     member = await join_room(daemon, uuid, user_id, service="fileshare", host=host)
     return host, member, uuid
@@ -141,7 +143,9 @@ async def test_slow_reader_keeps_server_memory_bounded(start_daemon: Any, binary
 async def test_owner_disconnect_mid_download_truncates(wstund: RunningDaemon, binary: bool) -> None:
     host, member, uuid = await fileshare_member(wstund)
     size = 16 * MiB
-    owner = FileOwner(member, {"f": (size, pattern_source())}, binary=binary, stop_after=512 * 1024)
+    owner = FileOwner(
+        member, {"f": (size, pattern_source())}, binary=binary, stop_after=512 * 1024
+    )
     wstund.nursery.start_soon(owner.run)
     received = 0
     with trio.fail_after(30):
@@ -201,12 +205,8 @@ async def test_registered_program_answers_http(wstund: RunningDaemon) -> None:
             "status": 201,
             "headers": {"Content-Type": "application/json", "Connection": "x"},
             "body": json.dumps(
-                {
-                    "method": body["method"],
-                    "path": body["path"],
-                    "query": body["query"],
-                    "got": body.get("body"),
-                }
+                {"method": body["method"], "path": body["path"], "query": body["query"],
+                 "got": body.get("body")}
             ),
         }
         await send(program, "http_response", reply)
@@ -217,12 +217,7 @@ async def test_registered_program_answers_http(wstund: RunningDaemon) -> None:
             async with httpx.AsyncClient() as client:
                 response = await client.post(f"{wstund.url}/echo/a/b?x=1", content=b"hello")
     assert response.status_code == 201
-    assert response.json() == {
-        "method": "POST",
-        "path": "/echo/a/b",
-        "query": "x=1",
-        "got": "hello",
-    }
+    assert response.json() == {"method": "POST", "path": "/echo/a/b", "query": "x=1", "got": "hello"}
     assert "sandbox" in response.headers["content-security-policy"]
     assert "connection" not in response.headers or response.headers["connection"] != "x"
     await program.aclose()
