@@ -9,6 +9,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import trio
 
 from .browser import Browser
@@ -96,3 +97,47 @@ async def test_share_20mb_file_between_two_browsers(
         await sender.get("about:blank")
         await receiver.wait_js("document.querySelectorAll('#files .file').length === 0")
         await host.wait_js("document.querySelectorAll('#files tr').length === 0")
+
+
+async def test_sender_honours_backpressure_and_abort(
+    start_daemon: Callable[..., Awaitable[RunningDaemon]],
+    open_browser: OpenBrowser,
+    tmp_path: Path,
+) -> None:
+    """A downloader that stops reading stalls the sender's page; one that leaves stops it."""
+    daemon = await start_daemon(http_relay={"window": 256 * 1024})
+    big = tmp_path / "stalled.bin"
+    big.write_bytes(os.urandom(48 * 1024 * 1024))
+    with trio.fail_after(60):
+        host, sender, reader = await open_browser(), await open_browser(), await open_browser()
+        link = await create_room(host, daemon.url)
+        await join(sender, link, "Sam")
+        field = await sender.call(lambda: sender.driver.find_element("css selector", "#file-input"))
+        await sender.call(field.send_keys, str(big))
+        # A late joiner learns the shared file from its peers (request_state/state_response).
+        await join(reader, link, "Rita")
+        await reader.wait_js("document.querySelectorAll('#files .file').length === 1")
+        href = await reader.js("return document.querySelector('#files .file a.download').href")
+        sent = "Object.values(window.fileshareTransfers)[0]?.sent || 0"
+        # A downloader that reads the first bytes and then stops reading (Chromium's own fetch
+        # buffers without bound, so the slow reader here is a plain HTTP client).
+        async with httpx.AsyncClient() as client, client.stream("GET", href) as response:
+            assert response.status_code == 200
+            chunks = response.aiter_raw()
+            assert await chunks.__anext__()
+            await sender.wait_js(f"{sent} > 0")
+            previous = -1
+            for _ in range(100):
+                now = await sender.js(f"return {sent}")
+                if now == previous:
+                    break
+                previous = now
+                await trio.sleep(0.3)
+            assert previous < big.stat().st_size // 2, "the sender did not wait for the reader"
+        # The reader went away: the server aborts and the sender's page stops for good.
+        await sender.wait_js("Object.values(window.fileshareTransfers)[0].state === 'cancelled'")
+        await sender.wait_js(
+            "document.querySelector('#mine .transfer .ptext').textContent"
+            ".startsWith('Download cancelled at')"
+        )
+        assert await sender.js(f"return {sent}") < big.stat().st_size
