@@ -344,8 +344,8 @@
     };
 
     InstanceHost.prototype.kickUser = function (userId) {
-        return this.request('kick_client', { userId: userId, instanceUuid: this.uuid })
-            .catch(function (err) { return Promise.reject(err); });
+        // Resolves with the server's client_disconnected, rejects with its error.
+        return this.request('kick_client', { userId: userId, instanceUuid: this.uuid });
     };
 
     /* ---- client (a member of a room) ---- */
