@@ -109,7 +109,8 @@ async def test_sender_honours_backpressure_and_abort(
     big = tmp_path / "stalled.bin"
     big.write_bytes(os.urandom(48 * 1024 * 1024))
     with trio.fail_after(60):
-        host, sender, reader = await open_browser(), await open_browser(), await open_browser()
+        host, sender = await open_browser(), await open_browser()
+        reader = await open_browser(mobile=True)
         link = await create_room(host, daemon.url)
         await join(sender, link, "Sam")
         field = await sender.call(lambda: sender.driver.find_element("css selector", "#file-input"))
@@ -117,6 +118,9 @@ async def test_sender_honours_backpressure_and_abort(
         # A late joiner learns the shared file from its peers (request_state/state_response).
         await join(reader, link, "Rita")
         await reader.wait_js("document.querySelectorAll('#files .file').length === 1")
+        assert await reader.js(
+            "return document.documentElement.scrollWidth <= window.innerWidth"
+        ), "the user page is wider than the phone"
         href = await reader.js("return document.querySelector('#files .file a.download').href")
         sent = "Object.values(window.fileshareTransfers)[0]?.sent || 0"
         # A downloader that reads the first bytes and then stops reading (Chromium's own fetch
