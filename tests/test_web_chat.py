@@ -12,9 +12,9 @@ from .conftest import RunningDaemon
 OpenBrowser = Callable[..., Awaitable[Browser]]
 
 
-async def create_room(host: Browser, url: str, name: str) -> str:
+async def create_room(host: Browser, url: str, name: str, query: str = "") -> str:
     """Open the host page, create a room; return the join link it shows."""
-    await host.get(url + "/chat/service")
+    await host.get(url + "/chat/service" + query)
     await host.type("#room-name", name)
     await host.click("#create")
     await host.wait_js("document.getElementById('link').value")
@@ -117,3 +117,17 @@ async def test_chat_room_token_is_required(
         await user.click("#join")
         await user.find("#msg")
         await host.wait_js(log_has("Eve joined"))
+
+
+async def test_chat_with_a_server_token(
+    start_daemon: Callable[..., Awaitable[RunningDaemon]], open_browser: OpenBrowser
+) -> None:
+    """With a server token the pages carry it from the URL to the WebSocket and the join link."""
+    daemon = await start_daemon(server={"token": "srv tok"})
+    with trio.fail_after(40):
+        host, user = await open_browser(), await open_browser()
+        link = await create_room(host, daemon.url, "Guarded", "?token=srv%20tok")
+        assert "token=srv%20tok" in link
+        await join(user, link, "Tess")
+        await say(user, "through the token")
+        await host.wait_js(log_has("through the token"))
