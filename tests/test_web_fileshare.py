@@ -44,6 +44,12 @@ async def downloaded(browser: Browser, name: str, size: int) -> Path:
     raise AssertionError(f"no complete download: {list(browser.downloads.iterdir())}")
 
 
+def files_of_size(root: Path, size: int, besides: tuple[Path, ...]) -> list[Path]:
+    """Files under ``root`` (the daemon's state directory) at least ``size`` bytes long."""
+    found = (f for f in root.rglob("*") if f.is_file() and f not in besides)
+    return [f for f in found if f.stat().st_size >= size]
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as file:
@@ -78,6 +84,15 @@ async def test_share_20mb_file_between_two_browsers(
         await receiver.click("#files .file[data-file] a.download")
         path = await downloaded(receiver, source.name, SIZE)
         assert sha256(path) == sha256(source)
+        # The server only held a window's worth of the bytes at a time, and keeps nothing.
+        relay = wstund.hub.http_relay
+        assert 0 < relay.peak_buffered < SIZE // 2
+        assert not files_of_size(tmp_path, SIZE, besides=(source, small))
+        for _ in range(100):
+            if not relay.exchanges:
+                break
+            await trio.sleep(0.05)
+        assert not relay.exchanges
         # Progress on both sides.
         await sender.wait_js(
             "document.querySelector('#mine .transfer .ptext')?.textContent"
@@ -97,6 +112,12 @@ async def test_share_20mb_file_between_two_browsers(
         await sender.get("about:blank")
         await receiver.wait_js("document.querySelectorAll('#files .file').length === 0")
         await host.wait_js("document.querySelectorAll('#files tr').length === 0")
+
+        # The host kicks the other member: its page says so.
+        await host.wait_js("document.getElementById('count').textContent === '1'")
+        await host.click("#members li[data-user] .kick")
+        await receiver.wait_js("document.getElementById('ended')?.textContent.includes('removed')")
+        assert await receiver.js("return document.getElementById('file-input').disabled")
 
 
 async def test_sender_honours_backpressure_and_abort(
