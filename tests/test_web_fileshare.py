@@ -101,6 +101,7 @@ async def test_share_20mb_file_between_two_browsers(
         await receiver.wait_js(
             "[...document.querySelectorAll('#files progress')].some(p => p.value === p.max)"
         )
+        await host.wait_js("document.getElementById('files').textContent.includes('sent 20.0 MB')")
 
         # Base64 chunks (a sender page without binary frames): the small file.
         await sender.js("window.fileshareUseBinary = false")
