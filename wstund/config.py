@@ -72,6 +72,13 @@ class TunnelConfig(_Section):
     request_timeout: float = 30.0
     max_buffered_bytes: int = 16 * 1024 * 1024
     replace_existing: bool = False
+    buffered_clients: list[str] = msgspec.field(default_factory=list)
+    window_size: int = 256 * 1024
+    max_frame_size: int = 64 * 1024
+    max_streams_per_client: int = 256
+    ping_interval: float = 20.0
+    idle_timeout: float = 60.0
+    stats_flush_interval: float = 5.0
 
 
 class MarketplaceConfig(_Section):
@@ -122,6 +129,9 @@ _POSITIVE_INTS = {
     "marketplace.max_file_size",
     "marketplace.max_service_size",
     "marketplace.max_files",
+    "tunnel.window_size",
+    "tunnel.max_frame_size",
+    "tunnel.max_streams_per_client",
 }
 _NON_NEGATIVE_FLOATS = {
     "relay.slow_consumer_timeout",
@@ -133,6 +143,9 @@ _NON_NEGATIVE_FLOATS = {
     "tunnel.request_timeout",
     "marketplace.timeout",
     "marketplace.max_redirects",
+    "tunnel.ping_interval",
+    "tunnel.idle_timeout",
+    "tunnel.stats_flush_interval",
 }
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 
