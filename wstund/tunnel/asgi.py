@@ -1,4 +1,4 @@
-"""Small helpers for speaking raw ASGI (the tunnel runs ahead of Quart to stream with backpressure)."""
+"""Raw ASGI helpers: the tunnel runs ahead of Quart to stream with backpressure."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ class ServerWebSocket:
         message = await self._receive()
         return bool(message["type"] == "websocket.connect")
 
-    async def accept(self, subprotocol: str | None = None, headers: RawHeaders | None = None) -> None:
+    async def accept(
+        self, subprotocol: str | None = None, headers: RawHeaders | None = None
+    ) -> None:
         """Complete the handshake."""
         message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
         if headers:

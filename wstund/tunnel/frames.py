@@ -115,7 +115,9 @@ def encode(kind: Kind, stream_id: int, payload: bytes = b"") -> bytes:
 def decode(data: bytes) -> Frame:
     """Parse one binary frame; FrameError when it is malformed."""
     if len(data) < HEADER_SIZE:
-        raise FrameError(f"frame of {len(data)} bytes is shorter than its {HEADER_SIZE}-byte header")
+        raise FrameError(
+            f"frame of {len(data)} bytes is shorter than its {HEADER_SIZE}-byte header"
+        )
     kind, stream_id = HEADER.unpack_from(data)
     try:
         kind = Kind(kind)
@@ -179,7 +181,9 @@ def decode_close(payload: bytes) -> tuple[int, str]:
     return int(_U16.unpack_from(payload)[0]), payload[_U16.size :].decode(errors="replace")
 
 
-def encode_text(stream_id: int, kind: Literal[Kind.ABORT, Kind.ERROR, Kind.TEXT], text: str) -> bytes:
+def encode_text(
+    stream_id: int, kind: Literal[Kind.ABORT, Kind.ERROR, Kind.TEXT], text: str
+) -> bytes:
     """An ABORT, ERROR or TEXT frame carrying UTF-8 text."""
     return encode(kind, stream_id, text.encode())
 
@@ -192,6 +196,7 @@ def encode_control(message: Control) -> str:
 def decode_control(text: str) -> Control:
     """Parse a control text message; FrameError when it is not one."""
     try:
-        return _control_decoder.decode(text)
+        message: Control = _control_decoder.decode(text)
     except msgspec.DecodeError as exc:
         raise FrameError(f"bad control message: {exc}") from None
+    return message

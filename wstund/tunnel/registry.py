@@ -161,10 +161,7 @@ class Registry:
             self._db.executemany(
                 "UPDATE clients SET last_seen = ?, node = ?, bytes_in = ?, bytes_out = ?,"
                 " requests = ? WHERE id = ?",
-                [
-                    (r.last_seen, r.node, r.bytes_in, r.bytes_out, r.requests, r.id)
-                    for r in dirty
-                ],
+                [(r.last_seen, r.node, r.bytes_in, r.bytes_out, r.requests, r.id) for r in dirty],
             )
         for record in dirty:
             record.dirty = False

@@ -111,4 +111,3 @@ class Tunnels:
             self.registry.flush()
         except Exception:
             log.exception("could not write tunnel statistics")
-
