@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -9,6 +11,7 @@ import trio.testing
 from wstund.tunnel import frames
 from wstund.tunnel.flow import ReceiveWindow, SendCredit, StreamGone, frame_cost
 from wstund.tunnel.frames import FrameError, Kind
+from wstund.tunnel.registry import ClientExists, InvalidClientId, Registry
 
 
 def test_frame_round_trip() -> None:
@@ -111,3 +114,30 @@ async def test_send_credit_blocks_until_granted_and_wakes_on_close() -> None:
     credit.close()
     with trio.fail_after(2), pytest.raises(StreamGone):
         await credit.wait()
+
+
+def test_registry_hashes_secrets_migrates_and_flushes(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    secret = registry.add("laptop-1")
+    with pytest.raises(ClientExists):
+        registry.add("laptop-1")
+    for bad in ("Laptop", "-x", "a.b", "", "x" * 64):
+        with pytest.raises(InvalidClientId):
+            registry.add(bad)
+    assert registry.verify("laptop-1", secret)
+    assert not registry.verify("laptop-1", secret + "x")
+    assert not registry.verify("nobody", secret)
+    record = registry.get("laptop-1")
+    assert record is not None
+    record.requests, record.bytes_in, record.dirty = 3, 100, True
+    new = registry.rotate("laptop-1")
+    assert registry.verify("laptop-1", new) and not registry.verify("laptop-1", secret)
+    registry.close()
+    raw = (tmp_path / "tunnel.sqlite3").read_bytes()
+    assert new.encode() not in raw and secret.encode() not in raw
+    reopened = Registry(tmp_path)  # migrations are idempotent; statistics were flushed
+    again = reopened.get("laptop-1")
+    assert again is not None and (again.requests, again.bytes_in) == (3, 100)
+    assert reopened.verify("laptop-1", new)
+    assert reopened.remove("laptop-1") and not reopened.remove("laptop-1")
+    reopened.close()
