@@ -19,6 +19,7 @@ from .relay.instance import Instance
 from .relay.peer import Peer
 from .relay.ratelimit import SlidingWindow
 from .relay.services import ServiceRegistry
+from .tunnel.tunnels import Tunnels
 
 
 class InFlight:
@@ -64,6 +65,7 @@ class Hub:
         self.stopping = False
         self.metrics = Metrics()
         self.inflight = InFlight()
+        self.tunnels = Tunnels(self)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
