@@ -83,3 +83,85 @@ async def test_agent_handshake_wrong_secret_and_duplicate(start_daemon: StartDae
             assert frames.decode_control(str(await agent.get_message())) == frames.Pong()
         while "box" in daemon.hub.tunnels.sessions:
             await trio.sleep(0.01)
+
+
+async def _fake_agent(
+    daemon: RunningDaemon, client_id: str, secret: str
+) -> trio_websocket.WebSocketConnection:
+    ws = await trio_websocket.connect_websocket_url(
+        daemon.nursery,
+        daemon.ws_url("/_tunnel/connect"),
+        extra_headers=_agent_headers(client_id, secret),
+    )
+    assert isinstance(frames.decode_control(str(await ws.get_message())), frames.Hello)
+    return ws
+
+
+async def _next_frame(ws: trio_websocket.WebSocketConnection) -> frames.Frame:
+    while True:
+        message = await ws.get_message()
+        if isinstance(message, bytes):
+            return frames.decode(message)
+
+
+async def test_proxy_streams_and_fails_cleanly(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon()
+    secret = await _register_as(daemon, "app", {})
+    await _register_as(daemon, "off", {})
+    with trio.fail_after(15):
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            unknown = await client.get("/_t/nobody/x")
+            assert unknown.status_code == 404 and unknown.json()["error"] == "client_not_found"
+            offline = await client.get("/_t/off/x")
+            assert offline.status_code == 503 and offline.json()["error"] == "client_offline"
+            agent = await _fake_agent(daemon, "app", secret)
+
+            async def answer_one() -> frames.RequestHead:
+                head_frame = await _next_frame(agent)
+                head = frames.decode_request_head(head_frame.payload)
+                body = b""
+                while (frame := await _next_frame(agent)).kind == frames.Kind.BODY:
+                    body += frame.payload
+                assert frame.kind == frames.Kind.END
+                sid = head_frame.stream_id
+                response = frames.ResponseHead(
+                    status=201,
+                    headers=[("set-cookie", "a=1"), ("set-cookie", "b=2"), ("connection", "close")],
+                )
+                await agent.send_message(frames.encode_response_head(sid, response))
+                await agent.send_message(frames.encode(frames.Kind.BODY, sid, b"echo:" + body))
+                await agent.send_message(frames.encode(frames.Kind.END, sid))
+                return head
+
+            async with trio.open_nursery() as nursery:
+                heads: list[frames.RequestHead] = []
+
+                async def run_agent() -> None:
+                    heads.append(await answer_one())
+
+                nursery.start_soon(run_agent)
+                reply = await client.post("/_t/app/a%20b/c?x=1&x=2", content=b"\x00\x01" * 1000)
+            assert reply.status_code == 201 and reply.content == b"echo:" + b"\x00\x01" * 1000
+            assert reply.headers.get_list("set-cookie") == ["a=1", "b=2"]
+            head = heads[0]
+            assert (head.method, head.path, head.query) == ("POST", "/a%20b/c", "x=1&x=2")
+            assert ("x-forwarded-prefix", "/_t/app") in head.headers
+            assert any(name == "x-forwarded-for" for name, _ in head.headers)
+
+            # The agent goes away mid-body: the caller sees a truncated stream, not a hang.
+            async def drop_mid_body() -> None:
+                head_frame = await _next_frame(agent)
+                assert (await _next_frame(agent)).kind == frames.Kind.END
+                sid = head_frame.stream_id
+                big = frames.ResponseHead(status=200, headers=[("content-length", "1000")])
+                await agent.send_message(frames.encode_response_head(sid, big))
+                await agent.send_message(frames.encode(frames.Kind.BODY, sid, b"x" * 10))
+                await agent.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drop_mid_body)
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.get("/_t/app/big")
+    while daemon.hub.tunnels.sessions:
+        await trio.sleep(0.01)
+    assert daemon.hub.inflight.count == 0

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 from .. import closecodes
 from .asgi import ASGIApp, Receive, Scope, Send, ServerWebSocket, header
+from .proxy import PREFIX, proxy_http
 from .session import TunnelSession
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ class TunnelFront:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == CONNECT_PATH:
             await self.serve_agent(ServerWebSocket(scope, receive, send))
+            return
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            await proxy_http(self.hub, scope, receive, send)
             return
         await self.app(scope, receive, send)
 
