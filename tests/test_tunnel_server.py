@@ -165,3 +165,18 @@ async def test_proxy_streams_and_fails_cleanly(start_daemon: StartDaemon) -> Non
     while daemon.hub.tunnels.sessions:
         await trio.sleep(0.01)
     assert daemon.hub.inflight.count == 0
+
+
+async def test_no_head_in_time_is_504_and_the_agent_gets_abort(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(tunnel={"request_timeout": 0.3})
+    secret = await _register_as(daemon, "slow", {})
+    with trio.fail_after(10):
+        agent = await _fake_agent(daemon, "slow", secret)
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            reply = await client.get("/_t/slow/")
+        assert reply.status_code == 504 and reply.json()["error"] == "agent_timeout"
+        head = await _next_frame(agent)
+        assert (await _next_frame(agent)).kind == frames.Kind.END
+        abort = await _next_frame(agent)
+        assert (abort.kind, abort.stream_id) == (frames.Kind.ABORT, head.stream_id)
+        assert not daemon.hub.tunnels.sessions["slow"].streams
