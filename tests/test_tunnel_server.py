@@ -32,6 +32,7 @@ async def test_rest_add_list_rotate_remove(start_daemon: StartDaemon) -> None:
             listed = (await client.get("/_api/tunnel/clients")).json()["clients"]
             assert [c["id"] for c in listed] == ["laptop"]
             assert listed[0]["connected"] is False and listed[0]["requests"] == 0
+            assert listed[0]["node"] is None
             assert "secret" not in listed[0] and "secret_hash" not in listed[0]
             rotated = await client.post("/_api/tunnel/clients/laptop/rotate", headers=ADMIN)
             assert rotated.status_code == 200 and rotated.json()["secret"] != secret

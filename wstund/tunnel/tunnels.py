@@ -53,6 +53,7 @@ class Tunnels:
         return {
             "id": record.id,
             "connected": record.id in self.sessions,
+            "node": record.node,
             "last_seen": record.last_seen,
             "bytes_in": record.bytes_in,
             "bytes_out": record.bytes_out,
