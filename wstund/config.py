@@ -80,6 +80,13 @@ class TunnelConfig(_Section):
     request_timeout: float = 30.0
     max_buffered_bytes: int = 16 * 1024 * 1024
     replace_existing: bool = False
+    buffered_clients: list[str] = msgspec.field(default_factory=list)
+    window_size: int = 256 * 1024
+    max_frame_size: int = 64 * 1024
+    max_streams_per_client: int = 256
+    ping_interval: float = 20.0
+    idle_timeout: float = 60.0
+    stats_flush_interval: float = 5.0
 
 
 class MarketplaceConfig(_Section):
@@ -134,6 +141,9 @@ _POSITIVE_INTS = {
     "http_relay.window",
     "http_relay.channel_size",
     "http_relay.max_request_body",
+    "tunnel.window_size",
+    "tunnel.max_frame_size",
+    "tunnel.max_streams_per_client",
 }
 _NON_NEGATIVE_FLOATS = {
     "relay.slow_consumer_timeout",
@@ -147,6 +157,9 @@ _NON_NEGATIVE_FLOATS = {
     "marketplace.max_redirects",
     "http_relay.start_timeout",
     "http_relay.chunk_timeout",
+    "tunnel.ping_interval",
+    "tunnel.idle_timeout",
+    "tunnel.stats_flush_interval",
 }
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 

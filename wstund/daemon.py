@@ -26,6 +26,7 @@ from .config import Config, ConfigError, load, state_dir
 from .hub import Hub
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
+from .tunnel.front import TunnelFront
 from .web.access import AccessLog
 from .web.app import create_app
 
@@ -170,12 +171,13 @@ class Daemon:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.hub.run)
+                nursery.start_soon(self.hub.tunnels.run)
                 nursery.start_soon(self._watch_signals, config_path)
                 async with trio.open_nursery() as servers:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
                     self.binds = await servers.start(
                         serve_app,
-                        AccessLog(self.app, latency, "public"),
+                        AccessLog(TunnelFront(self.app, self.hub), latency, "public"),
                         self.hyper,
                         sockets,
                         servers_done,

@@ -20,6 +20,7 @@ from .relay.instance import Instance
 from .relay.peer import Peer
 from .relay.ratelimit import SlidingWindow
 from .relay.services import ServiceRegistry
+from .tunnel.tunnels import Tunnels
 
 
 class InFlight:
@@ -67,6 +68,7 @@ class Hub:
         self.inflight = InFlight()
         self.http_relay = HttpRelay()
         self.installing: set[str] = set()  # marketplace installs under way (public + admin app)
+        self.tunnels = Tunnels(self)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from ..hub import Hub
 from ..marketplace import routes as marketplace_routes
 from ..relay import endpoint
+from ..tunnel import routes as tunnel_routes
 from . import api, pages, relayhttp
 from .auth import PUBLIC_PATHS, admin_access, server_access
 from .errors import forbidden, json_error, unauthorized
@@ -38,6 +39,7 @@ def create_app(hub: Hub) -> QuartTrio:
     app.register_blueprint(marketplace_routes.create_blueprint(hub))
     app.register_blueprint(relayhttp.create_blueprint(hub))
     app.register_blueprint(pages.create_blueprint(hub))
+    app.register_blueprint(tunnel_routes.create_blueprint(hub))
 
     @app.before_request
     async def check_tokens() -> Response | None:

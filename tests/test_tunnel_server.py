@@ -1,0 +1,183 @@
+"""The tunnel's server side against a real daemon: REST registry routes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+import trio_websocket
+
+from wstund.tunnel import frames
+
+from .conftest import RunningDaemon, StartDaemon
+
+ADMIN = {"X-Admin-Token": "adm"}
+
+
+async def test_rest_add_list_rotate_remove(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(server={"admin_token": "adm"})
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            refused = await client.post("/_api/tunnel/clients", json={"id": "laptop"})
+            assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+            added = await client.post("/_api/tunnel/clients", json={"id": "laptop"}, headers=ADMIN)
+            assert added.status_code == 201
+            secret = added.json()["secret"]
+            assert added.json()["id"] == "laptop" and len(secret) >= 32
+            again = await client.post("/_api/tunnel/clients", json={"id": "laptop"}, headers=ADMIN)
+            assert again.status_code == 409 and again.json()["error"] == "client_exists"
+            for bad in ({"id": "Not.A.Label"}, {"name": "x"}):
+                invalid = await client.post("/_api/tunnel/clients", json=bad, headers=ADMIN)
+                assert invalid.status_code == 400, bad
+            listed = (await client.get("/_api/tunnel/clients")).json()["clients"]
+            assert [c["id"] for c in listed] == ["laptop"]
+            assert listed[0]["connected"] is False and listed[0]["requests"] == 0
+            assert listed[0]["node"] is None
+            assert "secret" not in listed[0] and "secret_hash" not in listed[0]
+            rotated = await client.post("/_api/tunnel/clients/laptop/rotate", headers=ADMIN)
+            assert rotated.status_code == 200 and rotated.json()["secret"] != secret
+            assert daemon.hub.tunnels.registry.verify("laptop", rotated.json()["secret"])
+            assert not daemon.hub.tunnels.registry.verify("laptop", secret)
+            removed = await client.delete("/_api/tunnel/clients/laptop", headers=ADMIN)
+            assert removed.status_code == 200
+            gone = await client.delete("/_api/tunnel/clients/laptop", headers=ADMIN)
+            assert gone.status_code == 404 and gone.json()["error"] == "client_not_found"
+            missing = await client.post("/_api/tunnel/clients/nobody/rotate", headers=ADMIN)
+            assert missing.status_code == 404
+            assert (await client.get("/_api/tunnel/clients")).json() == {"clients": []}
+
+
+async def _register_as(daemon: RunningDaemon, client_id: str, headers: dict[str, str]) -> str:
+    async with httpx.AsyncClient(base_url=daemon.url, headers=headers) as client:
+        added = await client.post("/_api/tunnel/clients", json={"id": client_id})
+        assert added.status_code == 201
+        return str(added.json()["secret"])
+
+
+def _agent_headers(client_id: str, secret: str) -> list[tuple[str, str]]:
+    return [("X-Wstun-Client", client_id), ("Authorization", f"Bearer {secret}")]
+
+
+async def test_agent_handshake_wrong_secret_and_duplicate(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(server={"token": "srv"})  # the agent needs no server token
+    secret = await _register_as(daemon, "box", {"Authorization": "Bearer srv"})
+    url = daemon.ws_url("/_tunnel/connect")
+    with trio.fail_after(10):
+        for bad in (_agent_headers("box", "wrong"), _agent_headers("nobody", secret), []):
+            with pytest.raises(trio_websocket.HandshakeError):
+                async with trio_websocket.open_websocket_url(url, extra_headers=bad):
+                    pass
+        async with trio_websocket.open_websocket_url(
+            url, extra_headers=_agent_headers("box", secret)
+        ) as agent:
+            hello = frames.decode_control(str(await agent.get_message()))
+            assert isinstance(hello, frames.Hello) and hello.client_id == "box"
+            assert daemon.hub.tunnels.sessions["box"].client_id == "box"
+            async with trio_websocket.open_websocket_url(
+                daemon.ws_url("/_tunnel/connect", "client_id=box"),
+                extra_headers=[("Authorization", f"Bearer {secret}")],
+            ) as second:
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await second.get_message()
+                assert closed.value.reason.code == 4009
+            await agent.send_message(frames.encode_control(frames.Ping()))
+            assert frames.decode_control(str(await agent.get_message())) == frames.Pong()
+        while "box" in daemon.hub.tunnels.sessions:
+            await trio.sleep(0.01)
+
+
+async def _fake_agent(
+    daemon: RunningDaemon, client_id: str, secret: str
+) -> trio_websocket.WebSocketConnection:
+    ws = await trio_websocket.connect_websocket_url(
+        daemon.nursery,
+        daemon.ws_url("/_tunnel/connect"),
+        extra_headers=_agent_headers(client_id, secret),
+    )
+    assert isinstance(frames.decode_control(str(await ws.get_message())), frames.Hello)
+    return ws
+
+
+async def _next_frame(ws: trio_websocket.WebSocketConnection) -> frames.Frame:
+    while True:
+        message = await ws.get_message()
+        if isinstance(message, bytes):
+            return frames.decode(message)
+
+
+async def test_proxy_streams_and_fails_cleanly(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon()
+    secret = await _register_as(daemon, "app", {})
+    await _register_as(daemon, "off", {})
+    with trio.fail_after(15):
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            unknown = await client.get("/_t/nobody/x")
+            assert unknown.status_code == 404 and unknown.json()["error"] == "client_not_found"
+            offline = await client.get("/_t/off/x")
+            assert offline.status_code == 503 and offline.json()["error"] == "client_offline"
+            agent = await _fake_agent(daemon, "app", secret)
+
+            async def answer_one() -> frames.RequestHead:
+                head_frame = await _next_frame(agent)
+                head = frames.decode_request_head(head_frame.payload)
+                body = b""
+                while (frame := await _next_frame(agent)).kind == frames.Kind.BODY:
+                    body += frame.payload
+                assert frame.kind == frames.Kind.END
+                sid = head_frame.stream_id
+                response = frames.ResponseHead(
+                    status=201,
+                    headers=[("set-cookie", "a=1"), ("set-cookie", "b=2"), ("connection", "close")],
+                )
+                await agent.send_message(frames.encode_response_head(sid, response))
+                await agent.send_message(frames.encode(frames.Kind.BODY, sid, b"echo:" + body))
+                await agent.send_message(frames.encode(frames.Kind.END, sid))
+                return head
+
+            async with trio.open_nursery() as nursery:
+                heads: list[frames.RequestHead] = []
+
+                async def run_agent() -> None:
+                    heads.append(await answer_one())
+
+                nursery.start_soon(run_agent)
+                reply = await client.post("/_t/app/a%20b/c?x=1&x=2", content=b"\x00\x01" * 1000)
+            assert reply.status_code == 201 and reply.content == b"echo:" + b"\x00\x01" * 1000
+            assert reply.headers.get_list("set-cookie") == ["a=1", "b=2"]
+            head = heads[0]
+            assert (head.method, head.path, head.query) == ("POST", "/a%20b/c", "x=1&x=2")
+            assert ("x-forwarded-prefix", "/_t/app") in head.headers
+            assert any(name == "x-forwarded-for" for name, _ in head.headers)
+
+            # The agent goes away mid-body: the caller sees a truncated stream, not a hang.
+            async def drop_mid_body() -> None:
+                head_frame = await _next_frame(agent)
+                assert (await _next_frame(agent)).kind == frames.Kind.END
+                sid = head_frame.stream_id
+                big = frames.ResponseHead(status=200, headers=[("content-length", "1000")])
+                await agent.send_message(frames.encode_response_head(sid, big))
+                await agent.send_message(frames.encode(frames.Kind.BODY, sid, b"x" * 10))
+                await agent.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drop_mid_body)
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.get("/_t/app/big")
+    while daemon.hub.tunnels.sessions:
+        await trio.sleep(0.01)
+    assert daemon.hub.inflight.count == 0
+
+
+async def test_no_head_in_time_is_504_and_the_agent_gets_abort(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(tunnel={"request_timeout": 0.3})
+    secret = await _register_as(daemon, "slow", {})
+    with trio.fail_after(10):
+        agent = await _fake_agent(daemon, "slow", secret)
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            reply = await client.get("/_t/slow/")
+        assert reply.status_code == 504 and reply.json()["error"] == "agent_timeout"
+        head = await _next_frame(agent)
+        assert (await _next_frame(agent)).kind == frames.Kind.END
+        abort = await _next_frame(agent)
+        assert (abort.kind, abort.stream_id) == (frames.Kind.ABORT, head.stream_id)
+        assert not daemon.hub.tunnels.sessions["slow"].streams

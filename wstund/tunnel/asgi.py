@@ -1,0 +1,129 @@
+"""Raw ASGI helpers: the tunnel runs ahead of Quart to stream with backpressure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def json_body(error: str, message: str, **extra: Any) -> bytes:
+    """The JSON error body used everywhere in wstund: ``{"error": code, "message": text}``."""
+    return json.dumps({"error": error, "message": message, **extra}).encode()
+
+
+async def send_json_error(
+    send: Send,
+    status: int,
+    error: str,
+    message: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    **extra: Any,
+) -> None:
+    """Answer an HTTP request with a JSON error body."""
+    body = json_body(error, message, **extra)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lowercase) in an ASGI scope, as text."""
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class WebSocketClosed(Exception):
+    """The peer of a raw ASGI WebSocket went away."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"websocket closed ({code})")
+        self.code = code
+
+
+class ServerWebSocket:
+    """The server end of one WebSocket over raw ASGI."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.accepted = False
+        self.closed = False
+
+    async def wait_connect(self) -> bool:
+        """Consume ``websocket.connect``; False if the peer left before it."""
+        message = await self._receive()
+        return bool(message["type"] == "websocket.connect")
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: RawHeaders | None = None
+    ) -> None:
+        """Complete the handshake."""
+        message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if headers:
+            message["headers"] = headers
+        await self._send(message)
+        self.accepted = True
+
+    async def deny(self, status: int, error: str, message: str) -> None:
+        """Refuse the handshake with an HTTP status and a JSON body (403 if unsupported)."""
+        self.closed = True
+        if "websocket.http.response" not in self.scope.get("extensions", {}):
+            await self._send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            return
+        body = json_body(error, message)
+        await self._send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await self._send({"type": "websocket.http.response.body", "body": body})
+
+    async def receive(self) -> str | bytes:
+        """The next message; WebSocketClosed when the peer is gone."""
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                return str(text)
+            return bytes(message.get("bytes") or b"")
+        self.closed = True
+        raise WebSocketClosed(int(message.get("code", 1005)))
+
+    async def send(self, data: str | bytes) -> None:
+        """Send one message (silently dropped by Hypercorn once the socket is closed)."""
+        if isinstance(data, str):
+            await self._send({"type": "websocket.send", "text": data})
+        else:
+            await self._send({"type": "websocket.send", "bytes": data})
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close with ``code`` (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        await self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})

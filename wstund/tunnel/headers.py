@@ -1,0 +1,91 @@
+"""Header rules of the tunnel: hop-by-hop headers stay behind, X-Forwarded-* are added."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# RFC 9110 7.6.1 connection-specific headers, plus the obsolete ones proxies still strip.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Negotiated separately on each WebSocket hop.
+WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+BUFFER_HEADER = "x-wstun-buffer"
+
+
+def connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
+    """Header names that the ``Connection`` header declares hop-by-hop."""
+    listed: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            listed.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return listed
+
+
+def end_to_end(
+    headers: list[tuple[str, str]], also_drop: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """``headers`` without hop-by-hop ones (in order; repeated headers kept)."""
+    drop = HOP_BY_HOP | connection_listed(headers) | set(also_drop)
+    return [(name, value) for name, value in headers if name.lower() not in drop]
+
+
+def forwarded_request_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+    *,
+    client_host: str | None,
+    scheme: str,
+    prefix: str | None,
+    websocket: bool,
+) -> list[tuple[str, str]]:
+    """The headers an agent should replay: end-to-end ones plus X-Forwarded-For/Proto/Host.
+
+    X-Forwarded-For is appended to; Proto, Host and Prefix are set by us (never trusted).
+    """
+    headers = [(bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in raw]
+    drop = {BUFFER_HEADER, "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix"}
+    if websocket:
+        drop |= WEBSOCKET_HANDSHAKE
+    host = next((value for name, value in headers if name == "host"), None)
+    forwarded_for = [value for name, value in headers if name == "x-forwarded-for"]
+    drop.add("x-forwarded-for")
+    result = end_to_end(headers, drop)
+    if client_host:
+        forwarded_for.append(client_host)
+    if forwarded_for:
+        result.append(("x-forwarded-for", ", ".join(forwarded_for)))
+    result.append(("x-forwarded-proto", {"ws": "http", "wss": "https"}.get(scheme, scheme)))
+    if host is not None:
+        result.append(("x-forwarded-host", host))
+    if prefix:
+        result.append(("x-forwarded-prefix", prefix))
+    return result
+
+
+def has_request_body(raw: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether an HTTP/1.1 request carries a body (Content-Length > 0 or Transfer-Encoding)."""
+    for name, value in raw:
+        key = bytes(name).lower()
+        if key == b"transfer-encoding":
+            return True
+        if key == b"content-length":
+            return bytes(value).strip() not in (b"0", b"")
+    return False

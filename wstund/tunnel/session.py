@@ -1,0 +1,242 @@
+"""One connected agent (a TunnelSession) and the streams (requests) multiplexed over its socket."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import trio
+
+from .. import closecodes
+from .asgi import ServerWebSocket, WebSocketClosed
+from .flow import ReceiveWindow, SendCredit, frame_cost
+from .frames import (
+    MAX_STREAM_ID,
+    Frame,
+    FrameError,
+    Hello,
+    Kind,
+    Ping,
+    Pong,
+    decode,
+    decode_control,
+    decode_window,
+    encode_control,
+    encode_text,
+)
+from .registry import ClientRecord
+
+log = logging.getLogger("wstund.tunnel")
+
+
+class SessionLost(Exception):
+    """The agent went away (or broke the protocol) while a stream was in flight."""
+
+
+class SessionFull(Exception):
+    """The agent already has as many streams in flight as allowed."""
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Flow-control parameters of a session, fixed when it starts (announced in ``hello``)."""
+
+    window: int
+    max_frame: int
+    max_message: int
+    max_streams: int
+    ping_interval: float
+    idle_timeout: float
+
+
+class Stream:
+    """One request in flight: frames from the agent queue in ``inbox``, bounded by credit."""
+
+    def __init__(self, stream_id: int, limits: SessionLimits) -> None:
+        self.id = stream_id
+        overdraft = max(limits.max_frame, limits.max_message)
+        self.window = ReceiveWindow(limits.window, overdraft)
+        # Every BODY/TEXT frame holds at least one byte of credit, so the credit rule bounds the
+        # number of queued frames too; HEAD/END/ABORT/ERROR add a handful.
+        self._inbox_in, self._inbox = trio.open_memory_channel[Frame](self.window.limit + 8)
+        self.credit = SendCredit(limits.window)
+        self.finished = False  # both directions ended normally: no ABORT needed
+        self.closed = False  # finish() ran
+
+    def deliver(self, frame: Frame) -> None:
+        """Queue a frame from the agent (reader task; never blocks)."""
+        self._inbox_in.send_nowait(frame)
+
+    def fail(self) -> None:
+        """The session is gone: wake the stream's owner in both directions."""
+        self._inbox_in.close()
+        self.credit.close()
+
+    async def next_frame(self) -> Frame:
+        """The next frame from the agent; SessionLost once the session is gone."""
+        try:
+            return await self._inbox.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise SessionLost() from None
+
+
+class TunnelSession:
+    """An authenticated agent socket: a reader demultiplexing frames, keepalive, a writer."""
+
+    def __init__(
+        self, client_id: str, record: ClientRecord, ws: ServerWebSocket, limits: SessionLimits
+    ) -> None:
+        self.client_id = client_id
+        self.record = record
+        self.ws = ws
+        self.limits = limits
+        self.streams: dict[int, Stream] = {}
+        self.lost = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.last_heard = trio.current_time()
+        self._last_id = 0
+        self._cancel_scope: trio.CancelScope | None = None
+        # Bounded by the number of streams (one ABORT each) plus keepalive traffic.
+        self._posted_in, self._posted = trio.open_memory_channel[str | bytes](math.inf)
+
+    def __repr__(self) -> str:
+        return f"<TunnelSession {self.client_id} streams={len(self.streams)}>"
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def open_stream(self) -> Stream:
+        """Allocate a stream id; SessionLost if the agent is gone, SessionFull at the limit."""
+        if self.lost or self.close_code is not None:
+            raise SessionLost()
+        if len(self.streams) >= self.limits.max_streams:
+            raise SessionFull()
+        while True:
+            self._last_id = self._last_id % MAX_STREAM_ID + 1
+            if self._last_id not in self.streams:
+                break
+        stream = Stream(self._last_id, self.limits)
+        self.streams[stream.id] = stream
+        return stream
+
+    def finish(self, stream: Stream, reason: str = "cancelled") -> None:
+        """Forget a stream; tell the agent to abort it unless it ended normally (idempotent)."""
+        if stream.closed:
+            return
+        stream.closed = True
+        self.streams.pop(stream.id, None)
+        stream.fail()
+        if not stream.finished and not self.lost:
+            self.post(encode_text(stream.id, Kind.ABORT, reason))
+
+    async def send(self, data: bytes) -> None:
+        """Send one frame to the agent (backpressured by its socket); SessionLost if gone."""
+        if self.lost:
+            raise SessionLost()
+        await self.ws.send(data)
+
+    def post(self, data: str | bytes) -> None:
+        """Queue a small control frame for the writer task (usable from sync code)."""
+        if not self.lost:
+            self._posted_in.send_nowait(data)
+
+    def close(self, code: int, reason: str) -> None:
+        """End the session: in-flight streams fail, the agent gets ``code``."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the agent until it leaves or ``close`` is called."""
+        limits = self.limits
+        hello = Hello(
+            client_id=self.client_id,
+            window=limits.window,
+            max_frame=limits.max_frame,
+            max_message=limits.max_message,
+            ping_interval=limits.ping_interval,
+            idle_timeout=limits.idle_timeout,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel_scope = nursery.cancel_scope
+                if self.close_code is not None:
+                    nursery.cancel_scope.cancel()
+                await self.ws.send(encode_control(hello))
+                nursery.start_soon(self._write_posted)
+                nursery.start_soon(self._keepalive)
+                await self._read()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.lost = True
+            for stream in list(self.streams.values()):
+                stream.fail()
+            if self.close_code is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await self.ws.close(self.close_code, self.close_reason)
+
+    async def _read(self) -> None:
+        """Demultiplex the agent's frames into the streams' inboxes until it leaves."""
+        while True:
+            try:
+                message = await self.ws.receive()
+            except WebSocketClosed:
+                return
+            self.last_heard = trio.current_time()
+            try:
+                if isinstance(message, str):
+                    self._on_control(message)
+                else:
+                    self._on_frame(decode(message))
+            except FrameError as exc:
+                log.warning("tunnel %s: protocol error: %s", self.client_id, exc)
+                self.close(closecodes.POLICY_VIOLATION, f"protocol error: {exc}"[:120])
+                return
+
+    def _on_control(self, text: str) -> None:
+        message = decode_control(text)
+        if isinstance(message, Ping):
+            self.post(encode_control(Pong()))
+
+    def _on_frame(self, frame: Frame) -> None:
+        stream = self.streams.get(frame.stream_id)
+        if stream is None:
+            return  # a late frame of a stream we already finished or aborted
+        if frame.kind == Kind.WINDOW:
+            stream.credit.grant(decode_window(frame.payload))
+            return
+        if frame.kind in (Kind.BODY, Kind.TEXT):
+            try:
+                stream.window.received(frame_cost(frame.payload))
+            except FrameError as exc:
+                log.warning("tunnel %s stream %d: %s", self.client_id, stream.id, exc)
+                self.finish(stream, "credit overrun")
+                return
+        stream.deliver(frame)
+
+    async def _write_posted(self) -> None:
+        async for data in self._posted:
+            await self.ws.send(data)
+
+    async def _keepalive(self) -> None:
+        """Ping every ``ping_interval``; drop an agent silent for ``idle_timeout``."""
+        limits = self.limits
+        ticks = [t for t in (limits.ping_interval, limits.idle_timeout / 4) if t > 0]
+        if not ticks:
+            return
+        tick = min(ticks)
+        next_ping = trio.current_time() + limits.ping_interval
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            if limits.idle_timeout > 0 and now - self.last_heard > limits.idle_timeout:
+                log.info("tunnel %s: idle for %.0f s, closing", self.client_id, limits.idle_timeout)
+                self.close(closecodes.GOING_AWAY, "idle timeout")
+                return
+            if limits.ping_interval > 0 and now >= next_ping:
+                self.post(encode_control(Ping()))
+                next_ping = now + limits.ping_interval
