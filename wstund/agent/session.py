@@ -116,15 +116,14 @@ class Agent:
             *((k.encode(), v.encode()) for k, v in config.extra_headers),
         ]
         try:
-            with trio.fail_after(config.connect_timeout):
-                ws_cm = trio_websocket.open_websocket_url(
-                    config.connect_url,
-                    extra_headers=headers,
-                    max_message_size=MAX_MESSAGE,
-                    connect_timeout=config.connect_timeout,
-                    disconnect_timeout=2,
-                )
-                ws = await ws_cm.__aenter__()
+            async with trio_websocket.open_websocket_url(
+                config.connect_url,
+                extra_headers=headers,
+                max_message_size=MAX_MESSAGE,
+                connect_timeout=config.connect_timeout,
+                disconnect_timeout=2,
+            ) as ws:
+                return await self._serve(ws, client)
         except trio_websocket.ConnectionRejected as exc:
             if exc.status_code in (401, 403, 404):
                 body = (exc.body or b"").decode(errors="replace")[:200]
@@ -136,14 +135,6 @@ class Agent:
         except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
             log.warning("cannot reach %s: %s", config.server, exc or type(exc).__name__)
             return False
-        try:
-            return await self._serve(ws, client)
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    await ws_cm.__aexit__(None, None, None)
-                except BaseException:  # noqa: BLE001 - the socket is gone either way
-                    pass
 
     async def _serve(
         self, ws: trio_websocket.WebSocketConnection, client: httpx.AsyncClient
