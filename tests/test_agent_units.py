@@ -75,3 +75,16 @@ def test_cli_needs_a_secret(tmp_path: object) -> None:
         main, ["--server", "x", "--client-id", "a", "--secret", "s", "ftp://x"]
     )
     assert bad.exit_code == 2 and "TARGET" in bad.output
+
+
+def test_wstunctl_tunnel_run_wraps_the_agent() -> None:
+    from wstund.admin.cli import main as wstunctl
+
+    shown = CliRunner().invoke(wstunctl, ["tunnel", "run", "--help"])
+    assert shown.exit_code == 0
+    assert "Usage: wstunctl tunnel run [OPTIONS] TARGET" in shown.output
+    assert "--secret-file" in shown.output and "--backoff-max" in shown.output
+    usage = CliRunner().invoke(
+        wstunctl, ["tunnel", "run", "--server", "http://x", "--client-id", "a", "http://y"], env={}
+    )
+    assert usage.exit_code == 2
