@@ -147,3 +147,17 @@ async def start_local_app(nursery: trio.Nursery) -> LocalApp:
     binds = await nursery.start(functools.partial(serve, app, config))
     app.port = int(binds[0].rsplit(":", 1)[1])
     return app
+
+
+async def _serve_forever(port: int) -> None:
+    config = HypercornConfig()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.errorlog = None
+    config.accesslog = None
+    await serve(LocalApp(port=port), config)
+
+
+if __name__ == "__main__":  # python -m tests.localapp PORT (used by bench/tunnel.py)
+    import sys
+
+    trio.run(_serve_forever, int(sys.argv[1]))
