@@ -115,12 +115,14 @@ async def local(nursery: trio.Nursery) -> LocalApp:
     return await start_local_app(nursery)
 
 
-async def start_agent(nursery: trio.Nursery, harness: Harness, local: LocalApp) -> Agent:
+async def start_agent(
+    nursery: trio.Nursery, harness: Harness, local: LocalApp, target: str = ""
+) -> Agent:
     config = AgentConfig(
         server=f"http://127.0.0.1:{harness.port}",
         client_id="home",
         secret=SECRET,
-        target=local.url,
+        target=target or local.url,
         backoff_initial=0.05,
         backoff_max=0.2,
     )
@@ -311,3 +313,20 @@ async def test_wrong_secret_stops_the_agent(harness: Harness, local: LocalApp) -
     )
     with trio.fail_after(5), pytest.raises(AuthenticationFailed, match="401"):
         await Agent(config).run()
+
+
+async def test_unreachable_local_app_gives_an_error_frame(
+    nursery: trio.Nursery, harness: Harness, local: LocalApp
+) -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]  # nothing listens there once closed
+    agent = await start_agent(nursery, harness, local, target=f"http://127.0.0.1:{closed_port}")
+    peer = harness.peers[0]
+    inbox = peer.open(3)
+    with trio.fail_after(10):
+        await peer.ws.send_message(encode_request_head(3, RequestHead(method="GET", path="/")))
+        await peer.ws.send_message(encode(Kind.END, 3))
+        frame = await inbox.receive()
+    assert frame.kind == Kind.ERROR and b"local app" in frame.payload
+    assert agent.online

@@ -11,6 +11,7 @@ import httpx
 import trio
 import trio_websocket
 
+from ..tunnel.flow import StreamGone
 from ..tunnel.frames import (
     Frame,
     FrameError,
@@ -71,6 +72,7 @@ class Agent:
         self.sessions = 0  # sessions that got their hello
         self.last_close: tuple[int, str] | None = None
         self._changed = trio.Event()
+        self._last_heard = 0.0
 
     async def wait_sessions(self, count: int) -> None:
         """Return once ``count`` sessions (reconnects included) have been established."""
@@ -98,8 +100,13 @@ class Agent:
         ) as client:
             attempt = 0
             while True:
-                if await self._connect_once(client):
-                    attempt = 0
+                try:
+                    if await self._connect_once(client):
+                        attempt = 0
+                except AuthenticationFailed:
+                    raise
+                except Exception:  # a bug in one session must not end the agent: log, reconnect
+                    log.exception("agent session failed")
                 delay = reconnect_delay(
                     attempt, self.config.backoff_initial, self.config.backoff_max
                 )
@@ -252,7 +259,7 @@ class Agent:
                     await forward_websocket(send, stream, self.config.target)
                 else:
                     await forward_http(send, stream, client, self.config.target, hello.max_frame)
-        except* (StreamAborted, trio_websocket.ConnectionClosed):
+        except* (StreamAborted, StreamGone, trio_websocket.ConnectionClosed):
             pass
         except* Exception as group:
             log.warning("stream %d failed: %r", stream.id, group.exceptions[0])
