@@ -30,6 +30,7 @@ from wstund.tunnel.frames import (
     decode_control,
     decode_response_head,
     encode,
+    encode_close,
     encode_control,
     encode_request_head,
     encode_text,
@@ -330,3 +331,20 @@ async def test_unreachable_local_app_gives_an_error_frame(
         frame = await inbox.receive()
     assert frame.kind == Kind.ERROR and b"local app" in frame.payload
     assert agent.online
+
+
+async def test_websocket_closed_by_the_caller_closes_the_local_socket(
+    nursery: trio.Nursery, harness: Harness, local: LocalApp
+) -> None:
+    agent = await start_agent(nursery, harness, local)
+    peer = harness.peers[0]
+    inbox = peer.open(13)
+    with trio.fail_after(10):
+        head = RequestHead(method="GET", path="/ws", websocket=True, subprotocols=[])
+        await peer.ws.send_message(encode_request_head(13, head))
+        assert decode_response_head((await inbox.receive()).payload).status == 101
+        await peer.ws.send_message(encode_close(13, 4000, "bye"))
+        frame = await inbox.receive()  # the local socket's close is reported back
+        assert frame.kind == Kind.END
+        while agent.streams:
+            await trio.sleep(0.01)
