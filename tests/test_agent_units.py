@@ -1,0 +1,90 @@
+"""Sans-I/O parts of the tunnel agent: reconnect delays, stream credit and inbox, URLs, CLI."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from click.testing import CliRunner
+
+from wstund.agent import main
+from wstund.agent.backoff import reconnect_delay
+from wstund.agent.forward import local_url, request_headers
+from wstund.agent.session import AgentConfig
+from wstund.agent.streams import AgentStream, StreamAborted
+from wstund.tunnel.flow import StreamGone
+from wstund.tunnel.frames import Frame, FrameError, Kind, RequestHead
+
+
+def test_backoff_grows_then_caps_with_jitter() -> None:
+    rng = random.Random(7)
+    delays = [reconnect_delay(n, 0.5, 30.0, rng) for n in range(12)]
+    for n, delay in enumerate(delays):
+        ceiling = min(30.0, 0.5 * 2**n)
+        assert ceiling / 2 <= delay <= ceiling
+    assert max(delays) <= 30.0
+    assert len(set(delays)) == len(delays)  # jittered
+
+
+def test_local_url_and_headers() -> None:
+    assert local_url("http://127.0.0.1:8080/", "/a%20b/c", "x=1&x=2") == (
+        "http://127.0.0.1:8080/a%20b/c?x=1&x=2"
+    )
+    assert local_url("http://h:1/base", "/p", "") == "http://h:1/base/p"
+    headers = [
+        ("Host", "pub"),
+        ("Connection", "x-foo"),
+        ("X-Foo", "1"),
+        ("Cookie", "a"),
+        ("Cookie", "b"),
+    ]
+    assert request_headers(headers) == [("Cookie", "a"), ("Cookie", "b")]
+
+
+def test_connect_url() -> None:
+    config = AgentConfig(
+        server="https://t.example/", client_id="home", secret="s", target="http://x"
+    )
+    assert config.connect_url == "wss://t.example/_tunnel/connect?client_id=home"
+
+
+async def test_stream_credit_overrun_and_abort() -> None:
+    head = RequestHead(method="POST", path="/", body=True)
+    stream = AgentStream(1, head, window=10, overdraft=4)
+    stream.deliver(Frame(Kind.BODY, 1, b"x" * 10))
+    stream.deliver(Frame(Kind.BODY, 1, b"y" * 4))  # one frame of overdraft is allowed
+    with pytest.raises(FrameError):
+        stream.deliver(Frame(Kind.BODY, 1, b"z"))
+    assert (await stream.next_frame()).payload == b"x" * 10
+    assert stream.consumed(10) == 10  # half a window or more is granted back at once
+    stream.abort()
+    with pytest.raises(StreamAborted):
+        await stream.next_frame()
+    with pytest.raises(StreamGone):
+        await stream.credit.wait()
+    assert stream.cancel_scope.cancel_called
+
+
+def test_cli_needs_a_secret(tmp_path: object) -> None:
+    result = CliRunner().invoke(
+        main, ["--server", "http://127.0.0.1:1", "--client-id", "a", "http://127.0.0.1:2"], env={}
+    )
+    assert result.exit_code == 2
+    assert "secret" in result.output
+    bad = CliRunner().invoke(
+        main, ["--server", "x", "--client-id", "a", "--secret", "s", "ftp://x"]
+    )
+    assert bad.exit_code == 2 and "TARGET" in bad.output
+
+
+def test_wstunctl_tunnel_run_wraps_the_agent() -> None:
+    from wstund.admin.cli import main as wstunctl
+
+    shown = CliRunner().invoke(wstunctl, ["tunnel", "run", "--help"])
+    assert shown.exit_code == 0
+    assert "Usage: wstunctl tunnel run [OPTIONS] TARGET" in shown.output
+    assert "--secret-file" in shown.output and "--backoff-max" in shown.output
+    usage = CliRunner().invoke(
+        wstunctl, ["tunnel", "run", "--server", "http://x", "--client-id", "a", "http://y"], env={}
+    )
+    assert usage.exit_code == 2
