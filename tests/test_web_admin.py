@@ -32,11 +32,11 @@ async def test_server_page_lists_services_and_links_carry_the_token(
             "return document.querySelector('tr[data-service=\"chat\"] a.host-link').href"
         )
         assert href == daemon.url + "/chat/service?token=srv-secret"
+        # No admin powers on the server page, and no token means no state.
+        assert await browser.js("return document.querySelectorAll('button').length") == 0
         await browser.click('tr[data-service="chat"] a.user-link')
         await browser.wait_js("location.pathname === '/chat/main'")
         assert await browser.js("return document.title") != ""
-        # No admin powers on the server page, and no token means no state.
-        assert await browser.js("return document.querySelectorAll('button').length") == 0
         # The page follows the server's state: a disabled service shows no page links.
         daemon.hub.set_service_enabled("fileshare", False)
         await browser.get(daemon.url + "/?token=srv-secret")
