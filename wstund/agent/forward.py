@@ -28,7 +28,6 @@ from .streams import AgentStream, StreamAborted
 log = logging.getLogger("wstund.agent")
 
 Send = Callable[[bytes], Awaitable[None]]
-READ_CHUNK = 64 * 1024
 
 
 def local_url(target: str, path: str, query: str) -> str:
@@ -94,7 +93,7 @@ async def forward_http(
             await send(
                 encode_response_head(stream.id, ResponseHead(status=status, headers=headers))
             )
-            async for chunk in response.aiter_raw(READ_CHUNK):
+            async for chunk in response.aiter_raw():  # as it arrives (a size would batch)
                 for start in range(0, len(chunk), max_frame):
                     piece = chunk[start : start + max_frame]
                     await _send_body(send, stream, Kind.BODY, piece)

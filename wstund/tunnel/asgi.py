@@ -85,21 +85,22 @@ class ServerWebSocket:
         self.accepted = True
 
     async def deny(self, status: int, error: str, message: str) -> None:
-        """Refuse the handshake with an HTTP status and a JSON body (403 if unsupported)."""
+        """Refuse the handshake with an HTTP status and a JSON body."""
+        await self.respond(
+            status, [("content-type", "application/json")], json_body(error, message)
+        )
+
+    async def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Refuse the handshake with an HTTP response (close 1008 if Hypercorn cannot)."""
         self.closed = True
         if "websocket.http.response" not in self.scope.get("extensions", {}):
-            await self._send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            reason = body.decode(errors="replace")[:120]
+            await self._send({"type": "websocket.close", "code": 1008, "reason": reason})
             return
-        body = json_body(error, message)
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        raw.append((b"content-length", str(len(body)).encode()))
         await self._send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+            {"type": "websocket.http.response.start", "status": status, "headers": raw}
         )
         await self._send({"type": "websocket.http.response.body", "body": body})
 

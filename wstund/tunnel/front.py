@@ -1,5 +1,8 @@
 """Raw ASGI in front of Quart for the tunnel's paths (STACK.md: Quart buffers uploads).
 
+Public requests for a tunnel (``/_t/{id}/...``, or any path on host ``{id}.{host_suffix}``),
+HTTP or WebSocket, go to the agent of that client id.
+
 The agent socket is ``/_tunnel/connect``: the agent names its client id in the
 ``X-Wstun-Client`` header (or ``?client_id=``) and its secret as ``Authorization: Bearer``.
 It needs no server token: the secret is the credential. Everything else goes to Quart.
@@ -13,8 +16,9 @@ from urllib.parse import parse_qs
 
 from .. import closecodes
 from .asgi import ASGIApp, Receive, Scope, Send, ServerWebSocket, header
-from .proxy import PREFIX, proxy_http
+from .proxy import proxy_http, route
 from .session import TunnelSession
+from .wsproxy import proxy_websocket
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -40,12 +44,16 @@ class TunnelFront:
         self.hub = hub
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == CONNECT_PATH:
-            await self.serve_agent(ServerWebSocket(scope, receive, send))
-            return
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
-            await proxy_http(self.hub, scope, receive, send)
-            return
+        kind = scope["type"]
+        if kind in ("http", "websocket"):
+            where = route(scope, self.hub.config.tunnel.host_suffix)
+            if where is not None:
+                proxy = proxy_http if kind == "http" else proxy_websocket
+                await proxy(self.hub, where, scope, receive, send)
+                return
+            if kind == "websocket" and scope["path"] == CONNECT_PATH:
+                await self.serve_agent(ServerWebSocket(scope, receive, send))
+                return
         await self.app(scope, receive, send)
 
     async def serve_agent(self, ws: ServerWebSocket) -> None:

@@ -1,35 +1,153 @@
-"""The public side of the tunnel: one HTTP request at ``/_t/{client_id}/{path}`` over a stream."""
+"""The public side of the tunnel: one HTTP request, by path or by host, over an agent stream."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode
 
 import trio
 
-from .asgi import Receive, Scope, Send, send_json_error
-from .flow import frame_cost
+from .asgi import Receive, Scope, Send, header, send_json_error
+from .flow import StreamGone, frame_cost
 from .frames import (
+    Frame,
     Kind,
     RequestHead,
+    ResponseHead,
     decode_response_head,
     encode,
     encode_request_head,
     encode_window,
 )
-from .headers import end_to_end, forwarded_request_headers, has_request_body
+from .headers import BUFFER_HEADER, end_to_end, forwarded_request_headers, has_request_body
 from .session import SessionFull, SessionLost, Stream, TunnelSession
 
 if TYPE_CHECKING:
     from ..hub import Hub
 
+log = logging.getLogger("wstund.tunnel")
 PREFIX = "/_t/"
+BUFFER_PARAM = "_buffer"
 
 
-def split_path(path: str) -> tuple[str, str]:
-    """(client id, path at the agent) of a ``/_t/{client_id}/{path}`` request path."""
-    client_id, _, rest = path[len(PREFIX) :].partition("/")
-    return client_id, "/" + rest
+@dataclass(frozen=True)
+class Route:
+    """Which client a public request is for, and how much of its raw path names the client."""
+
+    client_id: str
+    prefix: str  # "/_t/{client_id}" for path routing, "" for host routing
+
+    def agent_path(self, scope: Scope) -> str:
+        """The raw (still percent-encoded) path the agent replays."""
+        raw = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        return raw[len(self.prefix) :] or "/"
+
+
+def route(scope: Scope, host_suffix: str) -> Route | None:
+    """The tunnel a public request is for: ``{id}.{host_suffix}`` by host, else ``/_t/{id}/``."""
+    if host_suffix:
+        host = (header(scope, b"host") or "").lower()
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        label, dot, suffix = host.partition(".")
+        if dot and label and suffix == host_suffix.lower().strip("."):
+            return Route(label, "")
+    if scope["path"].startswith(PREFIX):
+        client_id = scope["path"][len(PREFIX) :].partition("/")[0]
+        return Route(client_id, PREFIX + client_id)
+    return None
+
+
+class Refusal(Exception):
+    """A request the tunnel cannot carry: the HTTP status and JSON error to answer with."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+def open_stream(hub: Hub, client_id: str) -> tuple[TunnelSession, Stream]:
+    """The connected session of ``client_id`` and a new stream on it; Refusal otherwise."""
+    tunnels = hub.tunnels
+    if tunnels.registry.get(client_id) is None:
+        raise Refusal(404, "client_not_found", f"no tunnel client named {client_id!r}")
+    session = tunnels.sessions.get(client_id)
+    if session is None:
+        raise Refusal(503, "client_offline", f"tunnel client {client_id!r} is not connected")
+    try:
+        return session, session.open_stream()
+    except (SessionLost, SessionFull):
+        raise Refusal(
+            503, "client_unavailable", f"tunnel client {client_id!r} cannot take a request now"
+        ) from None
+
+
+def request_head(scope: Scope, where: Route, *, websocket: bool) -> tuple[RequestHead, bool]:
+    """The head the agent replays, and whether the caller asked for a buffered response."""
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    buffered = header(scope, BUFFER_HEADER.encode()) == "1"
+    if BUFFER_PARAM in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        buffered = buffered or (BUFFER_PARAM, "1") in pairs
+        query = urlencode([(k, v) for k, v in pairs if k != BUFFER_PARAM])
+    client = scope.get("client")
+    body = not websocket and has_request_body(scope["headers"])
+    head = RequestHead(
+        method="GET" if websocket else scope["method"],
+        path=where.agent_path(scope),
+        query=query,
+        headers=forwarded_request_headers(
+            scope["headers"],
+            client_host=client[0] if client else None,
+            scheme=scope.get("scheme", "http"),
+            prefix=where.prefix or None,
+            websocket=websocket,
+        ),
+        body=body,
+        websocket=websocket,
+        subprotocols=list(scope.get("subprotocols") or []),
+    )
+    return head, buffered
+
+
+async def response_head(hub: Hub, stream: Stream) -> tuple[ResponseHead, int]:
+    """Wait for the agent's answer head; Refusal 504 after request_timeout, 502 on failure."""
+    timeout = hub.config.tunnel.request_timeout
+    frame: Frame | None = None
+    try:
+        with trio.move_on_after(timeout if timeout > 0 else float("inf")):
+            frame = await stream.next_frame()
+    except SessionLost:
+        raise Refusal(502, "agent_lost", "the tunnel agent went away") from None
+    if frame is None:
+        raise Refusal(504, "agent_timeout", f"no response head within {timeout:g} s")
+    if frame.kind != Kind.HEAD:
+        message = frame.payload.decode(errors="replace") or "the agent gave up the request"
+        raise Refusal(502, "agent_error", message)
+    try:
+        return decode_response_head(frame.payload), len(frame.payload)
+    except ValueError as exc:
+        raise Refusal(502, "agent_error", str(exc)) from None
+
+
+@contextmanager
+def accounted(hub: Hub, session: TunnelSession, stream: Stream) -> Iterator[list[int]]:
+    """Free the stream and count the request (status written into the yielded cell)."""
+    started = time.monotonic()
+    status = [502]
+    try:
+        yield status
+    finally:
+        session.finish(stream)
+        record = session.record
+        record.requests += 1
+        record.last_seen, record.dirty = time.time(), True
+        hub.metrics.tunnel_requests.labels(str(status[0])).inc()
+        hub.metrics.tunnel_request_seconds.observe(time.monotonic() - started)
 
 
 async def _upload(
@@ -60,118 +178,103 @@ async def _upload(
             body = False
 
 
-async def proxy_http(hub: Hub, scope: Scope, receive: Receive, send: Send) -> None:
-    """Carry one HTTP request to the client's agent and stream the answer back."""
-    tunnels = hub.tunnels
-    client_id, path = split_path(scope["path"])
-    if tunnels.registry.get(client_id) is None:
-        await send_json_error(
-            send, 404, "client_not_found", f"no tunnel client named {client_id!r}"
-        )
-        return
-    session = tunnels.sessions.get(client_id)
-    if session is None:
-        await send_json_error(
-            send, 503, "client_offline", f"tunnel client {client_id!r} is not connected"
-        )
-        return
+async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, send: Send) -> None:
+    """Carry one HTTP request to the client's agent and stream (or buffer) the answer back."""
     try:
-        stream = session.open_stream()
-    except (SessionLost, SessionFull):
-        await send_json_error(
-            send,
-            503,
-            "client_unavailable",
-            f"tunnel client {client_id!r} cannot take a request now",
-        )
+        session, stream = open_stream(hub, where.client_id)
+    except Refusal as refusal:
+        await send_json_error(send, refusal.status, refusal.error, refusal.message)
         return
-    started = time.monotonic()
-    status = 502
-    with hub.inflight.track():
+    head, buffered = request_head(scope, where, websocket=False)
+    buffered = buffered or where.client_id in hub.config.tunnel.buffered_clients
+    with hub.inflight.track(), accounted(hub, session, stream) as status:
         try:
-            status = await _exchange(hub, session, stream, scope, receive, send, path)
-        finally:
-            session.finish(stream)
-            record = session.record
-            record.requests += 1
-            record.last_seen, record.dirty = time.time(), True
-            hub.metrics.tunnel_requests.labels(str(status)).inc()
-            hub.metrics.tunnel_request_seconds.observe(time.monotonic() - started)
+            with trio.CancelScope() as caller_gone:
+                async with trio.open_nursery() as nursery:
+                    await session.send(encode_request_head(stream.id, head))
+                    if not head.body:
+                        await session.send(encode(Kind.END, stream.id))
+                    nursery.start_soon(_upload, session, stream, receive, caller_gone, head.body)
+                    status[0] = await _respond(hub, session, stream, send, buffered)
+                    nursery.cancel_scope.cancel()
+        except* (SessionLost, StreamGone):
+            # The agent left mid-response: returning without the body's end makes Hypercorn
+            # drop the connection, so the caller sees a truncated response (never a hang).
+            status[0] = 502
+            log.info("tunnel %s: agent lost mid-response", where.client_id)
+        if caller_gone.cancelled_caught:
+            status[0] = 499
 
 
-async def _exchange(
-    hub: Hub,
-    session: TunnelSession,
-    stream: Stream,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    path: str,
+async def _respond(
+    hub: Hub, session: TunnelSession, stream: Stream, send: Send, buffered: bool
 ) -> int:
-    """Send the head and body, relay the response; return the status the caller saw."""
-    client = scope.get("client")
-    body = has_request_body(scope["headers"])
-    head = RequestHead(
-        method=scope["method"],
-        path=bytes(scope.get("raw_path") or path.encode()).decode("latin-1")[
-            len(PREFIX) + len(session.client_id) :
-        ]
-        or "/",
-        query=bytes(scope.get("query_string", b"")).decode("latin-1"),
-        headers=forwarded_request_headers(
-            scope["headers"],
-            client_host=client[0] if client else None,
-            scheme=scope.get("scheme", "http"),
-            prefix=PREFIX + session.client_id,
-            websocket=False,
-        ),
-        body=body,
-    )
-    with trio.CancelScope() as caller_gone:
-        async with trio.open_nursery() as nursery:
-            await session.send(encode_request_head(stream.id, head))
-            if not body:
-                await session.send(encode(Kind.END, stream.id))
-            nursery.start_soon(_upload, session, stream, receive, caller_gone, body)
-            status = await _relay_response(hub, session, stream, send)
-            nursery.cancel_scope.cancel()
-            return status
-    return 499
-
-
-async def _relay_response(hub: Hub, session: TunnelSession, stream: Stream, send: Send) -> int:
-    """Wait for the head (504 after request_timeout), then stream BODY frames to the caller."""
-    timeout = hub.config.tunnel.request_timeout
+    """Relay the agent's answer; return the status the caller saw."""
     try:
-        with trio.move_on_after(timeout if timeout > 0 else float("inf")) as waited:
-            frame = await stream.next_frame()
-    except SessionLost:
-        await send_json_error(send, 502, "agent_lost", "the tunnel agent went away")
-        return 502
-    if waited.cancelled_caught:
-        await send_json_error(send, 504, "agent_timeout", f"no response head within {timeout:g} s")
-        return 504
-    if frame.kind != Kind.HEAD:
-        message = frame.payload.decode(errors="replace") or "the agent gave up the request"
-        await send_json_error(send, 502, "agent_error", message)
-        return 502
-    response = decode_response_head(frame.payload)
+        response, _ = await response_head(hub, stream)
+    except Refusal as refusal:
+        await send_json_error(send, refusal.status, refusal.error, refusal.message)
+        return refusal.status
+    if buffered:
+        return await _relay_buffered(hub, session, stream, send, response)
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in end_to_end(response.headers)]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    async for payload in _body(session, stream):
+        await send({"type": "http.response.body", "body": payload, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return response.status
+
+
+async def _body(session: TunnelSession, stream: Stream) -> AsyncIterator[bytes]:
+    """The response body's chunks as the agent sends them, granting credit as each is taken.
+
+    SessionLost when the agent goes away (or breaks the protocol) before END: the caller of a
+    streamed response then sees a truncated body, as Hypercorn cuts the connection.
+    """
     while True:
-        try:
-            frame = await stream.next_frame()
-        except SessionLost:
-            raise  # hypercorn cuts the connection: the caller sees a truncated body
+        frame = await stream.next_frame()
         if frame.kind == Kind.BODY:
-            await send({"type": "http.response.body", "body": frame.payload, "more_body": True})
+            yield frame.payload
             session.record.bytes_out += len(frame.payload)
             grant = stream.window.consumed(frame_cost(frame.payload))
             if grant:
                 session.post(encode_window(stream.id, grant))
         elif frame.kind == Kind.END:
             stream.finished = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return response.status
+            return
         else:
             raise SessionLost()
+
+
+async def _relay_buffered(
+    hub: Hub, session: TunnelSession, stream: Stream, send: Send, response: ResponseHead
+) -> int:
+    """Collect the whole body (up to tunnel.max_buffered_bytes), answer with Content-Length."""
+    cap = hub.config.tunnel.max_buffered_bytes
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for payload in _body(session, stream):
+            size += len(payload)
+            if size > cap:
+                await send_json_error(
+                    send,
+                    502,
+                    "response_too_large",
+                    f"the response is over tunnel.max_buffered_bytes ({cap} bytes) in buffered"
+                    " mode; ask without _buffer=1 to stream it",
+                )
+                return 502
+            parts.append(payload)
+    except SessionLost:
+        await send_json_error(send, 502, "agent_lost", "the tunnel agent went away mid-response")
+        return 502
+    drop = ("content-length", "transfer-encoding")
+    headers = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in end_to_end(response.headers, also_drop=drop)
+    ]
+    headers.append((b"content-length", str(size).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+    return response.status

@@ -1,0 +1,142 @@
+"""WebSocket upgrades through the tunnel: the caller's socket carried over an agent stream.
+
+Caller messages become BODY (binary) and TEXT frames within the stream's credit; the agent's
+come back the same way. A close on either side travels as END with its code and reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from .. import closecodes
+from .asgi import Receive, Scope, Send, ServerWebSocket, WebSocketClosed
+from .flow import StreamGone, frame_cost
+from .frames import (
+    Kind,
+    ResponseHead,
+    decode_close,
+    encode,
+    encode_close,
+    encode_request_head,
+    encode_window,
+)
+from .headers import WEBSOCKET_HANDSHAKE, end_to_end
+from .proxy import Refusal, Route, accounted, open_stream, request_head, response_head
+from .session import SessionLost, Stream, TunnelSession
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+
+
+async def proxy_websocket(
+    hub: Hub, where: Route, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Open the same WebSocket at the agent's local app and carry it both ways."""
+    ws = ServerWebSocket(scope, receive, send)
+    if not await ws.wait_connect():
+        return
+    try:
+        session, stream = open_stream(hub, where.client_id)
+    except Refusal as refusal:
+        await ws.deny(refusal.status, refusal.error, refusal.message)
+        return
+    head, _ = request_head(scope, where, websocket=True)
+    with accounted(hub, session, stream) as status:
+        try:
+            await session.send(encode_request_head(stream.id, head))  # no END: END is a close
+            response, _ = await response_head(hub, stream)
+        except SessionLost:
+            await ws.deny(502, "agent_lost", "the tunnel agent went away")
+            return
+        except Refusal as refusal:
+            status[0] = refusal.status
+            await ws.deny(refusal.status, refusal.error, refusal.message)
+            return
+        status[0] = response.status
+        if response.status != 101:
+            await _refused(ws, session, stream, response)
+            return
+        headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in end_to_end(response.headers, also_drop=WEBSOCKET_HANDSHAKE)
+        ]
+        await ws.accept(response.subprotocol, headers)
+        await _carry(hub, session, stream, ws)
+
+
+async def _refused(
+    ws: ServerWebSocket, session: TunnelSession, stream: Stream, response: ResponseHead
+) -> None:
+    """The local app refused the upgrade: give the caller its status, headers and body."""
+    body = b""
+    try:
+        while True:
+            frame = await stream.next_frame()
+            if frame.kind != Kind.BODY:
+                break
+            body += frame.payload
+            grant = stream.window.consumed(frame_cost(frame.payload))
+            if grant:
+                session.post(encode_window(stream.id, grant))
+        stream.finished = frame.kind == Kind.END
+    except SessionLost:
+        pass
+    headers = [(k.lower(), v) for k, v in end_to_end(response.headers, ("content-length",))]
+    await ws.respond(response.status, headers, body)
+
+
+async def _carry(hub: Hub, session: TunnelSession, stream: Stream, ws: ServerWebSocket) -> None:
+    """Pump messages both ways until either side closes or the agent goes away."""
+
+    async def from_caller() -> None:
+        while True:
+            try:
+                message = await ws.receive()
+            except WebSocketClosed as closed:
+                code = closed.code if closed.code not in (1005, 1006) else closecodes.NORMAL
+                stream.finished = True  # END tells the agent to close: no ABORT needed
+                await session.send(encode_close(stream.id, code))
+                return
+            kind, payload = (
+                (Kind.TEXT, message.encode()) if isinstance(message, str) else (Kind.BODY, message)
+            )
+            session.record.bytes_in += len(payload)
+            await stream.credit.wait()
+            stream.credit.spend(frame_cost(payload))
+            await session.send(encode(kind, stream.id, payload))
+
+    async def to_caller() -> None:
+        while True:
+            frame = await stream.next_frame()
+            if frame.kind in (Kind.BODY, Kind.TEXT):
+                data = frame.payload if frame.kind == Kind.BODY else frame.payload.decode()
+                await ws.send(data)
+                session.record.bytes_out += len(frame.payload)
+                grant = stream.window.consumed(frame_cost(frame.payload))
+                if grant:
+                    session.post(encode_window(stream.id, grant))
+            elif frame.kind == Kind.END:
+                stream.finished = True
+                code, reason = decode_close(frame.payload)
+                await ws.close(code, reason)
+                return
+            else:
+                raise SessionLost()
+
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def either(side: Callable[[], Awaitable[None]]) -> None:
+                await side()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(either, from_caller)
+            nursery.start_soon(either, to_caller)
+    except* (SessionLost, StreamGone):
+        if hub.stopping:
+            await ws.close(closecodes.GOING_AWAY, "server shutting down")
+        else:
+            await ws.close(closecodes.BAD_GATEWAY, "the tunnel agent went away")
