@@ -50,6 +50,8 @@ class LocalApp:
     aborted: list[str] = field(default_factory=list)
     abort_event: trio.Event = field(default_factory=trio.Event)
     holding: trio.Event = field(default_factory=trio.Event)
+    ws_close_codes: list[int] = field(default_factory=list)
+    ws_closed: trio.Event = field(default_factory=trio.Event)
 
     @property
     def url(self) -> str:
@@ -67,7 +69,7 @@ class LocalApp:
         path = scope["path"]
         self.seen.append(path)
         if scope["type"] == "websocket":
-            await self._websocket(receive, send)
+            await self._websocket(scope, receive, send)
         elif path == "/echo":
             await self._echo(scope, receive, send)
         elif path == "/bytes":
@@ -121,12 +123,22 @@ class LocalApp:
             self.abort_event.set()
             raise
 
-    async def _websocket(self, receive: Any, send: Any) -> None:
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()  # websocket.connect
-        await send({"type": "websocket.accept"})
+        if scope["path"] == "/ws-refuse":
+            headers = [(b"content-type", b"text/plain"), (b"x-why", b"closed")]
+            start = {"type": "websocket.http.response.start", "status": 403, "headers": headers}
+            await send(start)
+            await send({"type": "websocket.http.response.body", "body": b"no entry"})
+            return
+        subprotocols = scope.get("subprotocols") or []
+        chosen = subprotocols[-1] if subprotocols else None  # the last offered: order matters
+        await send({"type": "websocket.accept", "subprotocol": chosen})
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
+                self.ws_close_codes.append(int(message.get("code", 1005)))
+                self.ws_closed.set()
                 return
             if message.get("text") == "close":
                 await send({"type": "websocket.close", "code": 4321, "reason": "asked"})

@@ -261,3 +261,136 @@ async def test_agent_reconnects_after_the_daemon_restarts(
         async with httpx.AsyncClient(timeout=10) as http:
             r = await http.post(f"{again.url}/_t/{CLIENT}/echo", content=b"after restart")
     assert r.content == b"after restart"
+
+
+async def test_host_routing_reaches_the_client(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    t = await open_tunnel(nursery, start_daemon, tunnel={"host_suffix": "tunnel.test"})
+    port = t.daemon.port
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(10):
+            by_host = await http.post(
+                f"{t.daemon.url}/echo?q=1",
+                content=b"by host",
+                headers={"host": f"{CLIENT}.tunnel.test:{port}"},
+            )
+            unknown = await http.get(t.daemon.url + "/", headers={"host": "nobody.tunnel.test"})
+            own_pages = await http.get(t.daemon.url + "/", headers={"host": "tunnel.test"})
+    assert by_host.status_code == 201 and by_host.content == b"by host"
+    assert by_host.headers["x-query"] == "q=1"
+    assert by_host.headers["x-saw-x-forwarded-host"] == f"{CLIENT}.tunnel.test:{port}"
+    assert "x-saw-x-forwarded-prefix" not in by_host.headers  # the app sits at the root
+    assert t.local.seen[-1] == "/echo"
+    assert unknown.status_code == 404 and unknown.json()["error"] == "client_not_found"
+    assert own_pages.status_code == 200 and "text/html" in own_pages.headers["content-type"]
+
+
+async def test_buffered_per_client_from_config(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    t = await open_tunnel(nursery, start_daemon, tunnel={"buffered_clients": [CLIENT]})
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(10):
+            r = await http.get(f"{t.base}/bytes?n=70000")
+    assert r.headers["content-length"] == "70000"
+    assert hashlib.sha256(r.content).hexdigest() == pattern_sha256(70000)
+    assert "_buffer" not in t.local.seen[-1]
+
+
+async def test_websocket_subprotocol_close_codes_and_refusal(tunnel: Tunnel) -> None:
+    url = tunnel.daemon.ws_url(f"/_t/{CLIENT}/ws")
+    with trio.fail_after(10):
+        async with trio_websocket.open_websocket_url(url, subprotocols=["v1", "v2"]) as ws:
+            assert ws.subprotocol == "v2"
+            await ws.send_message("hi")
+            assert await ws.get_message() == "echo:hi"
+            await ws.aclose(4000, "bye")
+        await tunnel.local.ws_closed.wait()
+        with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+            async with trio_websocket.open_websocket_url(
+                tunnel.daemon.ws_url(f"/_t/{CLIENT}/ws-refuse")
+            ):
+                pass
+    assert tunnel.local.ws_close_codes == [4000]
+    assert rejected.value.status_code == 403 and rejected.value.body == b"no entry"
+    assert dict(rejected.value.headers or [])[b"x-why"] == b"closed"
+    with trio.fail_after(5):
+        while tunnel.agent.streams or tunnel.daemon.hub.tunnels.sessions[CLIENT].streams:
+            await trio.sleep(0.01)
+
+
+async def test_websocket_sees_1011_when_the_agent_dies(tunnel: Tunnel) -> None:
+    url = tunnel.daemon.ws_url(f"/_t/{CLIENT}/ws")
+    with trio.fail_after(10):
+        async with trio_websocket.open_websocket_url(url) as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "echo:hi"
+            tunnel.scope.cancel()  # the agent dies
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                await ws.get_message()
+    assert closed.value.reason.code == 1011
+
+
+async def test_unreachable_local_app_is_a_502_error(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    daemon = await start_daemon()
+    secret = await register(daemon)
+    closed_port = LocalApp(port=1)  # nothing listens on port 1 of loopback
+    await run_agent(nursery, agent_for(daemon, secret, closed_port))
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(10):
+            r = await http.get(f"{daemon.url}/_t/{CLIENT}/x")
+    assert r.status_code == 502 and r.json()["error"] == "agent_error"
+    assert "local app" in r.json()["message"]
+
+
+async def test_replace_existing_agent(nursery: trio.Nursery, start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(tunnel={"replace_existing": True})
+    secret = await register(daemon)
+    first_app, second_app = await start_local_app(nursery), await start_local_app(nursery)
+    # The replaced agent waits 60 s before it reconnects (and would replace the new one back).
+    first = Agent(
+        AgentConfig(
+            server=daemon.url,
+            client_id=CLIENT,
+            secret=secret,
+            target=first_app.url,
+            backoff_initial=60,
+            backoff_max=60,
+        )
+    )
+    await run_agent(nursery, first)
+    second = agent_for(daemon, secret, second_app)
+    await run_agent(nursery, second)
+    with trio.fail_after(10):
+        await first.wait_offline()
+        async with httpx.AsyncClient(timeout=10) as http:
+            r = await http.get(f"{daemon.url}/_t/{CLIENT}/echo")
+    assert r.status_code == 201
+    assert first.last_close is not None and first.last_close[0] == 4009
+    assert second_app.seen == ["/echo"] and first_app.seen == []
+
+
+async def test_ten_thousand_requests_leave_nothing_behind(tunnel: Tunnel) -> None:
+    hub = tunnel.daemon.hub
+    session = hub.tunnels.sessions[CLIENT]
+    statuses: dict[int, int] = {}
+
+    async def worker(http: httpx.AsyncClient, count: int) -> None:
+        for _ in range(count):
+            r = await http.get(f"{tunnel.base}/nowhere")
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    limits = httpx.Limits(max_connections=20)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as http:
+        with trio.fail_after(240):
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(worker, http, 500)
+    assert statuses == {404: 10_000}
+    assert session.streams == {} and tunnel.agent.streams == {}
+    assert hub.inflight.count == 0
+    assert session.record.requests == 10_000
+    assert session._posted.statistics().current_buffer_used == 0

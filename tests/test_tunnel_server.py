@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 import trio
@@ -181,3 +183,48 @@ async def test_no_head_in_time_is_504_and_the_agent_gets_abort(start_daemon: Sta
         abort = await _next_frame(agent)
         assert (abort.kind, abort.stream_id) == (frames.Kind.ABORT, head.stream_id)
         assert not daemon.hub.tunnels.sessions["slow"].streams
+
+
+async def test_an_agent_overrunning_its_credit_loses_the_stream(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(
+        tunnel={"window_size": 65536, "max_frame_size": 16384}, relay={"max_message_size": 70000}
+    )
+    secret = await _register_as(daemon, "greedy", {})
+    # A caller that reads nothing, with a tiny receive buffer: the daemon cannot drain the
+    # stream, so an agent ignoring the window runs past window + one message of credit.
+    tiny = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+    transport = httpx.AsyncHTTPTransport(socket_options=tiny)
+    with trio.fail_after(20):
+        agent = await _fake_agent(daemon, "greedy", secret)
+        async with httpx.AsyncClient(base_url=daemon.url, transport=transport) as client:
+            async with trio.open_nursery() as nursery:
+
+                async def flood() -> frames.Frame:
+                    head = await _next_frame(agent)
+                    assert (await _next_frame(agent)).kind == frames.Kind.END
+                    sid = head.stream_id
+                    ok = frames.ResponseHead(status=200)
+                    await agent.send_message(frames.encode_response_head(sid, ok))
+                    for _ in range(2000):  # 2 MB, far past the 65536 + 70000 byte allowance
+                        await agent.send_message(frames.encode(frames.Kind.BODY, sid, b"x" * 1000))
+                    while (frame := await _next_frame(agent)).kind != frames.Kind.ABORT:
+                        pass
+                    return frame
+
+                aborts: list[frames.Frame] = []
+
+                async def run_flood() -> None:
+                    aborts.append(await flood())
+
+                nursery.start_soon(run_flood)
+                async with client.stream("GET", "/_t/greedy/big") as response:
+                    assert response.status_code == 200
+                    while not aborts:
+                        await trio.sleep(0.01)
+                    with pytest.raises(httpx.HTTPError):  # truncated, never completed
+                        async for _ in response.aiter_raw():
+                            pass
+    assert aborts[0].payload == b"credit overrun"
+    session = daemon.hub.tunnels.sessions["greedy"]
+    assert session.streams == {} and daemon.hub.inflight.count == 0
+    assert not session.lost  # only the stream is lost, the agent stays connected

@@ -18,7 +18,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from . import __version__, sdnotify
+from . import __version__, closepatch, sdnotify
 from .admin import collector
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
@@ -166,6 +166,7 @@ class Daemon:
     ) -> None:
         """Serve until ``stop()``; then close sockets with 1001 and wait for them to go."""
         self.config_path = config_path
+        closepatch.apply()  # peers' WebSocket close codes reach the relay and the tunnel
         servers_done = trio.Event()
         latency = self.hub.metrics.http_request_seconds
         try:

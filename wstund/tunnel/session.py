@@ -73,6 +73,15 @@ class Stream:
         self._inbox_in.close()
         self.credit.close()
 
+    def discard(self) -> None:
+        """Fail and drop the queued frames at once (the stream broke the protocol)."""
+        self.fail()
+        while True:
+            try:
+                self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+
     async def next_frame(self) -> Frame:
         """The next frame from the agent; SessionLost once the session is gone."""
         try:
@@ -214,6 +223,7 @@ class TunnelSession:
                 stream.window.received(frame_cost(frame.payload))
             except FrameError as exc:
                 log.warning("tunnel %s stream %d: %s", self.client_id, stream.id, exc)
+                stream.discard()
                 self.finish(stream, "credit overrun")
                 return
         stream.deliver(frame)

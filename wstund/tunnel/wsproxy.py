@@ -139,4 +139,4 @@ async def _carry(hub: Hub, session: TunnelSession, stream: Stream, ws: ServerWeb
         if hub.stopping:
             await ws.close(closecodes.GOING_AWAY, "server shutting down")
         else:
-            await ws.close(closecodes.BAD_GATEWAY, "the tunnel agent went away")
+            await ws.close(closecodes.INTERNAL_ERROR, "the tunnel agent went away")
