@@ -142,6 +142,8 @@ async def test_repeated_set_cookie_headers_survive(tunnel: Tunnel) -> None:
         with trio.fail_after(10):
             r = await http.get(f"{tunnel.base}/cookies")
     assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    assert len(r.headers.get_list("date")) == 1  # the daemon's, not a second one from the app
+    assert r.headers.get_list("server") == ["hypercorn-h11"]  # the local app's own
 
 
 async def test_concurrent_downloads_with_a_stalled_caller(tunnel: Tunnel) -> None:
@@ -394,3 +396,19 @@ async def test_ten_thousand_requests_leave_nothing_behind(tunnel: Tunnel) -> Non
     assert hub.inflight.count == 0
     assert session.record.requests == 10_000
     assert session._posted.statistics().current_buffer_used == 0
+
+
+async def test_a_long_response_outlives_the_websocket_idle_timeout(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    """relay.idle_timeout drops silent WebSockets, never a caller reading a long response."""
+    relay = {"idle_timeout": 0.3, "heartbeat_interval": 0.05}  # the agent socket answers pings
+    t = await open_tunnel(nursery, start_daemon, relay=relay)
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(10):
+            async with http.stream("GET", f"{t.base}/hold") as response:
+                chunks = response.aiter_raw()
+                assert await chunks.__anext__() == b"first"
+                await trio.sleep(1.0)  # the caller sends nothing meanwhile
+                assert t.local.aborted == []
+    await t.local.abort_event.wait()  # ended by the caller leaving, not by the daemon

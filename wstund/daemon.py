@@ -18,7 +18,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from . import __version__, closepatch, sdnotify
+from . import __version__, hypercorn_ws, sdnotify
 from .admin import collector
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
@@ -39,10 +39,12 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hyper.bind = list(config.server.bind)
     hyper.websocket_max_message_size = config.relay.max_message_size
     hyper.websocket_ping_interval = config.relay.heartbeat_interval or None
-    hyper.read_timeout = config.relay.idle_timeout or None  # type: ignore[assignment]
+    # Not hyper.read_timeout: it would also cut callers reading a long response (hypercorn_ws).
+    hypercorn_ws.set_idle_timeout(hyper, config.relay.idle_timeout)
     hyper.graceful_timeout = config.server.shutdown_grace
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("hypercorn.error")
+    hyper.include_server_header = False  # tunnelled responses keep their own Server header
     return hyper
 
 
@@ -81,7 +83,11 @@ async def serve_app(
 def apply_live_limits(hyper: HypercornConfig, config: Config) -> None:
     """Hypercorn reads its config per new connection: update the limits a reload may change."""
     fresh = hypercorn_config(config)
-    for name in ("websocket_max_message_size", "websocket_ping_interval", "read_timeout"):
+    for name in (
+        "websocket_max_message_size",
+        "websocket_ping_interval",
+        hypercorn_ws.IDLE_TIMEOUT,
+    ):
         setattr(hyper, name, getattr(fresh, name))
     hyper.graceful_timeout = config.server.shutdown_grace
 
@@ -166,7 +172,7 @@ class Daemon:
     ) -> None:
         """Serve until ``stop()``; then close sockets with 1001 and wait for them to go."""
         self.config_path = config_path
-        closepatch.apply()  # peers' WebSocket close codes reach the relay and the tunnel
+        hypercorn_ws.apply()  # peers' close codes reach the app; idle WebSockets only
         servers_done = trio.Event()
         latency = self.hub.metrics.http_request_seconds
         try:

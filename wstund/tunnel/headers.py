@@ -40,6 +40,10 @@ def connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
     return listed
 
 
+# Hypercorn stamps its own Date on every response; the agent's would make a second one.
+RESPONSE_STAMPED = frozenset({"date"})
+
+
 def end_to_end(
     headers: list[tuple[str, str]], also_drop: Iterable[str] = ()
 ) -> list[tuple[str, str]]:

@@ -24,7 +24,13 @@ from .frames import (
     encode_request_head,
     encode_window,
 )
-from .headers import BUFFER_HEADER, end_to_end, forwarded_request_headers, has_request_body
+from .headers import (
+    BUFFER_HEADER,
+    RESPONSE_STAMPED,
+    end_to_end,
+    forwarded_request_headers,
+    has_request_body,
+)
 from .session import SessionFull, SessionLost, Stream, TunnelSession
 
 if TYPE_CHECKING:
@@ -217,7 +223,10 @@ async def _respond(
         return refusal.status
     if buffered:
         return await _relay_buffered(hub, session, stream, send, response)
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in end_to_end(response.headers)]
+    headers = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in end_to_end(response.headers, also_drop=RESPONSE_STAMPED)
+    ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     async for payload in _body(session, stream):
         await send({"type": "http.response.body", "body": payload, "more_body": True})
@@ -269,7 +278,7 @@ async def _relay_buffered(
     except SessionLost:
         await send_json_error(send, 502, "agent_lost", "the tunnel agent went away mid-response")
         return 502
-    drop = ("content-length", "transfer-encoding")
+    drop = ("content-length", "transfer-encoding", *RESPONSE_STAMPED)
     headers = [
         (k.encode("latin-1"), v.encode("latin-1"))
         for k, v in end_to_end(response.headers, also_drop=drop)
