@@ -17,6 +17,7 @@ from wstund.agent import Agent, AgentConfig
 from .conftest import RunningDaemon, StartDaemon
 from .localapp import pattern_sha256, start_local_app
 from .test_ops_cli import admin, admin_json
+from .test_ops_daemon import admin_client, samples
 
 
 async def add_client(daemon: RunningDaemon, client_id: str) -> str:
@@ -106,3 +107,25 @@ async def test_graceful_stop_lets_a_tunnel_download_finish(
                         stopped = True
                         await trio.sleep(0.2)
     assert digest.hexdigest() == pattern_sha256(n)
+
+
+async def test_metrics_count_tunnel_requests_by_status(
+    nursery: trio.Nursery, wstund: RunningDaemon
+) -> None:
+    secret = await add_client(wstund, "metered")
+    local = await start_local_app(nursery)
+    agent = Agent(
+        AgentConfig(server=wstund.url, client_id="metered", secret=secret, target=local.url)
+    )
+    nursery.start_soon(agent.run)
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(20):
+            await agent.wait_sessions(1)
+            for path in ("/echo", "/echo", "/nowhere"):
+                await http.get(f"{wstund.url}/_t/metered{path}")
+            async with admin_client(wstund) as admin_http:
+                text = (await admin_http.get("/metrics")).text
+    found = samples(text)
+    assert found[("wstund_tunnel_requests_total", (("status", "201"),))] == 2
+    assert found[("wstund_tunnel_requests_total", (("status", "404"),))] == 1
+    assert found[("wstund_tunnel_request_seconds_count", ())] == 3

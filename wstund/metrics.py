@@ -39,7 +39,7 @@ class Metrics:
         )
         self.tunnel_request_seconds = Histogram(
             "wstund_tunnel_request_seconds",
-            "Time from a tunnelled request's arrival to its response head",
+            "Time a tunnelled request took, from its arrival to the end of its response",
             registry=self.registry,
         )
         self.http_request_seconds = Histogram(

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import trio
 
-from .asgi import Receive, Scope, Send, header, send_json_error
+from .asgi import Message, Receive, Scope, Send, header, send_json_error
 from .flow import StreamGone, frame_cost
 from .frames import (
     Frame,
@@ -193,6 +193,8 @@ async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, sen
         return
     head, buffered = request_head(scope, where, websocket=False)
     buffered = buffered or where.client_id in hub.config.tunnel.buffered_clients
+    answer = Answer(send)
+    lost = False
     with hub.inflight.track(), accounted(hub, session, stream) as status:
         try:
             with trio.CancelScope() as caller_gone:
@@ -201,28 +203,49 @@ async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, sen
                     if not head.body:
                         await session.send(encode(Kind.END, stream.id))
                     nursery.start_soon(_upload, session, stream, receive, caller_gone, head.body)
-                    status[0] = await _respond(hub, session, stream, send, buffered)
+                    await _respond(hub, session, stream, answer, buffered)
                     nursery.cancel_scope.cancel()
         except* (SessionLost, StreamGone):
             # The agent left mid-response: returning without the body's end makes Hypercorn
             # drop the connection, so the caller sees a truncated response (never a hang).
-            status[0] = 502
+            lost = True
             log.info("tunnel %s: agent lost mid-response", where.client_id)
-        if caller_gone.cancelled_caught:
-            status[0] = 499
+        # 499 (nginx's "client closed request"): the caller left before the answer was complete.
+        status[0] = answer.status if answer.complete else 502 if lost else 499
+
+
+class Answer:
+    """The caller's ``send``, noting the status sent and whether the response is complete.
+
+    The caller's disconnect can cancel the proxy right after the last body message, so
+    completion is noted before that message is handed to Hypercorn.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 0
+        self.complete = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        elif not message.get("more_body", False):
+            self.complete = True
+        await self._send(message)
 
 
 async def _respond(
     hub: Hub, session: TunnelSession, stream: Stream, send: Send, buffered: bool
-) -> int:
-    """Relay the agent's answer; return the status the caller saw."""
+) -> None:
+    """Relay the agent's answer (or a JSON error) to the caller."""
     try:
         response, _ = await response_head(hub, stream)
     except Refusal as refusal:
         await send_json_error(send, refusal.status, refusal.error, refusal.message)
-        return refusal.status
+        return
     if buffered:
-        return await _relay_buffered(hub, session, stream, send, response)
+        await _relay_buffered(hub, session, stream, send, response)
+        return
     headers = [
         (k.encode("latin-1"), v.encode("latin-1"))
         for k, v in end_to_end(response.headers, also_drop=RESPONSE_STAMPED)
@@ -231,7 +254,6 @@ async def _respond(
     async for payload in _body(session, stream):
         await send({"type": "http.response.body", "body": payload, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-    return response.status
 
 
 async def _body(session: TunnelSession, stream: Stream) -> AsyncIterator[bytes]:
@@ -257,7 +279,7 @@ async def _body(session: TunnelSession, stream: Stream) -> AsyncIterator[bytes]:
 
 async def _relay_buffered(
     hub: Hub, session: TunnelSession, stream: Stream, send: Send, response: ResponseHead
-) -> int:
+) -> None:
     """Collect the whole body (up to tunnel.max_buffered_bytes), answer with Content-Length."""
     cap = hub.config.tunnel.max_buffered_bytes
     parts: list[bytes] = []
@@ -273,11 +295,11 @@ async def _relay_buffered(
                     f"the response is over tunnel.max_buffered_bytes ({cap} bytes) in buffered"
                     " mode; ask without _buffer=1 to stream it",
                 )
-                return 502
+                return
             parts.append(payload)
     except SessionLost:
         await send_json_error(send, 502, "agent_lost", "the tunnel agent went away mid-response")
-        return 502
+        return
     drop = ("content-length", "transfer-encoding", *RESPONSE_STAMPED)
     headers = [
         (k.encode("latin-1"), v.encode("latin-1"))
@@ -286,4 +308,3 @@ async def _relay_buffered(
     headers.append((b"content-length", str(size).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
-    return response.status
