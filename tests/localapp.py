@@ -83,6 +83,8 @@ class LocalApp:
             headers = [(b"set-cookie", b"a=1; Path=/"), (b"set-cookie", b"b=2; Path=/")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b"cookies"})
+        elif path == "/sink":
+            await self._sink(receive, send)
         elif path == "/hold":
             await self._hold(receive, send)
         else:
@@ -108,6 +110,20 @@ class LocalApp:
                 headers.append((b"x-saw-" + name, value))
         await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": bytes(body)})
+
+    async def _sink(self, receive: Any, send: Any) -> None:
+        """Hash an upload as it streams in (nothing kept); answer "<size> <sha256>"."""
+        digest, size = hashlib.sha256(), 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            digest.update(message.get("body", b""))
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": f"{size} {digest.hexdigest()}".encode()})
 
     async def _hold(self, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -15,7 +15,7 @@ import trio_websocket
 from wstund.agent import Agent, AgentConfig, AuthenticationFailed
 
 from .conftest import RunningDaemon, StartDaemon
-from .localapp import LocalApp, pattern_sha256, start_local_app
+from .localapp import LocalApp, pattern, pattern_sha256, start_local_app
 
 CLIENT = "home"
 MB = 1024 * 1024
@@ -412,3 +412,21 @@ async def test_a_long_response_outlives_the_websocket_idle_timeout(
                 await trio.sleep(1.0)  # the caller sends nothing meanwhile
                 assert t.local.aborted == []
     await t.local.abort_event.wait()  # ended by the caller leaving, not by the daemon
+
+
+async def test_100_mb_streamed_upload_reaches_the_app_intact(tunnel: Tunnel) -> None:
+    """A chunked upload streams through (nothing buffers it whole) and arrives identical."""
+    n = 100 * MB
+    rss_before = psutil.Process().memory_info().rss
+
+    async def body() -> Any:
+        for chunk in pattern(n):
+            yield chunk
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        with trio.fail_after(60):
+            r = await http.post(f"{tunnel.base}/sink", content=body())
+    assert r.status_code == 200
+    assert r.text == f"{n} {pattern_sha256(n)}"
+    # Daemon, agent, local app and caller share this process: none of them held the body.
+    assert psutil.Process().memory_info().rss - rss_before < 64 * MB
