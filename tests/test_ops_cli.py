@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -228,13 +227,11 @@ async def test_config_check(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "config file not found" in missing.stderr
 
 
-async def test_tunnel_run_needs_the_agent() -> None:
+async def test_tunnel_run_is_the_agents_command_line() -> None:
     result = await ctl("tunnel", "run", "--help")
-    if importlib.util.find_spec("wstund.agent") is None:
-        assert result.exit_code == 1
-        assert "tunnel agent is not available" in result.stderr
-    else:
-        assert result.exit_code == 0 and "Usage:" in result.stdout
+    assert result.exit_code == 0 and "Usage: wstunctl tunnel run" in result.stdout
+    missing = await ctl("tunnel", "run", "--client-id", "x", "http://127.0.0.1:1")
+    assert missing.exit_code == 2 and "Missing option '--server'" in missing.stderr
 
 
 async def test_console_script_runs(tmp_path: Path) -> None:

@@ -38,10 +38,14 @@ async def test_tunnel_add_list_rotate_remove(wstund: RunningDaemon) -> None:
     assert "laptop" in table.stdout and "desk" in table.stdout
     rotated = await admin_json(wstund, "tunnel", "rotate", "laptop")
     assert rotated["secret"] and rotated["secret"] != secret
+    rotated_again = await admin(wstund, "tunnel", "rotate", "laptop")
+    assert rotated_again.exit_code == 0 and "secret:" in rotated_again.stdout
     duplicate = await admin(wstund, "tunnel", "add", "laptop")
     assert duplicate.exit_code == 1
     removed = await admin(wstund, "tunnel", "remove", "desk")
-    assert removed.exit_code == 0
+    assert removed.exit_code == 0 and "desk" in removed.stdout
+    await add_client(wstund, "spare")
+    assert (await admin_json(wstund, "tunnel", "remove", "spare"))["removed"] is True
     listed = await admin_json(wstund, "tunnel", "list")
     assert [c["id"] for c in listed["clients"]] == ["laptop"]
     gone = await admin(wstund, "tunnel", "rotate", "desk")

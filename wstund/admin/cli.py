@@ -520,11 +520,6 @@ def tunnel_rotate(ctl: Ctl, client_id: str) -> None:
 @click.pass_context
 def tunnel_run(ctx: click.Context) -> None:
     """Run a tunnel agent (the options of `python -m wstund.agent --help`)."""
-    try:
-        from ..agent import main as agent_main  # type: ignore[attr-defined, import-not-found, unused-ignore]
-    except ImportError as exc:
-        raise CtlError(
-            f"the tunnel agent is not available in this installation ({exc}); "
-            "upgrade wstund to a version that ships wstund.agent"
-        ) from None
+    from ..agent import main as agent_main  # here: only `tunnel run` needs the agent's imports
+
     agent_main.main(args=list(ctx.args), prog_name="wstunctl tunnel run", standalone_mode=False)
