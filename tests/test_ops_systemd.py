@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,13 +15,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 import trio_websocket
 
 from wstund import sdnotify
+from wstund.agent import Agent, AgentConfig
 
 from .conftest import recv
+from .localapp import pattern_sha256, start_local_app
 
 REPO = Path(__file__).parent.parent
 WSTUND = Path(sys.executable).with_name("wstund")
@@ -150,6 +154,45 @@ async def test_notify_ready_status_watchdog_stopping_and_sigterm_exits_0(
         assert order[0] == "READY" and order[-1] == "STOPPING"
         assert set(order[1:-1]) == {"STATUS", "WATCHDOG"}
         assert any("received SIGTERM" in line for line in lines)
+
+
+async def test_sigterm_drains_an_in_flight_tunnel_download(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """SIGTERM stops accepting, lets a tunnelled download finish within shutdown_grace, exits 0."""
+    n = 8 * 1024 * 1024
+    async with notify_socket() as notify:
+        proc, port, lines = await start_wstund(nursery, tmp_path, notify, watchdog_usec=None)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            local = await start_local_app(nursery)
+            async with httpx.AsyncClient(timeout=10) as http:
+                added = await http.post(f"{base}/_api/tunnel/clients", json={"id": "drain"})
+                secret = added.json()["secret"]
+                config = AgentConfig(
+                    server=base, client_id="drain", secret=secret, target=local.url
+                )
+                agent = Agent(config)
+                nursery.start_soon(agent.run)
+                digest, size = hashlib.sha256(), 0
+                with trio.fail_after(30):
+                    await agent.wait_sessions(1)
+                    async with http.stream("GET", f"{base}/_t/drain/bytes?n={n}") as response:
+                        async for chunk in response.aiter_raw():
+                            if size == 0:
+                                proc.send_signal(signal.SIGTERM)
+                                await notify.until("STOPPING=1")
+                                with pytest.raises(httpx.ConnectError):  # no longer accepting
+                                    await httpx.AsyncClient().get(f"{base}/")
+                            digest.update(chunk)
+                            size += len(chunk)
+                            await trio.sleep(0.002)  # a slow caller: the drain has to wait
+                    assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    assert size == n and digest.hexdigest() == pattern_sha256(n)
+    assert any("received SIGTERM" in line for line in lines)
 
 
 async def test_notify_abstract_socket_without_watchdog(

@@ -31,6 +31,8 @@ from .web.access import AccessLog
 from .web.app import create_app
 
 log = logging.getLogger("wstund")
+# Seconds Hypercorn keeps connections past shutdown_grace, for the 1001 close handshakes.
+CLOSE_MARGIN = 2.0
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -38,10 +40,9 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hyper = HypercornConfig()
     hyper.bind = list(config.server.bind)
     hyper.websocket_max_message_size = config.relay.max_message_size
-    hyper.websocket_ping_interval = config.relay.heartbeat_interval or None
-    # Not hyper.read_timeout: it would also cut callers reading a long response (hypercorn_ws).
-    hypercorn_ws.set_idle_timeout(hyper, config.relay.idle_timeout)
-    hyper.graceful_timeout = config.server.shutdown_grace
+    # Not Hypercorn's pings nor read_timeout (see hypercorn_ws): our keepalive per WebSocket.
+    hypercorn_ws.configure(hyper, config.relay.heartbeat_interval, config.relay.idle_timeout)
+    hyper.graceful_timeout = config.server.shutdown_grace + CLOSE_MARGIN
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("hypercorn.error")
     hyper.include_server_header = False  # tunnelled responses keep their own Server header
@@ -85,11 +86,11 @@ def apply_live_limits(hyper: HypercornConfig, config: Config) -> None:
     fresh = hypercorn_config(config)
     for name in (
         "websocket_max_message_size",
-        "websocket_ping_interval",
+        hypercorn_ws.PING_INTERVAL,
         hypercorn_ws.IDLE_TIMEOUT,
     ):
         setattr(hyper, name, getattr(fresh, name))
-    hyper.graceful_timeout = config.server.shutdown_grace
+    hyper.graceful_timeout = config.server.shutdown_grace + CLOSE_MARGIN
 
 
 def admin_hypercorn_config(config: Config, path: Path) -> HypercornConfig:
@@ -97,7 +98,7 @@ def admin_hypercorn_config(config: Config, path: Path) -> HypercornConfig:
     hyper = HypercornConfig()
     hyper.bind = [f"unix:{path}"]
     hyper.umask = 0o177
-    hyper.graceful_timeout = config.server.shutdown_grace
+    hyper.graceful_timeout = config.server.shutdown_grace + CLOSE_MARGIN
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("hypercorn.error")
     return hyper
@@ -199,8 +200,10 @@ class Daemon:
                     await self._stop.wait()
                     await self.notifier.notify("STOPPING=1")
                     log.info("stopping: closing %d connections", self.hub.connection_count)
-                    await self.hub.shutdown(self.hub.config.server.shutdown_grace)
+                    # Hypercorn closes its listeners now (new connections are refused) and gives
+                    # open ones graceful_timeout; meanwhile in-flight work drains, then 1001.
                     servers_done.set()
+                    await self.hub.shutdown(self.hub.config.server.shutdown_grace)
                 nursery.cancel_scope.cancel()
         finally:
             self.notifier.close()

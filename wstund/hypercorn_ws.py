@@ -4,10 +4,12 @@
   (or 1000) whatever code the peer closed with, so a relayed or tunnelled close code would be
   lost on its way in. The close reply Hypercorn sends records the peer's code; the stream's end
   reports it.
-* Idle WebSockets: a peer that sends nothing at all, not even a pong, for ``IDLE_TIMEOUT``
-  seconds (an attribute we set on Hypercorn's config) is dropped. Hypercorn's own
-  ``read_timeout`` would do that for every connection, cutting callers that read a long HTTP
-  response without sending anything; this applies to WebSockets only.
+* Keepalive: one task per WebSocket pings every ``PING_INTERVAL`` seconds and drops a peer
+  that sent nothing at all, not even a pong, for ``IDLE_TIMEOUT`` seconds (both attributes we
+  set on Hypercorn's config, read at each step so a reload applies live). It ends with the
+  socket. Hypercorn's own pinger sleeps on after a close (holding a graceful stop), and its
+  ``read_timeout`` would apply to every connection, cutting callers that read a long HTTP
+  response without sending anything.
 """
 
 from __future__ import annotations
@@ -19,28 +21,46 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol.events import Body, Data, StreamClosed
 from hypercorn.protocol.ws_stream import WSStream
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection
+from wsproto.events import CloseConnection, Ping
 
-IDLE_TIMEOUT = "wstund_websocket_idle_timeout"  # seconds on Hypercorn's Config; None = never
-
-
-def set_idle_timeout(hyper: HypercornConfig, seconds: float | None) -> None:
-    """Drop WebSockets silent for ``seconds`` (read per check, so a reload applies live)."""
-    setattr(hyper, IDLE_TIMEOUT, seconds or None)
+PING_INTERVAL = "wstund_websocket_ping_interval"  # seconds; None = no pings
+IDLE_TIMEOUT = "wstund_websocket_idle_timeout"  # seconds; None = never
 
 
-async def _watch_idle(stream: WSStream) -> None:
-    """Close the connection once its peer has been silent for the configured idle timeout."""
-    while not stream.closed:
-        timeout = getattr(stream.config, IDLE_TIMEOUT, None)
-        if not timeout:
-            await trio.sleep(1.0)  # a reload may turn it on
-            continue
-        silent = trio.current_time() - stream._wstund_last_heard  # type: ignore[attr-defined]
-        if silent >= timeout:
-            await stream.send(StreamClosed(stream_id=stream.stream_id))  # drops the connection
-            return
-        await trio.sleep(timeout - silent)
+def configure(hyper: HypercornConfig, ping_interval: float, idle_timeout: float) -> None:
+    """Set the keepalive of WebSockets on ``hyper`` (0 turns either off)."""
+    hyper.websocket_ping_interval = None  # ours, not Hypercorn's (see the module docstring)
+    setattr(hyper, PING_INTERVAL, ping_interval or None)
+    setattr(hyper, IDLE_TIMEOUT, idle_timeout or None)
+
+
+async def _keepalive(stream: WSStream, scope: trio.CancelScope) -> None:
+    """Ping the peer; close the connection once it has been silent for the idle timeout.
+
+    ``scope`` is cancelled when the stream closes, so the close itself happens outside it.
+    """
+    silent = False
+    with scope:
+        next_ping = trio.current_time()
+        while not stream.closed:
+            interval = getattr(stream.config, PING_INTERVAL, None)
+            timeout = getattr(stream.config, IDLE_TIMEOUT, None)
+            now = trio.current_time()
+            last_heard: float = stream._wstund_last_heard  # type: ignore[attr-defined]
+            if timeout and now - last_heard >= timeout:
+                silent = True
+                break
+            if interval and now >= next_ping:
+                await stream._send_wsproto_event(Ping())
+                next_ping = now + interval
+            wake = now + 1.0  # a reload may turn either on
+            if interval:
+                wake = min(wake, next_ping)
+            if timeout:
+                wake = min(wake, last_heard + timeout)
+            await trio.sleep_until(wake)
+    if silent:
+        await stream.send(StreamClosed(stream_id=stream.stream_id))  # drops the connection
 
 
 def apply() -> None:
@@ -63,6 +83,8 @@ def apply() -> None:
     async def patched_handle(self: WSStream, event: Any) -> None:
         if isinstance(event, (Body, Data)):
             self._wstund_last_heard = trio.current_time()  # type: ignore[attr-defined]
+        elif isinstance(event, StreamClosed) and hasattr(self, "_wstund_keepalive"):
+            self._wstund_keepalive.cancel()
         code = getattr(self, "_wstund_peer_close_code", None)
         if isinstance(event, StreamClosed) and code is not None and self.app_put is not None:
             self.closed = True
@@ -73,7 +95,8 @@ def apply() -> None:
     async def patched_accept(self: WSStream, message: Any) -> None:
         await accept(self, message)
         self._wstund_last_heard = trio.current_time()  # type: ignore[attr-defined]
-        self.task_group.spawn(_watch_idle, self)
+        self._wstund_keepalive = trio.CancelScope()  # type: ignore[attr-defined]
+        self.task_group.spawn(_keepalive, self, self._wstund_keepalive)  # type: ignore[attr-defined]
 
     WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign]
     WSStream.handle = patched_handle  # type: ignore[method-assign]
