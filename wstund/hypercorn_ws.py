@@ -23,6 +23,8 @@ from hypercorn.protocol.ws_stream import WSStream
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Ping
 
+from .keepalive import keep_alive
+
 PING_INTERVAL = "wstund_websocket_ping_interval"  # seconds; None = no pings
 IDLE_TIMEOUT = "wstund_websocket_idle_timeout"  # seconds; None = never
 
@@ -39,27 +41,20 @@ async def _keepalive(stream: WSStream, scope: trio.CancelScope) -> None:
 
     ``scope`` is cancelled when the stream closes, so the close itself happens outside it.
     """
-    silent = False
+
+    def settings() -> tuple[float | None, float | None]:
+        config = stream.config
+        return getattr(config, PING_INTERVAL, None), getattr(config, IDLE_TIMEOUT, None)
+
+    def last_heard() -> float:
+        return float(stream._wstund_last_heard)  # type: ignore[attr-defined]
+
+    async def ping() -> None:
+        await stream._send_wsproto_event(Ping())
+
     with scope:
-        next_ping = trio.current_time()
-        while not stream.closed:
-            interval = getattr(stream.config, PING_INTERVAL, None)
-            timeout = getattr(stream.config, IDLE_TIMEOUT, None)
-            now = trio.current_time()
-            last_heard: float = stream._wstund_last_heard  # type: ignore[attr-defined]
-            if timeout and now - last_heard >= timeout:
-                silent = True
-                break
-            if interval and now >= next_ping:
-                await stream._send_wsproto_event(Ping())
-                next_ping = now + interval
-            wake = now + 1.0  # a reload may turn either on
-            if interval:
-                wake = min(wake, next_ping)
-            if timeout:
-                wake = min(wake, last_heard + timeout)
-            await trio.sleep_until(wake)
-    if silent:
+        await keep_alive(settings, last_heard, ping)
+    if not scope.cancelled_caught:
         await stream.send(StreamClosed(stream_id=stream.stream_id))  # drops the connection
 
 

@@ -11,6 +11,7 @@ import httpx
 import trio
 import trio_websocket
 
+from ..keepalive import keep_alive
 from ..tunnel.flow import StreamGone
 from ..tunnel.frames import (
     Frame,
@@ -273,21 +274,13 @@ class Agent:
         self, ws: trio_websocket.WebSocketConnection, hello: Hello, scope: trio.CancelScope
     ) -> None:
         """Ping every ``ping_interval``; give the session up when wstund is silent too long."""
-        ticks = [t for t in (hello.ping_interval, hello.idle_timeout / 4) if t > 0]
-        if not ticks:
-            return
-        tick = min(ticks)
-        next_ping = trio.current_time() + hello.ping_interval
-        while True:
-            await trio.sleep(tick)
-            now = trio.current_time()
-            if hello.idle_timeout > 0 and now - self._last_heard > hello.idle_timeout:
-                log.warning("wstund silent for %.0f s, reconnecting", hello.idle_timeout)
-                scope.cancel()
-                return
-            if hello.ping_interval > 0 and now >= next_ping:
-                try:
-                    await ws.send_message(encode_control(Ping()))
-                except trio_websocket.ConnectionClosed:
-                    return
-                next_ping = now + hello.ping_interval
+
+        async def ping() -> None:
+            with contextlib.suppress(trio_websocket.ConnectionClosed):  # the reader notices
+                await ws.send_message(encode_control(Ping()))
+
+        await keep_alive(
+            lambda: (hello.ping_interval, hello.idle_timeout), lambda: self._last_heard, ping
+        )
+        log.warning("wstund silent for %.0f s, reconnecting", hello.idle_timeout)
+        scope.cancel()

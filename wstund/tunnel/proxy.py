@@ -22,7 +22,6 @@ from .frames import (
     decode_response_head,
     encode,
     encode_request_head,
-    encode_window,
 )
 from .headers import (
     BUFFER_HEADER,
@@ -266,10 +265,7 @@ async def _body(session: TunnelSession, stream: Stream) -> AsyncIterator[bytes]:
         frame = await stream.next_frame()
         if frame.kind == Kind.BODY:
             yield frame.payload
-            session.record.bytes_out += len(frame.payload)
-            grant = stream.window.consumed(frame_cost(frame.payload))
-            if grant:
-                session.post(encode_window(stream.id, grant))
+            session.took(stream, frame.payload)
         elif frame.kind == Kind.END:
             stream.finished = True
             return

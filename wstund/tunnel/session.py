@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import trio
 
 from .. import closecodes
+from ..keepalive import keep_alive
 from .asgi import ServerWebSocket, WebSocketClosed
 from .flow import ReceiveWindow, SendCredit, frame_cost
 from .frames import (
@@ -24,6 +25,7 @@ from .frames import (
     decode_window,
     encode_control,
     encode_text,
+    encode_window,
 )
 from .registry import ClientRecord
 
@@ -139,6 +141,13 @@ class TunnelSession:
         if not stream.finished and not self.lost:
             self.post(encode_text(stream.id, Kind.ABORT, reason))
 
+    def took(self, stream: Stream, payload: bytes) -> None:
+        """The caller took ``payload`` of ``stream``: count it, grant the agent its credit back."""
+        self.record.bytes_out += len(payload)
+        grant = stream.window.consumed(frame_cost(payload))
+        if grant:
+            self.post(encode_window(stream.id, grant))
+
     async def send(self, data: bytes) -> None:
         """Send one frame to the agent (backpressured by its socket); SessionLost if gone."""
         if self.lost:
@@ -235,18 +244,12 @@ class TunnelSession:
     async def _keepalive(self) -> None:
         """Ping every ``ping_interval``; drop an agent silent for ``idle_timeout``."""
         limits = self.limits
-        ticks = [t for t in (limits.ping_interval, limits.idle_timeout / 4) if t > 0]
-        if not ticks:
-            return
-        tick = min(ticks)
-        next_ping = trio.current_time() + limits.ping_interval
-        while True:
-            await trio.sleep(tick)
-            now = trio.current_time()
-            if limits.idle_timeout > 0 and now - self.last_heard > limits.idle_timeout:
-                log.info("tunnel %s: idle for %.0f s, closing", self.client_id, limits.idle_timeout)
-                self.close(closecodes.GOING_AWAY, "idle timeout")
-                return
-            if limits.ping_interval > 0 and now >= next_ping:
-                self.post(encode_control(Ping()))
-                next_ping = now + limits.ping_interval
+
+        async def ping() -> None:
+            self.post(encode_control(Ping()))
+
+        await keep_alive(
+            lambda: (limits.ping_interval, limits.idle_timeout), lambda: self.last_heard, ping
+        )
+        log.info("tunnel %s: idle for %.0f s, closing", self.client_id, limits.idle_timeout)
+        self.close(closecodes.GOING_AWAY, "idle timeout")

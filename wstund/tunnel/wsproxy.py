@@ -21,7 +21,6 @@ from .frames import (
     encode,
     encode_close,
     encode_request_head,
-    encode_window,
 )
 from .headers import WEBSOCKET_HANDSHAKE, end_to_end
 from .proxy import Refusal, Route, accounted, open_stream, request_head, response_head
@@ -57,7 +56,7 @@ async def proxy_websocket(
             return
         status[0] = response.status
         if response.status != 101:
-            await _refused(ws, session, stream, response)
+            await _refused(ws, session, stream, response, hub.config.tunnel.max_buffered_bytes)
             return
         headers = [
             (k.encode("latin-1"), v.encode("latin-1"))
@@ -68,19 +67,24 @@ async def proxy_websocket(
 
 
 async def _refused(
-    ws: ServerWebSocket, session: TunnelSession, stream: Stream, response: ResponseHead
+    ws: ServerWebSocket,
+    session: TunnelSession,
+    stream: Stream,
+    response: ResponseHead,
+    limit: int,
 ) -> None:
-    """The local app refused the upgrade: give the caller its status, headers and body."""
+    """The local app refused the upgrade: give the caller its status, headers and body.
+
+    The body is collected (a refusal cannot stream) up to ``limit`` bytes, the rest dropped.
+    """
     body = b""
     try:
         while True:
             frame = await stream.next_frame()
-            if frame.kind != Kind.BODY:
+            if frame.kind != Kind.BODY or len(body) + len(frame.payload) > limit:
                 break
             body += frame.payload
-            grant = stream.window.consumed(frame_cost(frame.payload))
-            if grant:
-                session.post(encode_window(stream.id, grant))
+            session.took(stream, frame.payload)
         stream.finished = frame.kind == Kind.END
     except SessionLost:
         pass
@@ -114,10 +118,7 @@ async def _carry(hub: Hub, session: TunnelSession, stream: Stream, ws: ServerWeb
             if frame.kind in (Kind.BODY, Kind.TEXT):
                 data = frame.payload if frame.kind == Kind.BODY else frame.payload.decode()
                 await ws.send(data)
-                session.record.bytes_out += len(frame.payload)
-                grant = stream.window.consumed(frame_cost(frame.payload))
-                if grant:
-                    session.post(encode_window(stream.id, grant))
+                session.took(stream, frame.payload)
             elif frame.kind == Kind.END:
                 stream.finished = True
                 code, reason = decode_close(frame.payload)
