@@ -216,7 +216,6 @@ async def test_download_respects_credit(
         await peer.ws.send_message(
             encode_request_head(5, RequestHead(method="GET", path="/bytes", query=f"n={n}"))
         )
-        await peer.ws.send_message(encode(Kind.END, 5))
         head, data = await collect(peer, 5, inbox)
     assert head.status == 200
     assert hashlib.sha256(data).hexdigest() == pattern_sha256(n)
@@ -233,12 +232,10 @@ async def test_stalled_stream_holds_its_window_only(
         await peer.ws.send_message(
             encode_request_head(7, RequestHead(method="GET", path="/bytes", query="n=10000000"))
         )
-        await peer.ws.send_message(encode(Kind.END, 7))
         other = peer.open(8)
         await peer.ws.send_message(
             encode_request_head(8, RequestHead(method="GET", path="/bytes", query="n=500000"))
         )
-        await peer.ws.send_message(encode(Kind.END, 8))
         head, data = await collect(peer, 8, other)
         assert len(data) == 500000
     await trio.sleep(0.2)  # the stalled stream has had time to overrun, were it to
@@ -261,7 +258,6 @@ async def test_abort_reaches_local_app_and_ping_answered(
     inbox = peer.open(9)
     with trio.fail_after(10):
         await peer.ws.send_message(encode_request_head(9, RequestHead(method="GET", path="/hold")))
-        await peer.ws.send_message(encode(Kind.END, 9))
         await local.holding.wait()
         assert (await inbox.receive()).kind == Kind.HEAD
         await peer.ws.send_message(encode_text(9, Kind.ABORT, "caller left"))
@@ -327,7 +323,6 @@ async def test_unreachable_local_app_gives_an_error_frame(
     inbox = peer.open(3)
     with trio.fail_after(10):
         await peer.ws.send_message(encode_request_head(3, RequestHead(method="GET", path="/")))
-        await peer.ws.send_message(encode(Kind.END, 3))
         frame = await inbox.receive()
     assert frame.kind == Kind.ERROR and b"local app" in frame.payload
     assert agent.online

@@ -79,8 +79,6 @@ async def forward_http(
             headers=request_headers(head.headers),
             content=_request_body(send, stream) if head.body else None,
         )
-        if not head.body:
-            await _drain_until_end(stream)
         try:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -111,12 +109,6 @@ async def forward_http(
 
 def _shown(path: str, query: str) -> str:
     return f"{path}?{query}" if query else path
-
-
-async def _drain_until_end(stream: AgentStream) -> None:
-    """A request without a body is followed by END at once; take it off the inbox."""
-    while (await stream.next_frame()).kind != Kind.END:
-        pass
 
 
 async def forward_websocket(send: Send, stream: AgentStream, target: str) -> None:

@@ -8,7 +8,8 @@ server. Stream traffic travels in binary WebSocket messages::
 kinds:
   HEAD    server -> agent: RequestHead (JSON); agent -> server: ResponseHead (JSON)
   BODY    body bytes (HTTP; never empty) or one binary message (WebSocket)
-  END     end of the body (HTTP, empty payload) or close (WebSocket: u16 code + UTF-8 reason)
+  END     end of the body (HTTP, empty payload; none after a head with ``body: false``) or
+          close (WebSocket: u16 code + UTF-8 reason)
   ABORT   either side gives the stream up; payload: optional UTF-8 reason
   WINDOW  grant the peer more credit on this stream: u32 byte count
   ERROR   agent -> server before HEAD: the local app failed; payload: UTF-8 message
@@ -68,7 +69,7 @@ class RequestHead(msgspec.Struct, frozen=True, kw_only=True):
     path: str
     query: str = ""
     headers: list[tuple[str, str]] = msgspec.field(default_factory=list)
-    body: bool = False  # BODY frames follow (else END comes at once)
+    body: bool = False  # BODY frames then END follow (else the head is the whole request)
     websocket: bool = False
     subprotocols: list[str] = msgspec.field(default_factory=list)
 

@@ -199,8 +199,6 @@ async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, sen
             with trio.CancelScope() as caller_gone:
                 async with trio.open_nursery() as nursery:
                     await session.send(encode_request_head(stream.id, head))
-                    if not head.body:
-                        await session.send(encode(Kind.END, stream.id))
                     nursery.start_soon(_upload, session, stream, receive, caller_gone, head.body)
                     await _respond(hub, session, stream, answer, buffered)
                     nursery.cancel_scope.cancel()
