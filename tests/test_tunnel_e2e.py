@@ -430,3 +430,20 @@ async def test_100_mb_streamed_upload_reaches_the_app_intact(tunnel: Tunnel) -> 
     assert r.text == f"{n} {pattern_sha256(n)}"
     # Daemon, agent, local app and caller share this process: none of them held the body.
     assert psutil.Process().memory_info().rss - rss_before < 64 * MB
+
+
+async def test_tunnel_traffic_needs_no_server_token(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    """The server token guards wstund's own pages, not the tunnelled app (nor the agent)."""
+    daemon = await start_daemon(server={"token": "srv"})
+    local = await start_local_app(nursery)
+    async with httpx.AsyncClient(timeout=10, headers={"authorization": "Bearer srv"}) as admin:
+        added = await admin.post(f"{daemon.url}/_api/tunnel/clients", json={"id": CLIENT})
+    await run_agent(nursery, agent_for(daemon, added.json()["secret"], local))
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(10):
+            tunnelled = await http.get(f"{daemon.url}/_t/{CLIENT}/echo")
+            own_page = await http.get(f"{daemon.url}/")
+    assert tunnelled.status_code == 201
+    assert own_page.status_code == 401
