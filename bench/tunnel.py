@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,19 +25,12 @@ import httpx
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench")]
+
+from relay import free_port, log  # noqa: E402
+
 BIN = Path(sys.executable).parent
 CLIENT = "bench"
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr so that stdout holds only the results."""
-    print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, ok: tuple[int, ...] = ()) -> None:
