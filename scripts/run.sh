@@ -12,5 +12,6 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q .
+# Editable, like scripts/test.sh: both share .venv, and neither undoes the other's install.
+.venv/bin/pip install -q -e .
 exec .venv/bin/wstund "$@"

@@ -7,11 +7,12 @@ from typing import Any
 
 import msgspec
 import trio
-from quart import Blueprint, Response, request, send_file
+from quart import Blueprint, Response, request
 
 from ..hub import Hub
 from ..relay.services import Service
 from ..web.errors import json_error
+from ..web.files import send_static
 from . import fetch, store
 from .manifest import ListEntry, MarketplaceError, check_name, is_newer, parse_list
 
@@ -64,11 +65,8 @@ async def serve(hub: Hub, service: Service, page: str) -> Response:
         return json_error(404, "not_found", f"{endpoint['file']} is not installed")
     guessed, _ = mimetypes.guess_type(endpoint["file"])
     content_type = endpoint.get("contentType") or guessed or "application/octet-stream"
-    response = await send_file(path, mimetype=content_type)
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    response = await send_static(path, mimetype=content_type)
     response.headers["Content-Security-Policy"] = content_security_policy(request.host)
-    response.headers.pop("Expires", None)
-    response.headers["Cache-Control"] = "no-cache"
     return response
 
 

@@ -34,6 +34,8 @@ def create_app(hub: Hub) -> QuartTrio:
     app = QuartTrio("wstund", static_folder=None)
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = 60
+    # Files say their own cache policy (web.pages.send_static); no 12 h Expires by default.
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = None
     app.config["MAX_CONTENT_LENGTH"] = hub.config.relay.max_message_size
     app.register_blueprint(api.create_blueprint(hub))
     app.register_blueprint(marketplace_routes.create_blueprint(hub))

@@ -9,12 +9,13 @@ import mimetypes
 from pathlib import Path, PurePosixPath
 
 import trio
-from quart import Blueprint, Response, request, send_file
+from quart import Blueprint, Response, request
 
 from ..hub import Hub
 from ..marketplace import routes as marketplace_routes
 from ..relay.services import static_root
 from .errors import json_error
+from .files import send_static
 from .relayhttp import forward_to_program
 
 PAGE_FILES = {"service": "service.html", "main": "main.html"}
@@ -48,14 +49,7 @@ def is_public_asset(hub: Hub, path: str) -> bool:
 async def _file(path: Path, *, cache_seconds: int | None = None) -> Response:
     if not await trio.Path(path).is_file():
         return json_error(404, "not_found", f"{path.name} is not installed")
-    response = await send_file(path)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    if cache_seconds is not None:
-        response.cache_control.public = True
-        response.cache_control.max_age = cache_seconds
-    else:
-        response.cache_control.no_cache = True
-    return response
+    return await send_static(path, cache_seconds=cache_seconds)
 
 
 def create_blueprint(hub: Hub) -> Blueprint:
