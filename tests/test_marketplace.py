@@ -322,3 +322,29 @@ async def test_writes_need_the_admin_token(start_daemon: StartDaemon, market: Ma
                 headers={"Authorization": "Bearer adm"},
             )
     assert ok.status_code == 200, ok.text
+
+
+async def test_remove_waits_for_an_update_under_way(
+    start_daemon: StartDaemon, market: Marketplace
+) -> None:
+    market.publish("echo", "1.0.0", V1)
+    daemon = await start_daemon(marketplace={"urls": [market.url]})
+    assert (await api(daemon, "POST", "/_api/marketplace/install", {"name": "echo"})).is_success
+    market.publish("echo", "1.1.0", V2)
+    market.delay["service/echo/main.html"] = 1.0
+    async with trio.open_nursery() as nursery:
+        updated: list[httpx.Response] = []
+
+        async def update() -> None:
+            updated.append(await api(daemon, "POST", "/_api/marketplace/update", {"name": "echo"}))
+
+        nursery.start_soon(update)
+        with trio.fail_after(TIMEOUT):
+            while "echo" not in daemon.hub.installing:
+                await trio.sleep(0.01)
+        refused = await api(daemon, "DELETE", "/_api/services/echo")
+        assert (refused.status_code, refused.json()["error"]) == (409, "install_in_progress")
+    assert updated[0].status_code == 200, updated[0].text
+    assert (await api(daemon, "GET", "/_api/services/echo")).json()["version"] == "1.1.0"
+    assert (await api(daemon, "DELETE", "/_api/services/echo")).status_code == 200
+    assert (await api(daemon, "GET", "/_api/services/echo")).status_code == 404

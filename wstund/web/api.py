@@ -83,6 +83,10 @@ def create_blueprint(hub: Hub) -> Blueprint:
             return json_error(
                 400, "builtin_service", f"built-in service {name!r} cannot be removed"
             )
+        if name in hub.installing:  # the update would put it back when it lands
+            return json_error(
+                409, "install_in_progress", f"{name!r} is being updated; remove it after"
+            )
         hub.remove_service(name)
         await marketplace_store.uninstall(hub, name)
         return jsonify({"success": True, "name": name})
