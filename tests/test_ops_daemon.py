@@ -169,7 +169,7 @@ def test_json_log_lines_carry_fields() -> None:
 async def test_access_log_lines(wstund: RunningDaemon, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "wstund.access")
     host, _uuid = await create_room(wstund)
-    await host.aclose()
+    await host.aclose(code=4321)  # the client's own close code is what the line records
     with trio.fail_after(10):
         async with httpx.AsyncClient(base_url=wstund.url) as client:
             await client.get("/_api/instances")
@@ -179,5 +179,5 @@ async def test_access_log_lines(wstund: RunningDaemon, caplog: pytest.LogCapture
     http = [r for r in caplog.records if getattr(r, "kind", "") == "http"]
     assert [(r.method, r.path, r.status) for r in http] == [("GET", "/_api/instances", 200)]  # type: ignore[attr-defined]
     ws = next(r for r in caplog.records if getattr(r, "kind", "") == "websocket")
-    assert ws.path == "/ws" and ws.accepted and ws.close_code is not None
+    assert ws.path == "/ws" and ws.accepted and ws.close_code == 4321  # type: ignore[attr-defined]
     assert ws.bytes_in > 0 and ws.bytes_out > 0  # type: ignore[attr-defined]
