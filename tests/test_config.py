@@ -32,6 +32,7 @@ def test_example_file_names_every_key() -> None:
         ("[relay]\noutbox_size = 0", "relay.outbox_size: expected a positive integer"),
         ("[log]\nlevel = 'loud'", "log.level: Invalid enum value 'loud'"),
         ("[server\n", "invalid TOML"),
+        ("[cluster]\nredis_url = 'redis://127.0.0.1'", "cluster.redis_url: clustering is not"),
     ],
 )
 def test_refusals_name_the_key(text: str, error: str) -> None:

@@ -201,6 +201,11 @@ def validate(config: Config) -> Config:
             errors.append(f"marketplace.urls: {url!r} is not an http(s) URL")
     if not re.fullmatch(r"0?[0-7]{3}", config.admin.mode):
         errors.append(f"admin.mode: expected an octal mode like '0660', got {config.admin.mode!r}")
+    if config.cluster.redis_url:  # refused, not ignored: a lone node must not pose as a cluster
+        errors.append(
+            "cluster.redis_url: clustering is not in this version of wstund; leave it empty "
+            "(one node, all state in memory)"
+        )
     for name in ("token", "admin_token"):
         inline = getattr(config.server, name)
         path = getattr(config.server, f"{name}_file")

@@ -129,7 +129,7 @@ class Daemon:
         """Re-read the config; keep the old one if the new one is refused.
 
         Tokens, limits, log settings, services and tunnel settings change live; restart-only
-        keys (binds, state dir, admin socket, cluster) keep their running values.
+        keys (binds, state dir, admin socket) keep their running values.
         """
         try:
             config = load(path)
