@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import trio
 from click.testing import CliRunner, Result
 
 from wstund import __version__
+from wstund.admin.cli import duration
 from wstund.admin.cli import main as wstunctl
 
 from .conftest import (
@@ -48,6 +50,7 @@ async def test_status_and_version_in_both_modes(wstund: RunningDaemon) -> None:
     human = await admin(wstund, "status")
     assert human.exit_code == 0, human.stderr
     assert "connections" in human.stdout and __version__ in human.stdout
+    assert re.search(r"^uptime +\d+s$", human.stdout, re.M), human.stdout
     data = await admin_json(wstund, "status")
     assert data["version"] == __version__ and data["services"] == 2
     # --json before the subcommand works too
@@ -244,3 +247,14 @@ async def test_console_script_runs(tmp_path: Path) -> None:
             check=False,
         )
     assert done.returncode == 3 and b"cannot reach wstund" in done.stderr
+
+
+def test_durations_read_like_uptimes() -> None:
+    assert [duration(s) for s in (0, 42.9, 307, 7500, 3 * 86400 + 4 * 3600 + 300, None)] == [
+        "0s",
+        "42s",
+        "5m 07s",
+        "2h 05m",
+        "3d 4h 05m",
+        "-",
+    ]

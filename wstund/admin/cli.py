@@ -70,6 +70,20 @@ def pairs(data: dict[str, Any], keys: Sequence[str] | None = None) -> str:
     return "\n".join(f"{k.ljust(width)}  {data.get(k, '-')}" for k in keys)
 
 
+def duration(seconds: Any) -> str:
+    """Seconds as ``3d 4h 05m``, ``2h 05m``, ``5m 07s`` or ``42s``, for people reading uptimes."""
+    if not isinstance(seconds, int | float) or seconds < 0:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
 def when(millis_or_seconds: Any) -> str:
     """A timestamp (ms or s since the epoch) as UTC text."""
     if not isinstance(millis_or_seconds, int | float) or millis_or_seconds <= 0:
@@ -165,7 +179,7 @@ def main(
 def status(ctl: Ctl) -> None:
     """Version, uptime, connections, rooms and members of the daemon."""
     data = ctl.call("GET", "/_api/status")
-    emit(ctl, data, pairs)
+    emit(ctl, data, lambda d: pairs({**d, "uptime": duration(d.get("uptime"))}))
 
 
 @main.command()
