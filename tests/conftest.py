@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -91,6 +92,17 @@ async def connect(
     """Open a relay WebSocket; it lives until closed or until the test's nursery ends."""
     return await trio_websocket.connect_websocket_url(
         daemon.nursery, daemon.ws_url("/ws", query), **kwargs
+    )
+
+
+async def connect_stalled(daemon: RunningDaemon) -> trio_websocket.WebSocketConnection:
+    """A relay client with a tiny receive buffer that reads only when asked (no message queue),
+    so the server's writes to it block as soon as the test stops reading."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", daemon.port))
+    return await trio_websocket.wrap_client_stream(
+        daemon.nursery, trio.SocketStream(sock), "127.0.0.1", "/ws", message_queue_size=0
     )
 
 

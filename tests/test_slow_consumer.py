@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import socket
-
 import trio
 import trio_websocket
 
 from wstund import closecodes
 
-from .conftest import StartDaemon, create_room, join_room, recv, send
+from .conftest import StartDaemon, connect_stalled, create_room, join_room, recv, send
 
 MESSAGES = 300
 SIZE = 32 * 1024
-
-
-async def _stalled_member(port: int, nursery: trio.Nursery) -> trio_websocket.WebSocketConnection:
-    """A client with a tiny receive buffer that stops reading, so the server's writes block."""
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", port))
-    return await trio_websocket.wrap_client_stream(
-        nursery, trio.SocketStream(sock), "127.0.0.1", "/ws", message_queue_size=0
-    )
 
 
 async def test_slow_member_dropped_others_get_everything(start_daemon: StartDaemon) -> None:
     daemon = await start_daemon(relay={"outbox_size": 64, "slow_consumer_timeout": 0.5})
     host, uuid = await create_room(daemon)
     members = [await join_room(daemon, uuid, f"m{i}", host=host) for i in range(20)]
-    stalled = await _stalled_member(daemon.port, daemon.nursery)
+    stalled = await connect_stalled(daemon)
     await send(stalled, "join_instance", {"uuid": uuid, "userId": "stalled"})
     assert (await recv(stalled))["payload"]["success"] is True
     assert (await recv(host))["type"] == "client_connected"
@@ -80,7 +68,7 @@ async def test_never_reading_socket_is_aborted_by_send_timeout(start_daemon: Sta
         relay={"outbox_size": 4, "slow_consumer_timeout": 0.2, "idle_timeout": 0},
     )
     host, uuid = await create_room(daemon)
-    stalled = await _stalled_member(daemon.port, daemon.nursery)
+    stalled = await connect_stalled(daemon)
     await send(stalled, "join_instance", {"uuid": uuid, "userId": "stalled"})
     assert (await recv(stalled))["payload"]["success"] is True
     assert (await recv(host))["type"] == "client_connected"

@@ -60,6 +60,7 @@ class RelayConfig(_Section):
     inbox_size: int = 1024
     slow_consumer_timeout: float = 5.0
     max_queued_bytes: int = 16 * 1024 * 1024
+    write_batch_bytes: int = 64 * 1024
     heartbeat_interval: float = 20.0
     idle_timeout: float = 60.0
     owner_grace: float = 10.0
@@ -145,7 +146,8 @@ _POSITIVE_INTS = {
     "tunnel.max_frame_size",
     "tunnel.max_streams_per_client",
 }
-_NON_NEGATIVE_FLOATS = {
+_NON_NEGATIVE = {
+    "relay.write_batch_bytes",
     "relay.slow_consumer_timeout",
     "relay.heartbeat_interval",
     "relay.idle_timeout",
@@ -188,7 +190,7 @@ def validate(config: Config) -> Config:
     for key in sorted(_POSITIVE_INTS):
         if _lookup(config, key) <= 0:  # type: ignore[operator]
             errors.append(f"{key}: expected a positive integer, got {_lookup(config, key)}")
-    for key in sorted(_NON_NEGATIVE_FLOATS):
+    for key in sorted(_NON_NEGATIVE):
         if _lookup(config, key) < 0:  # type: ignore[operator]
             errors.append(f"{key}: expected a number >= 0, got {_lookup(config, key)}")
     if not config.server.bind:

@@ -24,6 +24,7 @@ from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_pa
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
 from .config import Config, ConfigError, load, state_dir
 from .hub import Hub
+from .hypercorn_ws import BatchSend
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
 from .tunnel.front import TunnelFront
@@ -185,7 +186,7 @@ class Daemon:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
                     self.binds = await servers.start(
                         serve_app,
-                        AccessLog(TunnelFront(self.app, self.hub), latency, "public"),
+                        AccessLog(BatchSend(TunnelFront(self.app, self.hub)), latency, "public"),
                         self.hyper,
                         sockets,
                         servers_done,

@@ -9,6 +9,7 @@ import trio
 
 from .. import closecodes
 from ..hub import Hub
+from ..hypercorn_ws import batch_sender
 from . import handlers, protocol
 from .peer import Peer
 
@@ -32,6 +33,8 @@ async def serve_socket(hub: Hub, websocket: Any, address: str) -> None:
         slow_consumer_timeout=relay.slow_consumer_timeout,
         max_queued_bytes=relay.max_queued_bytes,
         on_close=hub.detach,
+        send_batch=batch_sender(websocket.scope),
+        batch_bytes=relay.write_batch_bytes,
     )
     hub.peers.add(peer)
     log.debug("relay socket %s open", peer)

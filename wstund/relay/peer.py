@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 Frame = str | bytes
 SendFrame = Callable[[Frame], Awaitable[None]]
+SendFrames = Callable[[list[Frame]], Awaitable[None]]
 SendClose = Callable[[int, str], Awaitable[None]]
 
 _peer_ids = itertools.count(1)
@@ -49,6 +50,8 @@ class Peer:
         max_queued_bytes: int,
         close_timeout: float = 10.0,
         on_close: Callable[[Peer], None] = lambda peer: None,
+        send_batch: SendFrames | None = None,
+        batch_bytes: int = 0,
     ) -> None:
         self.id = next(_peer_ids)
         self.address = address
@@ -59,8 +62,11 @@ class Peer:
         self.close_code: int | None = None
         self.close_reason = ""
         self.frames_sent = 0
+        self.writes = 0  # socket writes: fewer than frames_sent when queued frames were batched
         self.queued_bytes = 0
         self._send = send
+        self._send_batch = send_batch
+        self._batch_bytes = batch_bytes if send_batch is not None else 0
         self._send_close = send_close
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[Frame | _Close](outbox_size)
         self._overflow: deque[Frame | _Close] = deque()
@@ -93,16 +99,37 @@ class Peer:
                 self._nursery = nursery
                 with self._write_scope:
                     async for item in self._outbox_recv:
-                        if isinstance(item, _Close):
-                            await self._send_close(item.code, item.reason)
+                        close = item if isinstance(item, _Close) else await self._flush(item)
+                        if close is not None:
+                            await self._send_close(close.code, close.reason)
                             break
-                        await self._send(item)
-                        self.frames_sent += 1
-                        self.queued_bytes -= len(item)
-                        self._refill()
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
+
+    async def _flush(self, first: Frame) -> _Close | None:
+        """Write ``first`` and the frames queued behind it (up to ``batch_bytes`` more) in one
+        socket write when a batch sender is available; return the close request met on the way."""
+        batch, size, close = [first], len(first), None
+        while size - len(first) < self._batch_bytes:
+            try:
+                item = self._outbox_recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if isinstance(item, _Close):
+                close = item
+                break
+            batch.append(item)
+            size += len(item)
+        if len(batch) == 1:
+            await self._send(first)
+        else:
+            await self._send_batch(batch)  # type: ignore[misc]
+        self.frames_sent += len(batch)
+        self.writes += 1
+        self.queued_bytes -= size
+        self._refill()
+        return close
 
     def offer(self, frame: Frame) -> bool:
         """Queue ``frame`` without blocking; False when the peer is closing or was just closed."""

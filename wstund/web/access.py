@@ -10,6 +10,8 @@ from typing import Any
 
 from prometheus_client import Histogram
 
+from ..hypercorn_ws import SEND_BATCH
+
 log = logging.getLogger("wstund.access")
 
 Scope = MutableMapping[str, Any]
@@ -27,6 +29,8 @@ def _client(scope: Scope) -> str:
 
 
 def _frame_size(message: Message) -> int:
+    if message["type"] == SEND_BATCH:
+        return sum(len(frame) for frame in message["frames"])
     data = message.get("bytes") or message.get("text") or b""
     return len(data)
 
@@ -104,7 +108,7 @@ class AccessLog:
 
         async def counting_send(message: Message) -> None:
             nonlocal sent, code, accepted
-            if message["type"] == "websocket.send":
+            if message["type"] in ("websocket.send", SEND_BATCH):
                 sent += _frame_size(message)
             elif message["type"] == "websocket.accept":
                 accepted = True
