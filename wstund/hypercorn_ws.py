@@ -7,7 +7,7 @@
 * Batched sends: the message ``{"type": SEND_BATCH, "frames": [...]}`` writes several frames
   with one socket write (one lock, one syscall) instead of one each; ``BatchSend`` offers it to
   the app as ``scope["extensions"][SEND_BATCH]["send"]``. The relay uses it to flush a peer's
-  queued frames, where Hypercorn's per-message path is most of the cost (STACK.md).
+  queued frames, where Hypercorn's per-message path was most of the cost (bench/relay.py).
 * Keepalive: one task per WebSocket pings every ``PING_INTERVAL`` seconds and drops a peer
   that sent nothing at all, not even a pong, for ``IDLE_TIMEOUT`` seconds (both attributes we
   set on Hypercorn's config, read at each step so a reload applies live). It ends with the
