@@ -1,4 +1,4 @@
-"""Two fixes to Hypercorn's WebSocket stream, applied once by the daemon before it serves.
+"""Three changes to Hypercorn's WebSocket stream, applied once by the daemon before it serves.
 
 * Close codes (Hypercorn issue #127): Hypercorn tells the app ``websocket.disconnect`` with 1006
   (or 1000) whatever code the peer closed with, so a relayed or tunnelled close code would be
