@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import signal
 import socket
@@ -249,6 +250,19 @@ class Daemon:
                     self.stop()
 
 
+# Young objects allocated between two cyclic-GC passes (CPython's default is 700). A relay with
+# thousands of sockets allocates fast; fewer passes cut connect + join CPU (bench/relay.py).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Freeze what startup built (the app, imports: never scanned again) and collect young
+    objects less often; garbage without cycles is freed by reference counting either way."""
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def setup_logging(level: str, fmt: str = "plain") -> None:
     """Log to stderr (journald picks it up), plain or JSON lines (``log.format``)."""
     configure_logging(level, fmt)
@@ -279,6 +293,7 @@ def main(config_path: Path | None, bind: tuple[str, ...], check_config: bool) ->
         return
     setup_logging(config.log.level, config.log.format)
     daemon = Daemon(config)
+    tune_gc()
     try:
         trio.run(daemon.run, config_path)
     except* ConfigError as group:
