@@ -112,21 +112,25 @@ def client_cpus(opts: argparse.Namespace) -> list[int] | None:
     return opts.cpus[1:] if opts.pin and len(opts.cpus) >= 2 else None
 
 
+def wstund_argv(args: list[str], profile: str | None = None) -> list[str]:
+    """The command that runs wstund with ``args``, under cProfile writing ``profile`` if given
+    (written when the daemon stops on SIGTERM)."""
+    if not profile:
+        return [str(Path(sys.executable).parent / "wstund"), *args]
+    code = (
+        "import cProfile, sys; from wstund.daemon import main; "
+        f"sys.argv = ['wstund', *{args!r}]; cProfile.run('main()', {profile!r})"
+    )
+    return [sys.executable, "-c", code]
+
+
 def start_wstund(tmp: Path, opts: argparse.Namespace) -> Server:
     port = free_port()
     config = tmp / "wstund.toml"
     (tmp / "state").mkdir()
     wstund_config(config, tmp / "state", opts)
     args = ["--bind", f"127.0.0.1:{port}", "--config", str(config)]
-    if opts.profile:
-        code = (
-            "import cProfile, sys; from wstund.daemon import main; "
-            f"sys.argv = ['wstund', *{args!r}]; cProfile.run('main()', {opts.profile!r})"
-        )
-        argv = [sys.executable, "-c", code]
-    else:
-        argv = [str(Path(sys.executable).parent / "wstund"), *args]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(wstund_argv(args, opts.profile), stdin=subprocess.DEVNULL)
     return Server("wstund", proc, port, WstundDialect(port), server_cpus(opts))
 
 

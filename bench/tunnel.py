@@ -27,7 +27,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
 
-from relay import free_port, log  # noqa: E402
+from relay import free_port, log, print_profile, wstund_argv  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CLIENT = "bench"
@@ -87,7 +87,9 @@ async def download(url: str, size: int) -> float:
     return size / elapsed / 1e6
 
 
-def start(procs: list[subprocess.Popen[bytes]], tmp: Path) -> tuple[str, str]:
+def start(
+    procs: list[subprocess.Popen[bytes]], tmp: Path, profile: str | None = None
+) -> tuple[str, str]:
     """Start wstund, the local app and the agent; return (direct URL, tunnel URL)."""
     daemon_port, app_port = free_port(), free_port()
     config = tmp / "wstund.toml"
@@ -95,7 +97,7 @@ def start(procs: list[subprocess.Popen[bytes]], tmp: Path) -> tuple[str, str]:
         f'[server]\nstate_dir = "{tmp}/state"\n[admin]\nsocket = "{tmp}/admin.sock"\n'
         '[log]\nlevel = "warning"\n'
     )
-    wstund = [str(BIN / "wstund"), "--bind", f"127.0.0.1:{daemon_port}", "--config", str(config)]
+    wstund = wstund_argv(["--bind", f"127.0.0.1:{daemon_port}", "--config", str(config)], profile)
     procs.append(subprocess.Popen(wstund, stdin=subprocess.DEVNULL))
     app = [sys.executable, "-m", "tests.localapp", str(app_port)]
     procs.append(subprocess.Popen(app, cwd=ROOT, stdin=subprocess.DEVNULL))
@@ -131,11 +133,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--size", type=int, default=100, help="download size, MB")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
+    )
     opts = parser.parse_args()
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="wstun-bench-") as tmp:
         try:
-            direct, tunnel = start(procs, Path(tmp))
+            direct, tunnel = start(procs, Path(tmp), opts.profile)
             results = trio.run(measure, opts, direct, tunnel)
         finally:
             for proc in reversed(procs):
@@ -156,6 +161,8 @@ def main() -> None:
         )
     ratios = [tunnel_r[k] / direct_r[k] for k in ("rps", "p50_ms", "p99_ms", "MB_per_s")]
     print(f"{'ratio':>10} {ratios[0]:9.2f} {ratios[1]:8.2f} {ratios[2]:8.2f} {ratios[3]:8.2f}")
+    if opts.profile:
+        print_profile(opts.profile)
 
 
 if __name__ == "__main__":
