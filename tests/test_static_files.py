@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from email.utils import parsedate_to_datetime
 
 import httpx
 
-from .conftest import RunningDaemon
+from .conftest import RunningDaemon, StartDaemon
+
+BUILTIN_PAGES = ("/chat/service", "/chat/main", "/fileshare/service", "/fileshare/main")
 
 
 async def test_libwstun_is_public_and_cacheable(wstund: RunningDaemon) -> None:
@@ -51,3 +54,23 @@ async def test_service_root_serves_only_pages_and_assets(wstund: RunningDaemon) 
             assert refused.json()["error"] == "not_found", path
         posted = await client.post("/chat/main")
         assert (posted.status_code, posted.json()["error"]) == (405, "method_not_allowed")
+
+
+async def test_page_subresources_load_without_the_server_token(start_daemon: StartDaemon) -> None:
+    # A page fetched with ?token= loads its scripts and styles without one: every file it names
+    # must be a public asset, or the page breaks only on servers that set a token.
+    daemon = await start_daemon(server={"token": "srv"})
+    async with httpx.AsyncClient(base_url=daemon.url) as client:
+        for page_path in BUILTIN_PAGES:
+            page = await client.get(page_path, params={"token": "srv"})
+            assert page.status_code == 200, page_path
+            names = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(/[^"]+)"', page.text)
+            assert "/libwstun.js" in names and "/static/rooms.js" in names, (page_path, names)
+            assert "/static/pages.css" in names, (page_path, names)
+            for name in names:
+                asset = await client.get(name)
+                assert asset.status_code == 200, (page_path, name)
+                assert asset.headers["X-Content-Type-Options"] == "nosniff", name
+        for path in ("/static/rooms.html", "/static/../admin.html", "/static/missing.js"):
+            refused = await client.get(path, params={"token": "srv"})
+            assert refused.status_code == 404, path
