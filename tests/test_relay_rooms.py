@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from pathlib import Path
+
+import pytest
 import trio
 
 from wstund import closecodes
+from wstund.daemon import Daemon
 
 from .conftest import (
     RunningDaemon,
@@ -13,6 +19,7 @@ from .conftest import (
     create_room,
     expect_closed,
     join_room,
+    make_config,
     recv,
     send,
 )
@@ -276,3 +283,22 @@ async def test_binary_frames_in_a_room(wstund: RunningDaemon) -> None:
     assert await bob.get_message() == b"\x01bytes"
     await host.send_message(b"\x02back")
     assert await ann.get_message() == b"\x02back"
+
+
+async def test_cancelled_daemon_ends_owner_sockets_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon cancelled from outside (no SIGTERM drain) closes a room owner's socket without a
+    handler error: a room whose task tree has ended starts no grace timer."""
+    with tempfile.TemporaryDirectory(prefix="wstun-") as sockets:
+        config = make_config(tmp_path, {"admin": {"socket": f"{sockets}/admin.sock"}})
+        daemon = Daemon(config)
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(daemon.run)
+                running = RunningDaemon(daemon, int(binds[0].rsplit(":", 1)[1]), nursery)
+                for _ in range(5):
+                    await create_room(running)
+                nursery.cancel_scope.cancel()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() + str(r.exc_info) for r in errors]

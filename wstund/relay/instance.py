@@ -79,12 +79,16 @@ class Instance:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The instance's task tree: the inbox pump and, while the owner is away, its timer."""
-        with self._scope:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._pump_inbox)
-                task_status.started()
-                await trio.sleep_forever()
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._pump_inbox)
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            # The tree is gone (destroyed, or the daemon cancelled): nothing may start in it.
+            self._nursery = None
 
     async def _pump_inbox(self) -> None:
         async for frame in self._inbox_recv:
