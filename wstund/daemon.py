@@ -19,7 +19,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from . import __version__, hypercorn_ws, sdnotify
+from . import __version__, hypercorn_guard, hypercorn_ws, sdnotify
 from .admin import collector
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
@@ -176,6 +176,7 @@ class Daemon:
         """Serve until ``stop()``; then close sockets with 1001 and wait for them to go."""
         self.config_path = config_path
         hypercorn_ws.apply()  # peers' close codes reach the app; idle WebSockets only
+        hypercorn_guard.apply()  # an error in one connection closes that connection only
         servers_done = trio.Event()
         latency = self.hub.metrics.http_request_seconds
         try:
