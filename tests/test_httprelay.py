@@ -355,3 +355,67 @@ async def test_caller_leaving_before_the_head_leaves_no_entry(start_daemon: Any)
     assert abort["payload"]["request_id"] == request["payload"]["requestId"]
     await wait_until(lambda: not daemon.hub.http_relay.exchanges)
     assert daemon.hub.inflight.count == 0
+
+
+async def test_a_head_the_caller_cannot_be_given_is_502(start_daemon: Any) -> None:
+    # Each refused head counts as an invalid message; this owner sends a dozen on purpose.
+    wstund = await start_daemon(relay={"max_invalid_messages": 100})
+    program = await connect(wstund)
+    await send(program, "register", {"name": "odd"}, msg_id="r")
+    assert (await recv(program))["payload"]["success"] is True
+    bad_heads: list[tuple[int, dict[str, Any]]] = [
+        (101, {}),  # an upgrade answer to a plain request
+        (99, {}),
+        (200, {"X-(bad)": "v"}),
+        (200, {"X-A": "line\r\nX-Injected: 1"}),
+        (200, {"X-A": {"nested": 1}}),
+        (200, {"Content-Length": "abc"}),
+    ]
+    async with httpx.AsyncClient(base_url=wstund.url) as client:
+        for status, headers in bad_heads:
+            # A whole response's Content-Length is the body's: the owner's is not read.
+            kinds = ["http_response_start"] + ["http_response"] * ("Content-Length" not in headers)
+            for kind in kinds:
+                replies: list[httpx.Response] = []
+                with trio.fail_after(10):
+                    async with trio.open_nursery() as nursery:
+
+                        async def call() -> None:
+                            replies.append(await client.get("/odd/x"))  # noqa: B023
+
+                        nursery.start_soon(call)
+                        request = await recv(program)
+                        assert request["type"] == "http_request", request
+                        rid = request["payload"]["request_id"]
+                        head = {"request_id": rid, "status": status, "headers": headers}
+                        await send(program, kind, {**head, "body": "b"}, msg_id="h")
+                        # The owner is told to stop and why (in either order).
+                        told = {m["type"]: m for m in [await recv(program), await recv(program)]}
+                        assert told["http_abort"]["payload"]["request_id"] == rid
+                        assert told["error"]["id"] == "h"
+                        assert told["error"]["payload"]["code"] == "invalid_payload"
+                reply = replies[0]
+                assert reply.status_code == 502, (status, headers, reply.text)
+                assert reply.json()["error"] == "owner_failed"
+                assert "invalid response head" in reply.json()["message"]
+                assert "x-injected" not in reply.headers
+
+        # What can be given is: a list is a repeated header, null leaves it out, and a whole
+        # response's length is the body's whatever the owner declared (which would cut it).
+        async with trio.open_nursery() as nursery:
+            replies = []
+
+            async def call_ok() -> None:
+                replies.append(await client.get("/odd/ok"))
+
+            nursery.start_soon(call_ok)
+            rid = (await recv(program))["payload"]["request_id"]
+            headers = {"Set-Cookie": ["a=1", "b=2"], "X-None": None, "Content-Length": "99"}
+            await send(
+                program, "http_response", {"request_id": rid, "headers": headers, "body": "ok"}
+            )
+    reply = replies[0]
+    assert reply.status_code == 200 and reply.content == b"ok"
+    assert reply.headers.get_list("set-cookie") == ["a=1", "b=2"]
+    assert "x-none" not in reply.headers
+    assert reply.headers.get("content-length") in (None, "2")  # not the declared 99

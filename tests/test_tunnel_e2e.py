@@ -146,6 +146,16 @@ async def test_repeated_set_cookie_headers_survive(tunnel: Tunnel) -> None:
     assert r.headers.get_list("server") == ["hypercorn-h11"]  # the local app's own
 
 
+async def test_header_bytes_pass_unchanged_both_ways(tunnel: Tunnel) -> None:
+    # UTF-8 and latin-1 bytes in a value: carried byte for byte to the app and back.
+    async with httpx.AsyncClient(timeout=10) as http:
+        for value in (b"caf\xc3\xa9 \xe2\x82\xac", b"caf\xe9"):
+            with trio.fail_after(10):
+                r = await http.get(f"{tunnel.base}/echo", headers=[(b"x-test", value)])
+            assert r.status_code == 201
+            assert (b"x-saw-x-test", value) in r.headers.raw, r.headers.raw
+
+
 async def test_concurrent_downloads_with_a_stalled_caller(tunnel: Tunnel) -> None:
     """19 downloads finish while one caller reads nothing; the daemon holds only its window."""
     process = psutil.Process()

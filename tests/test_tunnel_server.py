@@ -225,3 +225,54 @@ async def test_an_agent_overrunning_its_credit_loses_the_stream(start_daemon: St
     session = daemon.hub.tunnels.sessions["greedy"]
     assert session.streams == {} and daemon.hub.inflight.count == 0
     assert not session.lost  # only the stream is lost, the agent stays connected
+
+
+BAD_HEADS = [
+    frames.ResponseHead(status=101),  # an upgrade answer to a plain request
+    frames.ResponseHead(status=103),
+    frames.ResponseHead(status=200, headers=[("x-(bad)", "v")]),
+    frames.ResponseHead(status=200, headers=[("x-a", "line\r\nx-injected: 1")]),
+    frames.ResponseHead(status=200, headers=[("x-a", "nul\x00")]),
+    frames.ResponseHead(status=200, headers=[("content-length", "abc")]),
+]
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+async def test_a_head_the_caller_cannot_be_given_is_502(
+    start_daemon: StartDaemon, buffered: bool
+) -> None:
+    daemon = await start_daemon()
+    secret = await _register_as(daemon, "odd", {})
+    query = "?_buffer=1" if buffered else ""
+    with trio.fail_after(20):
+        agent = await _fake_agent(daemon, "odd", secret)
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            # Buffered answers set their own Content-Length: the agent's is not read.
+            for bad in BAD_HEADS[:-1] if buffered else BAD_HEADS:
+                async with trio.open_nursery() as nursery:
+                    replies: list[httpx.Response] = []
+
+                    async def call() -> None:
+                        replies.append(await client.get(f"/_t/odd/x{query}"))  # noqa: B023
+
+                    nursery.start_soon(call)
+                    sid = (await _next_frame(agent)).stream_id
+                    await agent.send_message(frames.encode_response_head(sid, bad))
+                    # Refused on its head: the agent is told to stop before sending a body.
+                    while (frame := await _next_frame(agent)).kind != frames.Kind.ABORT:
+                        pass
+                    assert frame.stream_id == sid
+                reply = replies[0]
+                assert reply.status_code == 502, (bad, reply.text)
+                assert reply.json()["error"] == "agent_error"
+                assert "the local app's response" in reply.json()["message"], bad
+                assert "x-injected" not in reply.headers
+            # The session and the daemon carry on.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.get, "/_t/odd/fine")
+                sid = (await _next_frame(agent)).stream_id
+                good = frames.ResponseHead(status=200, headers=[("x-a", "caf\xe9")])
+                await agent.send_message(frames.encode_response_head(sid, good))
+                await agent.send_message(frames.encode(frames.Kind.END, sid))
+        while daemon.hub.inflight.count:
+            await trio.sleep(0.01)

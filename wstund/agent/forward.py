@@ -11,6 +11,7 @@ import httpx
 import trio
 import trio_websocket
 
+from ..httpheaders import end_to_end, from_bytes, to_bytes
 from ..tunnel.flow import frame_cost
 from ..tunnel.frames import (
     Kind,
@@ -22,7 +23,7 @@ from ..tunnel.frames import (
     encode_text,
     encode_window,
 )
-from ..tunnel.headers import WEBSOCKET_HANDSHAKE, end_to_end
+from ..tunnel.headers import WEBSOCKET_HANDSHAKE
 from .streams import AgentStream, StreamAborted
 
 log = logging.getLogger("wstund.agent")
@@ -76,7 +77,7 @@ async def forward_http(
         request = client.build_request(
             head.method,
             local_url(target, head.path, head.query),
-            headers=request_headers(head.headers),
+            headers=to_bytes(request_headers(head.headers)),
             content=_request_body(send, stream) if head.body else None,
         )
         try:
@@ -87,7 +88,7 @@ async def forward_http(
             return
         try:
             status = response.status_code
-            headers = end_to_end(list(response.headers.multi_items()))
+            headers = end_to_end(from_bytes(response.headers.raw))
             await send(
                 encode_response_head(stream.id, ResponseHead(status=status, headers=headers))
             )
@@ -115,11 +116,11 @@ async def forward_websocket(send: Send, stream: AgentStream, target: str) -> Non
     """Open the WebSocket on the local app and carry messages both ways, with close codes."""
     head = stream.head
     url = "ws" + local_url(target, head.path, head.query)[4:]
-    headers = [
-        (name.encode(), value.encode())
+    headers = to_bytes(
+        (name, value)
         for name, value in request_headers(head.headers)
         if name.lower() not in WEBSOCKET_HANDSHAKE
-    ]
+    )
     started = time.monotonic()
     status = 0
     try:
@@ -135,7 +136,7 @@ async def forward_websocket(send: Send, stream: AgentStream, target: str) -> Non
             status = exc.status_code
             rejected = ResponseHead(
                 status=exc.status_code,
-                headers=[(k.decode(), v.decode()) for k, v in exc.headers or []],
+                headers=from_bytes(exc.headers or []),
             )
             await send(encode_response_head(stream.id, rejected))
             if exc.body:

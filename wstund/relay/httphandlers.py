@@ -17,9 +17,10 @@ from typing import Any
 
 import msgspec
 
+from ..httpheaders import InvalidHead, check_status
 from ..hub import Hub
 from . import binframe, protocol
-from .httprelay import Program, RelayFailure, clean_headers
+from .httprelay import Exchange, Program, RelayFailure, clean_headers
 from .peer import Peer
 from .protocol import Envelope, ProtocolError
 from .services import RESERVED_NAMES
@@ -61,12 +62,6 @@ class Register(msgspec.Struct, frozen=True):
     auth_token: str | None = None
 
 
-def _status(value: int, msg_id: protocol.MessageId | None) -> int:
-    if not 100 <= value <= 599:
-        raise ProtocolError(protocol.INVALID_PAYLOAD, f"invalid HTTP status {value}", msg_id)
-    return value
-
-
 def _b64(text: str, msg_id: protocol.MessageId | None) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -74,24 +69,38 @@ def _b64(text: str, msg_id: protocol.MessageId | None) -> bytes:
         raise ProtocolError(protocol.INVALID_PAYLOAD, "invalid base64 body", msg_id) from None
 
 
-def _start(hub: Hub, peer: Peer, request_id: str, status: int, headers: dict[str, Any]) -> Any:
+def _start(
+    hub: Hub,
+    peer: Peer,
+    request_id: str,
+    status: int,
+    headers: dict[str, Any],
+    msg_id: protocol.MessageId | None,
+    *,
+    whole: bool = False,
+) -> Exchange:
+    """Give the caller the owner's head. A head that cannot be given fails the request (502)
+    and answers the owner with invalid_payload; ``whole``: the body's length is ours to set."""
     exchange = hub.http_relay.find(peer, request_id)
     if exchange is None:
-        return None
+        raise ProtocolError(UNKNOWN_REQUEST, f"no pending request {request_id!r} for you", msg_id)
     try:
-        exchange.start(status, clean_headers(headers))
+        check_status(status)
+        cleaned = clean_headers(headers, ("content-length",) if whole else ())
+    except InvalidHead as invalid:
+        exchange.fail(f"invalid response head: {invalid}")
+        exchange.abort_owner("invalid response head")
+        raise ProtocolError(protocol.INVALID_PAYLOAD, str(invalid), msg_id) from None
+    try:
+        exchange.start(status, cleaned)
     except RelayFailure as failure:
-        raise ProtocolError(protocol.INVALID_MESSAGE, failure.message) from None
+        raise ProtocolError(protocol.INVALID_MESSAGE, failure.message, msg_id) from None
     return exchange
 
 
 async def _response_start(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     start = protocol.decode_payload(envelope, ResponseStart)
-    status = _status(start.status, envelope.id)
-    if _start(hub, peer, start.request_id, status, start.headers) is None:
-        raise ProtocolError(
-            UNKNOWN_REQUEST, f"no pending request {start.request_id!r} for you", envelope.id
-        )
+    _start(hub, peer, start.request_id, start.status, start.headers, envelope.id)
 
 
 async def _response_chunk(hub: Hub, peer: Peer, envelope: Envelope) -> None:
@@ -115,14 +124,17 @@ async def _response_chunk(hub: Hub, peer: Peer, envelope: Envelope) -> None:
 
 async def _whole_response(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     response = protocol.decode_payload(envelope, WholeResponse)
-    status = _status(response.status, envelope.id)
     encoded = response.bodyBase64 or response.body_base64
-    data = _b64(encoded, envelope.id) if encoded else (response.body or "").encode()
-    exchange = _start(hub, peer, response.request_id, status, response.headers)
-    if exchange is None:
-        raise ProtocolError(
-            UNKNOWN_REQUEST, f"no pending request {response.request_id!r} for you", envelope.id
-        )
+    try:
+        data = _b64(encoded, envelope.id) if encoded else (response.body or "").encode()
+    except ProtocolError:
+        unanswerable = hub.http_relay.find(peer, response.request_id)
+        if unanswerable is not None:
+            unanswerable.fail("invalid base64 body")  # a 502 now, not a 504 later
+        raise
+    exchange = _start(
+        hub, peer, response.request_id, response.status, response.headers, envelope.id, whole=True
+    )
     await exchange.feed(data, hub.config.http_relay.chunk_timeout)
     exchange.end()
 

@@ -15,31 +15,17 @@ response.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..httpheaders import InvalidHead, check_headers, end_to_end
 from . import protocol
 
 if TYPE_CHECKING:
     from .peer import Peer
-
-# Hop-by-hop headers never passed from the owner to the caller.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 
 
 class RelayFailure(Exception):
@@ -62,17 +48,24 @@ class Head:
     headers: list[tuple[str, str]]
 
 
-def clean_headers(headers: dict[str, Any]) -> list[tuple[str, str]]:
-    """Owner headers as (name, value) pairs, hop-by-hop ones and bad names dropped."""
-    result: list[tuple[str, str]] = []
+def clean_headers(headers: dict[str, Any], also_drop: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """An owner's header object as checked end-to-end (name, value) pairs: a list value is a
+    repeated header, null drops it; InvalidHead when one cannot be given to the caller."""
+    pairs: list[tuple[str, str]] = []
     for name, value in headers.items():
-        if not isinstance(name, str) or not name or name.lower() in HOP_BY_HOP:
-            continue
-        text = str(value)
-        if any(c in name for c in ":\r\n ") or "\r" in text or "\n" in text:
-            continue
-        result.append((name, text))
-    return result
+        for item in value if isinstance(value, list) else [value]:
+            if item is None:
+                continue
+            if isinstance(item, (dict, list)):
+                raise InvalidHead(f"the value of header {name!r} is not text")
+            pairs.append((name, _header_text(item)))
+    return check_headers(end_to_end(pairs, also_drop))
+
+
+def _header_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as JavaScript would write it
+    return str(value)
 
 
 class Exchange:

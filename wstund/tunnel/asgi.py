@@ -6,6 +6,8 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from ..httpheaders import encode_headers
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -97,8 +99,7 @@ class ServerWebSocket:
             reason = body.decode(errors="replace")[:120]
             await self._send({"type": "websocket.close", "code": 1008, "reason": reason})
             return
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        raw.append((b"content-length", str(len(body)).encode()))
+        raw = [*encode_headers(headers), (b"content-length", str(len(body)).encode())]
         await self._send(
             {"type": "websocket.http.response.start", "status": status, "headers": raw}
         )

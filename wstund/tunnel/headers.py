@@ -1,23 +1,11 @@
-"""Header rules of the tunnel: hop-by-hop headers stay behind, X-Forwarded-* are added."""
+"""Header rules of the tunnel: X-Forwarded-* are added (hop-by-hop rules: ``httpheaders``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-# RFC 9110 7.6.1 connection-specific headers, plus the obsolete ones proxies still strip.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
+from ..httpheaders import end_to_end, from_bytes
+
 # Negotiated separately on each WebSocket hop.
 WEBSOCKET_HANDSHAKE = frozenset(
     {
@@ -31,25 +19,8 @@ WEBSOCKET_HANDSHAKE = frozenset(
 BUFFER_HEADER = "x-wstun-buffer"
 
 
-def connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
-    """Header names that the ``Connection`` header declares hop-by-hop."""
-    listed: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            listed.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return listed
-
-
 # Hypercorn stamps its own Date on every response; the agent's would make a second one.
 RESPONSE_STAMPED = frozenset({"date"})
-
-
-def end_to_end(
-    headers: list[tuple[str, str]], also_drop: Iterable[str] = ()
-) -> list[tuple[str, str]]:
-    """``headers`` without hop-by-hop ones (in order; repeated headers kept)."""
-    drop = HOP_BY_HOP | connection_listed(headers) | set(also_drop)
-    return [(name, value) for name, value in headers if name.lower() not in drop]
 
 
 def forwarded_request_headers(
@@ -64,7 +35,7 @@ def forwarded_request_headers(
 
     X-Forwarded-For is appended to; Proto, Host and Prefix are set by us (never trusted).
     """
-    headers = [(bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in raw]
+    headers = [(name.lower(), value) for name, value in from_bytes(raw)]
     drop = {BUFFER_HEADER, "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix"}
     if websocket:
         drop |= WEBSOCKET_HANDSHAKE

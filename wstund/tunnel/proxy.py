@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import trio
 
+from ..httpheaders import InvalidHead, check_status, encode_headers, end_to_end
 from .asgi import Message, Receive, Scope, Send, header, send_json_error
 from .flow import StreamGone, frame_cost
 from .frames import (
@@ -26,7 +27,6 @@ from .frames import (
 from .headers import (
     BUFFER_HEADER,
     RESPONSE_STAMPED,
-    end_to_end,
     forwarded_request_headers,
     has_request_body,
 )
@@ -139,6 +139,16 @@ async def response_head(hub: Hub, stream: Stream) -> tuple[ResponseHead, int]:
         raise Refusal(502, "agent_error", str(exc)) from None
 
 
+def response_headers(response: ResponseHead, drop: Iterable[str]) -> list[tuple[bytes, bytes]]:
+    """The agent's end-to-end headers for a plain request's answer, checked and encoded;
+    Refusal 502 when the status or a header could not be given to the caller."""
+    try:
+        check_status(response.status)
+        return encode_headers(end_to_end(response.headers, also_drop=drop))
+    except InvalidHead as invalid:
+        raise Refusal(502, "agent_error", f"the local app's response: {invalid}") from None
+
+
 @contextmanager
 def accounted(hub: Hub, session: TunnelSession, stream: Stream) -> Iterator[list[int]]:
     """Free the stream and count the request (status written into the yielded cell)."""
@@ -237,16 +247,14 @@ async def _respond(
     """Relay the agent's answer (or a JSON error) to the caller."""
     try:
         response, _ = await response_head(hub, stream)
+        drop = ("content-length", *RESPONSE_STAMPED) if buffered else RESPONSE_STAMPED
+        headers = response_headers(response, drop)
     except Refusal as refusal:
         await send_json_error(send, refusal.status, refusal.error, refusal.message)
         return
     if buffered:
-        await _relay_buffered(hub, session, stream, send, response)
+        await _relay_buffered(hub, session, stream, send, response.status, headers)
         return
-    headers = [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in end_to_end(response.headers, also_drop=RESPONSE_STAMPED)
-    ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     async for payload in _body(session, stream):
         await send({"type": "http.response.body", "body": payload, "more_body": True})
@@ -272,7 +280,12 @@ async def _body(session: TunnelSession, stream: Stream) -> AsyncIterator[bytes]:
 
 
 async def _relay_buffered(
-    hub: Hub, session: TunnelSession, stream: Stream, send: Send, response: ResponseHead
+    hub: Hub,
+    session: TunnelSession,
+    stream: Stream,
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Collect the whole body (up to tunnel.max_buffered_bytes), answer with Content-Length."""
     cap = hub.config.tunnel.max_buffered_bytes
@@ -294,11 +307,6 @@ async def _relay_buffered(
     except SessionLost:
         await send_json_error(send, 502, "agent_lost", "the tunnel agent went away mid-response")
         return
-    drop = ("content-length", "transfer-encoding", *RESPONSE_STAMPED)
-    headers = [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in end_to_end(response.headers, also_drop=drop)
-    ]
-    headers.append((b"content-length", str(size).encode()))
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    headers = [*headers, (b"content-length", str(size).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})

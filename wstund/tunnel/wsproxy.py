@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import closecodes
+from ..httpheaders import InvalidHead, check_headers, check_status, encode_headers, end_to_end
 from .asgi import Receive, Scope, Send, ServerWebSocket, WebSocketClosed
 from .flow import StreamGone, frame_cost
 from .frames import (
@@ -22,7 +23,7 @@ from .frames import (
     encode_close,
     encode_request_head,
 )
-from .headers import WEBSOCKET_HANDSHAKE, end_to_end
+from .headers import WEBSOCKET_HANDSHAKE
 from .proxy import Refusal, Route, accounted, open_stream, request_head, response_head
 from .session import SessionLost, Stream, TunnelSession
 
@@ -47,6 +48,7 @@ async def proxy_websocket(
         try:
             await session.send(encode_request_head(stream.id, head))  # no END: END is a close
             response, _ = await response_head(hub, stream)
+            headers = _answer_headers(response)
         except SessionLost:
             await ws.deny(502, "agent_lost", "the tunnel agent went away")
             return
@@ -56,21 +58,31 @@ async def proxy_websocket(
             return
         status[0] = response.status
         if response.status != 101:
-            await _refused(ws, session, stream, response, hub.config.tunnel.max_buffered_bytes)
+            limit = hub.config.tunnel.max_buffered_bytes
+            await _refused(ws, session, stream, response.status, headers, limit)
             return
-        headers = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in end_to_end(response.headers, also_drop=WEBSOCKET_HANDSHAKE)
-        ]
-        await ws.accept(response.subprotocol, headers)
+        await ws.accept(response.subprotocol, encode_headers(headers))
         await _carry(hub, session, stream, ws)
+
+
+def _answer_headers(response: ResponseHead) -> list[tuple[str, str]]:
+    """The checked end-to-end headers of the agent's answer to an upgrade (101 accepts it, any
+    final status refuses it); Refusal 502 when the caller could not be given them."""
+    try:
+        if response.status == 101:
+            return check_headers(end_to_end(response.headers, WEBSOCKET_HANDSHAKE))
+        check_status(response.status)
+        return check_headers(end_to_end(response.headers, ("content-length",)))
+    except InvalidHead as invalid:
+        raise Refusal(502, "agent_error", f"the local app's response: {invalid}") from None
 
 
 async def _refused(
     ws: ServerWebSocket,
     session: TunnelSession,
     stream: Stream,
-    response: ResponseHead,
+    status: int,
+    headers: list[tuple[str, str]],
     limit: int,
 ) -> None:
     """The local app refused the upgrade: give the caller its status, headers and body.
@@ -88,8 +100,7 @@ async def _refused(
         stream.finished = frame.kind == Kind.END
     except SessionLost:
         pass
-    headers = [(k.lower(), v) for k, v in end_to_end(response.headers, ("content-length",))]
-    await ws.respond(response.status, headers, body)
+    await ws.respond(status, headers, body)
 
 
 async def _carry(hub: Hub, session: TunnelSession, stream: Stream, ws: ServerWebSocket) -> None:
