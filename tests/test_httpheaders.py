@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wstund.httpheaders import (
+    BodyLimit,
     InvalidHead,
     check_headers,
     check_status,
@@ -68,3 +69,13 @@ def test_bytes_round_trip_and_non_latin1_goes_as_utf8() -> None:
     assert encode_headers([("X-Euro", "\u20ac")]) == [(b"X-Euro", "\u20ac".encode())]
     with pytest.raises(InvalidHead):
         encode_headers([("X-A", "bad\n")])
+
+
+def test_body_limit_cuts_at_the_declared_length() -> None:
+    limit = BodyLimit([("Content-Length", "5")])
+    assert [limit.take(b"abc"), limit.take(b"defg")] == [b"abc", b"de"]
+    assert limit.over and limit.take(b"x") == b""
+    free = BodyLimit([("X-A", "1")])
+    assert free.take(b"x" * 100) == b"x" * 100 and not free.over
+    with pytest.raises(InvalidHead, match="more than once"):
+        check_headers([("Content-Length", "1"), ("content-length", "2")])

@@ -419,3 +419,31 @@ async def test_a_head_the_caller_cannot_be_given_is_502(start_daemon: Any) -> No
     assert reply.headers.get_list("set-cookie") == ["a=1", "b=2"]
     assert "x-none" not in reply.headers
     assert reply.headers.get("content-length") in (None, "2")  # not the declared 99
+
+
+async def test_a_body_past_its_content_length_is_cut_and_the_owner_stopped(
+    wstund: RunningDaemon,
+) -> None:
+    program = await connect(wstund)
+    await send(program, "register", {"name": "long"}, msg_id="r")
+    assert (await recv(program))["payload"]["success"] is True
+    replies: list[httpx.Response] = []
+    async with httpx.AsyncClient(base_url=wstund.url) as client:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def call() -> None:
+                    replies.append(await client.get("/long/x"))
+
+                nursery.start_soon(call)
+                rid = (await recv(program))["payload"]["request_id"]
+                head = {"request_id": rid, "status": 200, "headers": {"Content-Length": "5"}}
+                await send(program, "http_response_start", head)
+                chunk = base64.b64encode(b"0123456789").decode()
+                await send(
+                    program, "http_response_chunk", {"request_id": rid, "chunk_base64": chunk}
+                )
+                abort = await recv(program)
+                assert abort["type"] == "http_abort" and abort["payload"]["request_id"] == rid
+    assert replies[0].status_code == 200 and replies[0].content == b"01234"
+    await wait_until(lambda: not wstund.hub.http_relay.exchanges)

@@ -276,3 +276,30 @@ async def test_a_head_the_caller_cannot_be_given_is_502(
                 await agent.send_message(frames.encode(frames.Kind.END, sid))
         while daemon.hub.inflight.count:
             await trio.sleep(0.01)
+
+
+async def test_a_body_past_its_content_length_is_cut_and_the_agent_stopped(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = await start_daemon()
+    secret = await _register_as(daemon, "long", {})
+    replies: list[httpx.Response] = []
+    with trio.fail_after(10):
+        agent = await _fake_agent(daemon, "long", secret)
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            async with trio.open_nursery() as nursery:
+
+                async def call() -> None:
+                    replies.append(await client.get("/_t/long/x"))
+
+                nursery.start_soon(call)
+                sid = (await _next_frame(agent)).stream_id
+                head = frames.ResponseHead(status=200, headers=[("content-length", "4")])
+                await agent.send_message(frames.encode_response_head(sid, head))
+                await agent.send_message(frames.encode(frames.Kind.BODY, sid, b"0123456789"))
+                while (frame := await _next_frame(agent)).kind != frames.Kind.ABORT:
+                    pass
+                assert frame.stream_id == sid
+    assert replies[0].status_code == 200 and replies[0].content == b"0123"
+    while daemon.hub.inflight.count:
+        await trio.sleep(0.01)

@@ -59,6 +59,8 @@ def check_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """``headers`` unchanged if each is valid HTTP/1.1: the name a token, no control characters
     in the value, Content-Length digits; else InvalidHead naming the header."""
     result = list(headers)
+    if sum(name.lower() == "content-length" for name, _ in result) > 1:
+        raise InvalidHead("Content-Length given more than once")
     for name, value in result:
         if not _TOKEN.fullmatch(name):
             raise InvalidHead(f"invalid header name {name[:60]!r}")
@@ -90,3 +92,23 @@ def _encode(text: str) -> bytes:
         return text.encode("latin-1")
     except UnicodeEncodeError:
         return text.encode()
+
+
+class BodyLimit:
+    """A passed-on body held to the Content-Length its head declared: bytes past it are cut
+    (the caller's HTTP/1.1 connection would fail on them), and ``over`` says the sender must
+    be told to stop. Without a declared length everything passes."""
+
+    def __init__(self, headers: Iterable[tuple[str, str]]) -> None:
+        declared = [v for k, v in headers if k.lower() == "content-length"]
+        self.remaining: int | None = int(declared[0].strip()) if declared else None
+        self.over = False
+
+    def take(self, chunk: bytes) -> bytes:
+        """What of ``chunk`` may still go to the caller."""
+        if self.remaining is None:
+            return chunk
+        if len(chunk) > self.remaining:
+            chunk, self.over = chunk[: self.remaining], True
+        self.remaining -= len(chunk)
+        return chunk

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import trio
 
-from ..httpheaders import InvalidHead, check_status, encode_headers, end_to_end
+from ..httpheaders import BodyLimit, InvalidHead, check_status, encode_headers, end_to_end
 from .asgi import Message, Receive, Scope, Send, header, send_json_error
 from .flow import StreamGone, frame_cost
 from .frames import (
@@ -256,8 +256,12 @@ async def _respond(
         await _relay_buffered(hub, session, stream, send, response.status, headers)
         return
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    limit = BodyLimit(response.headers)
     async for payload in _body(session, stream):
-        await send({"type": "http.response.body", "body": payload, "more_body": True})
+        await send({"type": "http.response.body", "body": limit.take(payload), "more_body": True})
+        if limit.over:  # the rest is dropped; finishing the stream aborts it at the agent
+            log.warning("tunnel stream %d: response longer than its Content-Length", stream.id)
+            break
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 from quart import Blueprint, Response, request
 
+from ..httpheaders import BodyLimit
 from ..hub import Hub
 from ..relay import protocol
 from ..relay.httprelay import Exchange, Program, RelayFailure
@@ -47,13 +48,19 @@ async def relay_response(hub: Hub, exchange: Exchange) -> Response:
         exchange.close()  # the caller left while waiting (a cancellation)
         raise
 
+    limit = BodyLimit(head.headers)
+
     async def body() -> AsyncIterator[bytes]:
         # Truncated propagates: the server then drops the connection without the final
         # chunk, so the caller sees a truncated response, never a short "complete" one.
         with hub.inflight.track():
             try:
                 async for chunk in exchange.body(settings.chunk_timeout):
-                    yield chunk
+                    yield limit.take(chunk)
+                    if limit.over:
+                        exchange.fail("the response ran past its Content-Length")
+                        exchange.abort_owner("response longer than its Content-Length")
+                        return
             finally:
                 exchange.close()
 
