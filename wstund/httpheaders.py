@@ -71,11 +71,6 @@ def check_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return result
 
 
-def encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    """Checked ``headers`` as ASGI wants them (``to_bytes``)."""
-    return to_bytes(check_headers(headers))
-
-
 def to_bytes(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """Headers as raw bytes: latin-1, so byte for byte what ``from_bytes`` read; text outside
     latin-1 (from a client that is not ours) goes as UTF-8."""

@@ -6,7 +6,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from ..httpheaders import encode_headers
+from ..httpheaders import to_bytes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -93,13 +93,14 @@ class ServerWebSocket:
         )
 
     async def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        """Refuse the handshake with an HTTP response (close 1008 if Hypercorn cannot)."""
+        """Refuse the handshake with an HTTP response (close 1008 if Hypercorn cannot);
+        ``headers`` are valid ones (ours, or checked by ``proxy.response_headers``)."""
         self.closed = True
         if "websocket.http.response" not in self.scope.get("extensions", {}):
             reason = body.decode(errors="replace")[:120]
             await self._send({"type": "websocket.close", "code": 1008, "reason": reason})
             return
-        raw = [*encode_headers(headers), (b"content-length", str(len(body)).encode())]
+        raw = [*to_bytes(headers), (b"content-length", str(len(body)).encode())]
         await self._send(
             {"type": "websocket.http.response.start", "status": status, "headers": raw}
         )

@@ -12,7 +12,14 @@ from urllib.parse import parse_qsl, urlencode
 
 import trio
 
-from ..httpheaders import BodyLimit, InvalidHead, check_status, encode_headers, end_to_end
+from ..httpheaders import (
+    BodyLimit,
+    InvalidHead,
+    check_headers,
+    check_status,
+    end_to_end,
+    to_bytes,
+)
 from .asgi import Message, Receive, Scope, Send, header, send_json_error
 from .flow import StreamGone, frame_cost
 from .frames import (
@@ -139,12 +146,15 @@ async def response_head(hub: Hub, stream: Stream) -> tuple[ResponseHead, int]:
         raise Refusal(502, "agent_error", str(exc)) from None
 
 
-def response_headers(response: ResponseHead, drop: Iterable[str]) -> list[tuple[bytes, bytes]]:
-    """The agent's end-to-end headers for a plain request's answer, checked and encoded;
-    Refusal 502 when the status or a header could not be given to the caller."""
+def response_headers(
+    response: ResponseHead, drop: Iterable[str], *, upgrade: bool = False
+) -> list[tuple[str, str]]:
+    """The agent's end-to-end headers, checked; Refusal 502 when the status or a header could
+    not be given to the caller (101 answers only an ``upgrade``)."""
     try:
-        check_status(response.status)
-        return encode_headers(end_to_end(response.headers, also_drop=drop))
+        if not (upgrade and response.status == 101):
+            check_status(response.status)
+        return check_headers(end_to_end(response.headers, also_drop=drop))
     except InvalidHead as invalid:
         raise Refusal(502, "agent_error", f"the local app's response: {invalid}") from None
 
@@ -248,7 +258,7 @@ async def _respond(
     try:
         response, _ = await response_head(hub, stream)
         drop = ("content-length", *RESPONSE_STAMPED) if buffered else RESPONSE_STAMPED
-        headers = response_headers(response, drop)
+        headers = to_bytes(response_headers(response, drop))
     except Refusal as refusal:
         await send_json_error(send, refusal.status, refusal.error, refusal.message)
         return

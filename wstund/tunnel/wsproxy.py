@@ -12,19 +12,26 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import closecodes
-from ..httpheaders import InvalidHead, check_headers, check_status, encode_headers, end_to_end
+from ..httpheaders import to_bytes
 from .asgi import Receive, Scope, Send, ServerWebSocket, WebSocketClosed
 from .flow import StreamGone, frame_cost
 from .frames import (
     Kind,
-    ResponseHead,
     decode_close,
     encode,
     encode_close,
     encode_request_head,
 )
 from .headers import WEBSOCKET_HANDSHAKE
-from .proxy import Refusal, Route, accounted, open_stream, request_head, response_head
+from .proxy import (
+    Refusal,
+    Route,
+    accounted,
+    open_stream,
+    request_head,
+    response_head,
+    response_headers,
+)
 from .session import SessionLost, Stream, TunnelSession
 
 if TYPE_CHECKING:
@@ -48,7 +55,9 @@ async def proxy_websocket(
         try:
             await session.send(encode_request_head(stream.id, head))  # no END: END is a close
             response, _ = await response_head(hub, stream)
-            headers = _answer_headers(response)
+            # 101 accepts the upgrade; any final status refuses it with a body of its own.
+            drop = WEBSOCKET_HANDSHAKE if response.status == 101 else {"content-length"}
+            headers = response_headers(response, drop, upgrade=True)
         except SessionLost:
             await ws.deny(502, "agent_lost", "the tunnel agent went away")
             return
@@ -61,20 +70,8 @@ async def proxy_websocket(
             limit = hub.config.tunnel.max_buffered_bytes
             await _refused(ws, session, stream, response.status, headers, limit)
             return
-        await ws.accept(response.subprotocol, encode_headers(headers))
+        await ws.accept(response.subprotocol, to_bytes(headers))
         await _carry(hub, session, stream, ws)
-
-
-def _answer_headers(response: ResponseHead) -> list[tuple[str, str]]:
-    """The checked end-to-end headers of the agent's answer to an upgrade (101 accepts it, any
-    final status refuses it); Refusal 502 when the caller could not be given them."""
-    try:
-        if response.status == 101:
-            return check_headers(end_to_end(response.headers, WEBSOCKET_HANDSHAKE))
-        check_status(response.status)
-        return check_headers(end_to_end(response.headers, ("content-length",)))
-    except InvalidHead as invalid:
-        raise Refusal(502, "agent_error", f"the local app's response: {invalid}") from None
 
 
 async def _refused(
