@@ -28,6 +28,7 @@ from .hub import Hub
 from .hypercorn_ws import BatchSend
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
+from .moosicbox.front import MoosicBoxFront
 from .tunnel.front import TunnelFront
 from .web.access import AccessLog
 from .web.app import create_app
@@ -188,7 +189,11 @@ class Daemon:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
                     self.binds = await servers.start(
                         serve_app,
-                        AccessLog(BatchSend(TunnelFront(self.app, self.hub)), latency, "public"),
+                        AccessLog(
+                            BatchSend(TunnelFront(MoosicBoxFront(self.app, self.hub), self.hub)),
+                            latency,
+                            "public",
+                        ),
                         self.hyper,
                         sockets,
                         servers_done,

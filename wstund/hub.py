@@ -14,6 +14,7 @@ import trio
 from . import __version__, closecodes
 from .config import Config
 from .metrics import Metrics
+from .moosicbox.state import MoosicBox
 from .relay import protocol
 from .relay.httprelay import HttpRelay
 from .relay.instance import Instance
@@ -69,6 +70,7 @@ class Hub:
         self.http_relay = HttpRelay()
         self.installing: set[str] = set()  # marketplace installs under way (public + admin app)
         self.tunnels = Tunnels(self)
+        self.moosicbox = MoosicBox(self)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
