@@ -12,7 +12,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 import trio_websocket
+import wsproto
+import wsproto.events as wsevents
 
 from .conftest import RunningDaemon, StartDaemon, expect_closed
 from .localapp import LocalApp, pattern_sha256, start_local_app
@@ -476,3 +479,59 @@ async def test_magic_token_pairing_round_trip(
     assert r.json() == {"clientId": CLIENT, "accessToken": "local"}
     r = await get(f"{base}/auth/magic-token?magicToken=m-2")
     assert (r.status_code, r.text) == (401, "Unauthorized")
+
+
+@pytest.fixture
+def virtual_clock() -> trio.testing.MockClock:
+    """Trio's virtual clock, jumping ahead whenever every task has waited 20 ms of real time
+    (loopback I/O is quicker): the daemon's 5 s pings and 10 s idle timeout pass at once."""
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+async def silent_sender(daemon: RunningDaemon, query: str) -> tuple[trio.SocketStream, Any]:
+    """A sender socket that completes the handshake, then never answers a ping."""
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await stream.send_all(connection.send(wsevents.Request(host="127.0.0.1", target=query)))
+    with trio.fail_after(5):
+        while True:
+            connection.receive_data(await stream.receive_some(65536))
+            if any(isinstance(e, wsevents.AcceptConnection) for e in connection.events()):
+                return stream, connection
+
+
+async def test_silent_sender_dropped_after_10_to_15_seconds(
+    nursery: trio.Nursery, start_daemon: StartDaemon, virtual_clock: trio.testing.MockClock
+) -> None:
+    """MoosicBox's heartbeat (ping every 5 s, silent for 10 s: closed), in virtual time; a
+    sender that answers pings stays."""
+    daemon = await start_daemon(server={"admin_token": ADMIN})
+    local = await start_local_app(nursery)
+    _, signature = await register(daemon, CLIENT)
+    _, other_signature = await register(daemon, OTHER)
+    live = await connect_sender(daemon, OTHER, other_signature, local.url)
+    query = f"/ws?clientId={CLIENT}&sender=true&signature={signature}"
+    stream, connection = await silent_sender(daemon, query)
+    started = trio.current_time()
+    pings = 0
+    with trio.fail_after(60):
+        while not isinstance(
+            event := await _next_event(stream, connection), wsevents.CloseConnection
+        ):
+            pings += isinstance(event, wsevents.Ping)
+    assert 10 <= trio.current_time() - started <= 15
+    assert pings >= 1
+    assert CLIENT not in daemon.hub.moosicbox.senders
+    await trio.sleep(60)
+    assert daemon.hub.moosicbox.senders[OTHER].ws is not None and not live.ws.closed
+    await stream.aclose()
+
+
+async def _next_event(stream: trio.SocketStream, connection: Any) -> Any:
+    while True:
+        for event in connection.events():
+            return event
+        data = await stream.receive_some(65536)
+        if not data:
+            return wsevents.CloseConnection(code=1006)
+        connection.receive_data(data)
