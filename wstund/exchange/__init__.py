@@ -41,10 +41,11 @@ credited back) is cut: the exchange fails (OVERRUN) and ``link.abort`` is called
 instead and is slowed while the caller is behind. ``table.held`` counts the bytes held.
 """
 
-from .core import Abort, Action, ExchangeCore, FailKind, Failure, Grant, Head, Limits
+from .core import CALLER_GONE, Abort, Action, ExchangeCore, FailKind, Failure, Grant, Head, Limits
 from .engine import Exchange, ExchangeFailed, ExchangeTable, Link, TooLarge, Truncated
 
 __all__ = [
+    "CALLER_GONE",
     "Abort",
     "Action",
     "Exchange",

@@ -28,6 +28,8 @@ COALESCE = 64 * 1024
 PENDING_OVERHEAD = 64
 # Longest owner-supplied error message kept.
 MAX_MESSAGE = 200
+# The reason given when a caller leaves without saying more.
+CALLER_GONE = "the caller went away"
 
 
 class Grant(NamedTuple):
@@ -53,6 +55,7 @@ class FailKind(enum.Enum):
     ERROR = "error"  # the owner reported an error or broke the rules (502 / truncated)
     OVERRUN = "overrun"  # the owner sent past its byte bound (502 / truncated)
     CALLER = "caller"  # the caller left (nobody is told but the owner)
+    STALLED = "stalled"  # the caller stopped reading while a waiting owner was slowed
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ class ExchangeCore:
         self.outstanding -= grant
         return [Grant(grant)]
 
-    def on_caller_gone(self, reason: str = "the caller went away") -> list[Action]:
+    def on_caller_gone(self, reason: str = CALLER_GONE) -> list[Action]:
         """The caller left (or finished): free the queue; abort an unfinished owner."""
         actions = self._fail(FailKind.CALLER, reason, abort=True) if not self.done else []
         self.closed = True
@@ -247,7 +250,7 @@ class ExchangeCore:
 
     def on_stall(self, reason: str = "the caller stopped reading") -> list[Action]:
         """The caller stopped taking bytes while the owner waited (waiting owners only)."""
-        return self._fail(FailKind.TIMEOUT, reason, abort=True)
+        return self._fail(FailKind.STALLED, reason, abort=True)
 
     def discard(self) -> int:
         """Drop everything queued; return the bytes freed."""

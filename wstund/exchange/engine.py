@@ -14,7 +14,7 @@ from typing import Generic, Protocol, TypeVar
 
 import trio
 
-from .core import Abort, Action, ExchangeCore, FailKind, Failure, Grant, Head, Limits
+from .core import CALLER_GONE, Abort, Action, ExchangeCore, FailKind, Failure, Grant, Head, Limits
 
 K = TypeVar("K", bound=Hashable)
 
@@ -174,7 +174,7 @@ class Exchange(Generic[K]):
             parts.append(chunk)
         return b"".join(parts)
 
-    def close(self, reason: str = "the caller went away") -> None:
+    def close(self, reason: str = CALLER_GONE) -> None:
         """The caller is done (finished, failed or gone): abort an unfinished owner, free the
         queued bytes and forget the exchange. Idempotent; call it in a ``finally``."""
         if self.core.closed:
@@ -200,10 +200,14 @@ class Exchange(Generic[K]):
 
 
 class ExchangeTable(Generic[K]):
-    """The live exchanges of one front end by id, and the bytes they hold."""
+    """The live exchanges of one front end by id, and the bytes they hold (``exchange_class``:
+    a front end's subclass of ``Exchange`` with its own conveniences)."""
 
-    def __init__(self, new_id: Callable[[], K]) -> None:
+    def __init__(
+        self, new_id: Callable[[], K], exchange_class: type[Exchange[K]] = Exchange
+    ) -> None:
         self.exchanges: dict[K, Exchange[K]] = {}
+        self._class = exchange_class
         self.held = 0
         self.peak_held = 0
         self._new_id = new_id
@@ -230,7 +234,7 @@ class ExchangeTable(Generic[K]):
                 exchange_id = self._new_id()
         elif exchange_id in self.exchanges:
             raise KeyError(f"exchange {exchange_id!r} is in use")
-        exchange = Exchange(self, exchange_id, owner, link, limits, ordered=ordered)
+        exchange = self._class(self, exchange_id, owner, link, limits, ordered=ordered)
         self.exchanges[exchange_id] = exchange
         return exchange
 
