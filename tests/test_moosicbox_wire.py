@@ -8,7 +8,6 @@ import struct
 
 import pytest
 
-from wstund.moosicbox.reassembly import Overrun, Reassembly
 from wstund.moosicbox.wire import (
     PacketError,
     WireError,
@@ -120,40 +119,3 @@ def test_authorization_forms() -> None:
     assert bearer("Bearer tok") == "tok"
     assert bearer("bearer   tok ") == "tok"
     assert bearer(None) is None and bearer("") is None
-
-
-def test_reassembly_last_first_and_swapped() -> None:
-    r = Reassembly(10_000)
-    r.feed(decode_packet(packet(1, 3, b"C", last=True)))
-    r.feed(decode_packet(packet(1, 2, b"B")))
-    assert not r.has_head and r.take() == []
-    r.feed(decode_packet(first_packet(1, b"A", last=False)))
-    assert r.status == 206 and r.take() == [b"A", b"B", b"C"] and r.complete
-    swapped = Reassembly(10_000)
-    for pid in (2, 1, 4, 3):
-        data = first_packet(1, b"1", last=False) if pid == 1 else packet(1, pid, b"%d" % pid)
-        swapped.feed(decode_packet(data if pid != 4 else packet(1, 4, b"4", last=True)))
-    assert b"".join(swapped.take()) == b"1234" and swapped.complete
-
-
-def test_reassembly_refuses_impossible_ids() -> None:
-    r = Reassembly(10_000)
-    r.feed(decode_packet(first_packet(1, b"A", last=False)))
-    with pytest.raises(WireError):
-        r.feed(decode_packet(first_packet(1, b"A", last=False)))  # twice
-    r.feed(decode_packet(packet(1, 3, b"C", last=True)))
-    with pytest.raises(WireError):
-        r.feed(decode_packet(packet(1, 4, b"D")))  # after the last
-    held = Reassembly(10_000)
-    held.feed(decode_packet(packet(1, 5, b"E")))
-    with pytest.raises(WireError):
-        held.feed(decode_packet(packet(1, 3, b"C", last=True)))  # 5 came, 3 cannot be last
-
-
-def test_reassembly_is_bounded_until_taken() -> None:
-    r = Reassembly(1000)
-    r.feed(decode_packet(first_packet(1, b"x" * 600, last=False)))
-    assert r.take() == [b"x" * 600]  # taken: no longer counted
-    r.feed(decode_packet(packet(1, 3, b"y" * 600)))
-    with pytest.raises(Overrun):
-        r.feed(decode_packet(packet(1, 4, b"z" * 600)))

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..exchange import ExchangeFailed, FailKind, Head, TooLarge, Truncated
 from ..httpheaders import BodyLimit, InvalidHead, check_headers, check_status, end_to_end, to_bytes
 from ..tunnel.asgi import Receive, Send, send_json_error
-from .sender import Pending, Sender, SenderBusy, SenderLost
+from .sender import MoosicBoxExchange, SenderBusy, SenderLost
 from .wire import check_json, http_frame
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ async def proxy(hub: Hub, call: Call, receive: Receive, send: Send) -> None:
     try:
         if sender is None:
             raise SenderLost()
-        pending = sender.open()
+        exchange = sender.open()
     except SenderLost:
         await send_text(send, 424, NOT_CONNECTED, head=call.method == "HEAD")
         return
@@ -117,7 +118,7 @@ async def proxy(hub: Hub, call: Call, receive: Receive, send: Send) -> None:
         )
         return
     frame = http_frame(
-        pending.id, call.method, call.path, call.query, payload, call.headers, call.profile
+        exchange.id, call.method, call.path, call.query, payload, call.headers, call.profile
     )
     with hub.inflight.track():
         try:
@@ -125,110 +126,91 @@ async def proxy(hub: Hub, call: Call, receive: Receive, send: Send) -> None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_watch_disconnect, receive, caller_gone)
                     await sender.send(frame)
-                    await _respond(hub, sender, pending, call, send)
+                    await _respond(hub, exchange, call, send)
                     nursery.cancel_scope.cancel()
             if caller_gone.cancelled_caught:
-                log.info("moosicbox %s: caller left request %d", call.client_id, pending.id)
+                log.info("moosicbox %s: caller left request %d", call.client_id, exchange.id)
         except* SenderLost:
             await send_json_error(send, 502, "sender_lost", "the MoosicBox sender went away")
         finally:
-            sender.finish(pending)
+            exchange.close()
 
 
-def _response_headers(pending: Pending, blocking: bool) -> list[tuple[bytes, bytes]]:
-    """The sender's status line headers, checked; InvalidHead when they cannot be passed on."""
-    packets = pending.packets
-    assert packets.status is not None and packets.headers is not None
-    check_status(packets.status)
+def _response_headers(head: Head, blocking: bool) -> list[tuple[bytes, bytes]]:
+    """The sender's status and headers, checked; InvalidHead when they cannot be passed on."""
+    check_status(head.status)
     drop = ("content-length",) if blocking else ()
-    headers = check_headers(end_to_end(list(packets.headers.items()), also_drop=drop))
+    headers = check_headers(end_to_end(head.headers, also_drop=drop))
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", "application/octet-stream"))
     return to_bytes(headers)
 
 
-async def _respond(hub: Hub, sender: Sender, pending: Pending, call: Call, send: Send) -> None:
+async def _respond(hub: Hub, exchange: MoosicBoxExchange, call: Call, send: Send) -> None:
     config = hub.config.moosicbox
-    timeout = config.request_timeout or float("inf")
-    packets = pending.packets
-    with trio.move_on_after(timeout):
-        while not packets.has_head and pending.failure is None:
-            await pending.wait()
-    if not packets.has_head:
-        if pending.failure is not None:
-            await send_json_error(send, 502, "sender_error", pending.failure)
+    timeout = config.request_timeout
+    try:
+        head = await exchange.wait_head(timeout)
+    except ExchangeFailed as failed:
+        if failed.kind is FailKind.TIMEOUT:
+            message = f"no response from the sender within {timeout:g} s"
+            await send_json_error(send, 504, "sender_timeout", message)
         else:
-            await send_json_error(
-                send, 504, "sender_timeout", f"no response from the sender within {timeout:g} s"
-            )
+            await send_json_error(send, 502, "sender_error", failed.failure.message)
         return
     try:
-        headers = _response_headers(pending, call.blocking)
+        headers = _response_headers(head, call.blocking)
     except InvalidHead as invalid:
+        exchange.close(f"invalid response head: {invalid}")
         await send_json_error(send, 502, "sender_error", f"the local server's response: {invalid}")
         return
-    assert packets.status is not None
     if call.blocking:
-        await _collect(hub, pending, send, packets.status, headers)
+        await _collect(hub, exchange, send, head.status, headers)
         return
-    await send({"type": "http.response.start", "status": packets.status, "headers": headers})
+    await send({"type": "http.response.start", "status": head.status, "headers": headers})
     limit = BodyLimit([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
-    while True:
-        for chunk in packets.take():
+    try:
+        async for chunk in exchange.body(timeout):
             await send({"type": "http.response.body", "body": limit.take(chunk), "more_body": True})
             if limit.over:
-                log.warning("moosicbox request %d: longer than its Content-Length", pending.id)
-                packets.take()
+                log.warning("moosicbox request %d: longer than its Content-Length", exchange.id)
+                exchange.close("the response is longer than its Content-Length")
                 break
-        if packets.complete or limit.over:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        if pending.failure is not None:
-            log.info("moosicbox request %d cut: %s", pending.id, pending.failure)
-            return  # Hypercorn drops the connection: the caller sees a truncated body
-        with trio.move_on_after(timeout) as idle:
-            await pending.wait()
-        if idle.cancelled_caught:
-            log.info("moosicbox request %d cut: no packet for %g s", pending.id, timeout)
-            return
+    except Truncated as cut:
+        # Returning without the body's end makes Hypercorn drop the connection: the caller
+        # sees a truncated body, never a short one that looks whole.
+        log.info("moosicbox request %d cut: %s", exchange.id, cut.failure.message)
+        return
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _collect(
-    hub: Hub, pending: Pending, send: Send, status: int, headers: list[tuple[bytes, bytes]]
+    hub: Hub,
+    exchange: MoosicBoxExchange,
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Blocking mode: the whole body first (up to max_buffered_bytes), then one answer with
     Content-Length."""
     config = hub.config.moosicbox
-    timeout = config.request_timeout or float("inf")
     cap = config.max_buffered_bytes
-    packets = pending.packets
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        for chunk in packets.take():
-            size += len(chunk)
-            parts.append(chunk)
-        if size > cap:
-            await send_json_error(
-                send,
-                502,
-                "response_too_large",
-                f"the response is over moosicbox.max_buffered_bytes ({cap} bytes) in blocking"
-                " mode; ask without _buffer=1 to stream it",
-            )
-            return
-        if packets.complete:
-            break
-        if pending.failure is not None:
-            await send_json_error(send, 502, "sender_error", pending.failure)
-            return
-        with trio.move_on_after(timeout) as idle:
-            await pending.wait()
-        if idle.cancelled_caught:
-            await send_json_error(
-                send, 504, "sender_timeout", f"no packet from the sender for {timeout:g} s"
-            )
-            return
-    headers = [*headers, (b"content-length", str(size).encode())]
+    try:
+        body = await exchange.collect(cap, config.request_timeout)
+    except TooLarge:
+        await send_json_error(
+            send,
+            502,
+            "response_too_large",
+            f"the response is over moosicbox.max_buffered_bytes ({cap} bytes) in blocking"
+            " mode; ask without _buffer=1 to stream it",
+        )
+        return
+    except ExchangeFailed as failed:
+        status_code = 504 if failed.kind is FailKind.TIMEOUT else 502
+        error = "sender_timeout" if status_code == 504 else "sender_error"
+        await send_json_error(send, status_code, error, failed.failure.message)
+        return
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

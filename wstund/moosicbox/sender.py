@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..config import MoosicBoxConfig
+from ..exchange import Exchange, ExchangeTable, Limits
 from ..tunnel.asgi import ServerWebSocket, WebSocketClosed
-from .reassembly import Reassembly
 from .wire import (
     MIN_PACKET,
     PACKET_HEAD,
+    Packet,
     PacketError,
     WireError,
     abort_frame,
@@ -30,37 +31,27 @@ REPLY_PREFIX = "TUNNEL_RESPONSE:"  # MoosicBox's base64 text packets: refused (n
 
 
 class SenderLost(Exception):
-    """The sender went away (or was replaced) before the request was answered."""
+    """The sender went away (or was replaced) before the request was sent."""
 
 
 class SenderBusy(Exception):
     """The sender already has ``max_requests_per_client`` requests in flight."""
 
 
-class Pending:
-    """One request parked under its id until the sender's packets answer it."""
+class MoosicBoxExchange(Exchange[int]):
+    """An exchange whose packets may come before packet 1 (the sender's writer lets shorter
+    frames overtake longer ones): those wait in ``early`` until the head is there, counted
+    against the same byte bound."""
 
-    def __init__(self, request_id: int, max_bytes: int) -> None:
-        self.id = request_id
-        self.packets = Reassembly(max_bytes)
-        self.failure: str | None = None  # why the sender can no longer answer it
-        self.closed = False
-        self._changed = trio.Event()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.early: list[Packet] = []
+        self.early_bytes = 0
 
-    def changed(self) -> None:
-        """Wake the request's task (a packet came, or it failed)."""
-        self._changed.set()
 
-    def fail(self, reason: str) -> None:
-        """The request cannot complete; its task answers 502 or cuts the body."""
-        if self.failure is None:
-            self.failure = reason
-        self.changed()
-
-    async def wait(self) -> None:
-        """Return at the next packet or failure (at once if one came since the last wait)."""
-        await self._changed.wait()
-        self._changed = trio.Event()
+def new_request_id() -> int:
+    """A random non-zero u64 (MoosicBox's ids; 0 means "no request" in replies)."""
+    return secrets.randbits(64) or 1
 
 
 class Sender:
@@ -72,7 +63,8 @@ class Sender:
         self.ws = ws
         self.state = state
         self.config: MoosicBoxConfig = state.config
-        self.requests: dict[int, Pending] = {}
+        self.exchanges = ExchangeTable[int](new_request_id, MoosicBoxExchange)
+        self.limits = Limits(window=self.config.max_pending_bytes, overdraft=0)
         self.lost = False
         self.close_code: int | None = None
         self.close_reason = ""
@@ -83,32 +75,29 @@ class Sender:
         self._out_in, self._out = trio.open_memory_channel[str](math.inf)
 
     def __repr__(self) -> str:
-        return f"<Sender {self.client_id} requests={len(self.requests)}>"
+        return f"<Sender {self.client_id} requests={len(self.exchanges)}>"
 
     # -- requests --------------------------------------------------------------------------------
 
-    def open(self) -> Pending:
+    def open(self) -> MoosicBoxExchange:
         """Park a new request under a fresh random u64 id; SenderLost, SenderBusy."""
         if self.lost or self.close_code is not None:
             raise SenderLost()
-        if len(self.requests) >= self.config.max_requests_per_client:
+        if len(self.exchanges) >= self.config.max_requests_per_client:
             raise SenderBusy()
-        while True:
-            request_id = secrets.randbits(64)
-            if request_id and request_id not in self.requests:
-                break
-        pending = Pending(request_id, self.config.max_pending_bytes)
-        self.requests[request_id] = pending
-        return pending
+        exchange = self.exchanges.open(self, self, self.limits, ordered=True)
+        assert isinstance(exchange, MoosicBoxExchange)
+        return exchange
 
-    def finish(self, pending: Pending) -> None:
-        """Forget a request; ABORT it at the sender unless every packet came (idempotent)."""
-        if pending.closed:
-            return
-        pending.closed = True
-        self.requests.pop(pending.id, None)
-        if not pending.packets.complete and not self.lost:
-            self.post(abort_frame(pending.id))
+    # Link: what the engine asks of the sender's socket.
+
+    def grant(self, exchange: Exchange[Any], credit: int) -> None:
+        """MoosicBox senders have no credit: their bound is the engine's (cut past it)."""
+
+    def abort(self, exchange: Exchange[Any], reason: str) -> None:
+        """Tell the sender to stop producing the request's packets (at once)."""
+        log.info("moosicbox %s: ABORT %d: %s", self.client_id, exchange.id, reason)
+        self.post(abort_frame(exchange.id))
 
     async def send(self, frame: str) -> None:
         """Queue a frame for the sender, waiting while ``max_pending_bytes`` are already queued;
@@ -148,8 +137,7 @@ class Sender:
         finally:
             self.lost = True
             self._room.set()
-            for pending in list(self.requests.values()):
-                pending.fail("the MoosicBox sender went away")
+            self.exchanges.owner_lost(self)
             if self.close_code is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                     await self.ws.close(self.close_code, self.close_reason)
@@ -188,23 +176,37 @@ class Sender:
         except WireError as exc:
             log.warning("moosicbox %s: packet refused: %s", self.client_id, exc)
             return
-        pending = self.requests.get(packet.request_id)
-        if pending is None or pending.failure is not None:
-            log.debug("moosicbox %s: packet for unknown request", self.client_id)
+        exchange = self.exchanges.find(self, packet.request_id)
+        if not isinstance(exchange, MoosicBoxExchange) or exchange.done:
+            log.debug("moosicbox %s: packet for no request in flight", self.client_id)
             return
-        try:
-            pending.packets.feed(packet)
-        except WireError as exc:
-            self._fail(packet.request_id, str(exc))
+        if packet.packet_id != 1 and exchange.head is None:
+            exchange.early.append(packet)
+            exchange.early_bytes += len(packet.body) + MIN_PACKET
+            if exchange.early_bytes > self.limits.window:
+                self._fail(packet.request_id, "packets before packet 1 past max_pending_bytes")
             return
-        pending.changed()
+        if packet.packet_id == 1:
+            assert packet.status is not None and packet.headers is not None
+            exchange.on_head(packet.status, list(packet.headers.items()))
+        self._feed(exchange, packet)
+        early, exchange.early = exchange.early, []
+        for held in early:
+            self._feed(exchange, held)
+
+    @staticmethod
+    def _feed(exchange: Exchange[int], packet: Packet) -> None:
+        exchange.on_data(packet.body, seq=packet.packet_id)
+        if packet.last:
+            exchange.on_end(last_seq=packet.packet_id)
 
     def _fail(self, request_id: int, reason: str) -> None:
+        """A request the sender broke: it fails (502, or a cut body) and is aborted."""
         log.warning("moosicbox %s: request %d failed: %s", self.client_id, request_id, reason)
-        pending = self.requests.get(request_id)
-        if pending is not None:
-            pending.fail(reason)
-            self.finish(pending)
+        exchange = self.exchanges.find(self, request_id)
+        if exchange is not None and not exchange.done:
+            exchange.on_error(reason)
+            self.abort(exchange, reason)
 
     def on_text(self, text: str) -> None:
         """A text frame: a reply or push for this client's app sockets."""
