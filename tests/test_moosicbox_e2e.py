@@ -540,3 +540,36 @@ async def _next_event(stream: trio.SocketStream, connection: Any) -> Any:
         if not data:
             return wsevents.CloseConnection(code=1006)
         connection.receive_data(data)
+
+
+async def test_cors_for_browser_apps(nursery: trio.Nursery, start_daemon: StartDaemon) -> None:
+    """The web app calls from its own origin: preflights answered, answers carry CORS headers."""
+    s = await setup(nursery, start_daemon)
+    origin = {"Origin": "https://app.example"}
+    preflight = await get(
+        s.url("/echo"),
+        method="OPTIONS",
+        headers={**origin, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"},
+    )  # fmt: skip
+    assert preflight.status_code == 200
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    r = await get(s.url("/echo"), headers={**origin, **s.auth})
+    assert r.status_code == 201
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert len(s.sender.http_frames) == 1  # the preflight never reached the sender
+
+
+async def test_graceful_stop_closes_senders_and_app_sockets(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    s = await setup(nursery, start_daemon)
+    app = await app_socket(s.daemon, CLIENT, s.signature)
+    s.daemon.daemon.stop()
+    assert await expect_closed(app) == 1001
+    with trio.fail_after(5):
+        while not s.sender.ws.closed:
+            await trio.sleep(0.01)
+    assert s.sender.ws.closed.code == 1001

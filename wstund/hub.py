@@ -226,6 +226,7 @@ class Hub:
             instance.destroy("server_shutdown", closecodes.GOING_AWAY)
         for peer in list(self.peers):
             peer.close(closecodes.GOING_AWAY, "server shutting down")
+        self.moosicbox.close_all(closecodes.GOING_AWAY, "server shutting down")
         with trio.move_on_at(max(deadline, trio.current_time() + 1.0)):
             if self.connection_count:
                 await self._all_released.wait()

@@ -129,6 +129,11 @@ class MoosicBox:
         for app in list(self.apps.get(client_id, {}).values()):
             app.close(code, reason)
 
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every sender and app socket (graceful stop)."""
+        for client_id in {*self.senders, *self.apps}:
+            self.disconnect(client_id, code, reason)
+
     # -- app sockets -----------------------------------------------------------------------------
 
     def add_app(self, app: AppSocket) -> bool:
