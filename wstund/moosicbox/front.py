@@ -261,19 +261,19 @@ class MoosicBoxFront:
             state.attach(sender)
             log.info("moosicbox %s: sender connected", client_id)
             try:
-                await sender.run()
+                await sender.serve()
             finally:
                 state.detach(sender)
                 log.info("moosicbox %s: sender left", client_id)
             return
         profile = profile_of(pairs, header(ws.scope, b"moosicbox-profile"))
-        app = AppSocket(client_id, ws, profile, config.app_outbox_size)
+        app = AppSocket(client_id, ws, profile, state)
         if not state.add_app(app):
             await ws.deny(503, "too_many_sockets", "moosicbox.max_app_sockets_per_client reached")
             return
         try:
             await ws.accept_with_keepalive(config.ping_interval, config.idle_timeout)
-            await app.run(state)
+            await app.serve()
         finally:
             state.remove_app(app)
 

@@ -11,7 +11,8 @@ import trio
 
 from ..config import MoosicBoxConfig
 from ..exchange import Exchange, ExchangeTable, Limits
-from ..tunnel.asgi import ServerWebSocket, WebSocketClosed
+from ..tunnel.asgi import ServerWebSocket
+from .served import ServedSocket
 from .wire import (
     MIN_PACKET,
     PACKET_HEAD,
@@ -54,21 +55,18 @@ def new_request_id() -> int:
     return secrets.randbits(64) or 1
 
 
-class Sender:
+class Sender(ServedSocket):
     """A sender socket: a reader routing packets to requests and replies to app sockets, and a
     writer for the frames sent to it (HTTP, WS, ABORT) in the order they were queued."""
 
     def __init__(self, client_id: str, ws: ServerWebSocket, state: MoosicBox) -> None:
+        super().__init__(ws)
         self.client_id = client_id
-        self.ws = ws
         self.state = state
         self.config: MoosicBoxConfig = state.config
         self.exchanges = ExchangeTable[int](new_request_id, MoosicBoxExchange)
         self.limits = Limits(window=self.config.max_pending_bytes, overdraft=0)
         self.lost = False
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._cancel: trio.CancelScope | None = None
         self._queued = 0  # bytes waiting for the writer
         self._room = trio.Event()
         # Bounded by _queued for requests and app messages (send); ABORTs are one per request.
@@ -100,13 +98,15 @@ class Sender:
         self.post(abort_frame(exchange.id))
 
     async def send(self, frame: str) -> None:
-        """Queue a frame for the sender, waiting while ``max_pending_bytes`` are already queued;
-        SenderLost once it is gone."""
-        while not self.lost and self._queued > self.config.max_pending_bytes:
-            self._room = trio.Event()
-            await self._room.wait()
-        if self.lost:
-            raise SenderLost()
+        """Queue a frame for the sender, waiting (up to request_timeout) while
+        ``max_pending_bytes`` are already queued; SenderLost once it is gone."""
+        timeout = self.config.request_timeout or math.inf
+        with trio.move_on_after(timeout):
+            while not self.lost and self._queued > self.config.max_pending_bytes:
+                self._room = trio.Event()
+                await self._room.wait()
+        if self.lost or self._queued > self.config.max_pending_bytes:
+            raise SenderLost()  # gone, or not reading for request_timeout
         self.post(frame)
 
     def post(self, frame: str) -> None:
@@ -115,32 +115,13 @@ class Sender:
             self._queued += len(frame)
             self._out_in.send_nowait(frame)
 
-    def close(self, code: int, reason: str) -> None:
-        """End the session: requests in flight fail, the sender gets ``code``."""
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        if self._cancel is not None:
-            self._cancel.cancel()
+    # -- the socket ------------------------------------------------------------------------------
 
-    # -- tasks -----------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        """Serve the sender until it leaves or ``close`` is called."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._cancel = nursery.cancel_scope
-                if self.close_code is not None:
-                    nursery.cancel_scope.cancel()
-                nursery.start_soon(self._write)
-                await self._read()
-                nursery.cancel_scope.cancel()
-        finally:
-            self.lost = True
-            self._room.set()
-            self.exchanges.owner_lost(self)
-            if self.close_code is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await self.ws.close(self.close_code, self.close_reason)
+    def ended(self) -> None:
+        """Requests in flight fail: 502 before their head, a cut body after it."""
+        self.lost = True
+        self._room.set()
+        self.exchanges.owner_lost(self)
 
     async def _write(self) -> None:
         async for frame in self._out:
@@ -148,16 +129,12 @@ class Sender:
             self._queued -= len(frame)
             self._room.set()
 
-    async def _read(self) -> None:
-        while True:
-            try:
-                message = await self.ws.receive()
-            except WebSocketClosed:
-                return
-            if isinstance(message, bytes):
-                self.on_packet(message)
-            else:
-                self.on_text(message)
+    async def on_message(self, message: str | bytes) -> None:
+        """A packet (binary) or a reply for app sockets (text)."""
+        if isinstance(message, bytes):
+            self.on_packet(message)
+        else:
+            self.on_text(message)
 
     def on_packet(self, data: bytes) -> None:
         """A binary frame: one packet of a response, checked before it touches anything."""

@@ -10,8 +10,9 @@ import trio
 
 from .. import closecodes
 from ..config import MoosicBoxConfig
-from ..tunnel.asgi import ServerWebSocket, WebSocketClosed
+from ..tunnel.asgi import ServerWebSocket
 from .sender import SenderLost
+from .served import ServedSocket
 from .wire import Reply, check_json, encode_body, ws_frame
 
 if TYPE_CHECKING:
@@ -25,19 +26,19 @@ INVALID_DATA = 1007  # close code: an app socket sent text that is not JSON
 UNSUPPORTED_DATA = 1003  # close code: an app socket sent binary (only a sender sends packets)
 
 
-class AppSocket:
+class AppSocket(ServedSocket):
     """An app's event socket: texts go to its client's sender, replies come back through a
     bounded outbox (an app that stops reading is closed with 4008, never holding the sender)."""
 
-    def __init__(self, client_id: str, ws: ServerWebSocket, profile: str | None, size: int):
+    def __init__(
+        self, client_id: str, ws: ServerWebSocket, profile: str | None, state: MoosicBox
+    ) -> None:
+        super().__init__(ws)
         self.client_id = client_id
-        self.ws = ws
         self.profile = profile
+        self.state = state
         self.conn_id = secrets.randbits(64) or 1
-        self._out_in, self._out = trio.open_memory_channel[str](size)
-        self._cancel: trio.CancelScope | None = None
-        self.close_code: int | None = None
-        self.close_reason = ""
+        self._out_in, self._out = trio.open_memory_channel[str](state.config.app_outbox_size)
 
     def offer(self, text: str) -> None:
         """Queue a message for the app; close it if it fell ``app_outbox_size`` behind."""
@@ -48,45 +49,21 @@ class AppSocket:
         except trio.ClosedResourceError:
             pass
 
-    def close(self, code: int, reason: str) -> None:
-        """End the socket with ``code``."""
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        if self._cancel is not None:
-            self._cancel.cancel()
-
-    async def run(self, state: MoosicBox) -> None:
-        """Relay the app's messages to the sender and the sender's to the app, until either
-        side ends."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._cancel = nursery.cancel_scope
-                nursery.start_soon(self._write)
-                await self._read(state)
-                nursery.cancel_scope.cancel()
-        finally:
-            self._out_in.close()
-            if self.close_code is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await self.ws.close(self.close_code, self.close_reason)
+    def ended(self) -> None:
+        self._out_in.close()
 
     async def _write(self) -> None:
         async for text in self._out:
             await self.ws.send(text)
 
-    async def _read(self, state: MoosicBox) -> None:
-        while True:
-            try:
-                message = await self.ws.receive()
-            except WebSocketClosed:
-                return
-            if isinstance(message, bytes):
-                self.close(UNSUPPORTED_DATA, "app sockets send JSON text only")
-                return
-            if not check_json(message):
-                self.close(INVALID_DATA, "expected a JSON message")
-                return
-            await state.to_sender(self, message)
+    async def on_message(self, message: str | bytes) -> None:
+        """JSON text goes to the sender; anything else closes the socket."""
+        if isinstance(message, bytes):
+            self.close(UNSUPPORTED_DATA, "app sockets send JSON text only")
+        elif not check_json(message):
+            self.close(INVALID_DATA, "expected a JSON message")
+        else:
+            await self.state.to_sender(self, message)
 
 
 class MoosicBox:
