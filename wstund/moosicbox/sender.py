@@ -63,7 +63,6 @@ class Sender(ServedSocket):
         super().__init__(ws)
         self.client_id = client_id
         self.state = state
-        self.config: MoosicBoxConfig = state.config
         self.exchanges = ExchangeTable[int](new_request_id, MoosicBoxExchange)
         self.limits = Limits(window=self.config.max_pending_bytes, overdraft=0)
         self.lost = False
@@ -71,6 +70,11 @@ class Sender(ServedSocket):
         self._room = trio.Event()
         # Bounded by _queued for requests and app messages (send); ABORTs are one per request.
         self._out_in, self._out = trio.open_memory_channel[str](math.inf)
+
+    @property
+    def config(self) -> MoosicBoxConfig:
+        """The live ``[moosicbox]`` settings (a reload applies to connected senders too)."""
+        return self.state.config
 
     def __repr__(self) -> str:
         return f"<Sender {self.client_id} requests={len(self.exchanges)}>"
