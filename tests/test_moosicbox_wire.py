@@ -13,6 +13,7 @@ from wstund.moosicbox.wire import (
     WireError,
     abort_frame,
     bearer,
+    check_json,
     decode_packet,
     decode_reply,
     encode_packet,
@@ -102,9 +103,15 @@ def test_replies() -> None:
     assert (reply.request_id, reply.body, reply.to, reply.exclude) == (0, {"a": 1}, (BIG,), None)
     for bad in ("nope", "[]", '{"body":1}', '{"request_id":-1,"body":1}',
                 '{"request_id":0,"body":1,"to_connection_ids":["1"]}',
-                '{"request_id":0,"body":NaN}'):  # fmt: skip
+                '{"request_id":0,"body":NaN}', '{"request_id":0,"body":1e400}'):  # fmt: skip
         with pytest.raises(WireError):
             decode_reply(bad)
+
+
+def test_strict_json() -> None:
+    assert check_json(b'{"a": [1, 2.5, "x"]}') and check_json("12345678901234567890")
+    for bad in ("NaN", "[Infinity]", "1e400", "{", "", "[1] [2]"):
+        assert not check_json(bad)
 
 
 def test_query_decoding_as_moosicbox() -> None:

@@ -16,6 +16,7 @@ that the server routes to app sockets.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ def _is_u64(value: Any) -> bool:
 def decode_reply(text: str) -> Reply:
     """Parse a sender's JSON text reply; WireError if it is not one."""
     try:
-        data = json.loads(text, parse_constant=_no_constant)
+        data = _strict(text)
     except ValueError:
         raise WireError("a sender's text frame is not JSON") from None
     if not isinstance(data, dict) or not _is_u64(data.get("request_id")) or "body" not in data:
@@ -191,10 +192,22 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")  # serde_json refuses it too
+    return value
+
+
+def _strict(text: str | bytes) -> Any:
+    """Parse one JSON value as serde_json would: no NaN/Infinity, no number out of range."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
 def check_json(text: str | bytes) -> bool:
     """Whether ``text`` is one strict JSON value (no NaN/Infinity, as serde_json reads it)."""
     try:
-        json.loads(text, parse_constant=_no_constant)
+        _strict(text)
     except ValueError:
         return False
     return True
