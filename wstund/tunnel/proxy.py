@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import trio
 
+from ..exchange import Exchange, ExchangeFailed, FailKind, TooLarge, Truncated
 from ..httpheaders import (
     BodyLimit,
     InvalidHead,
@@ -82,8 +83,9 @@ class Refusal(Exception):
         self.status, self.error, self.message = status, error, message
 
 
-def open_stream(hub: Hub, client_id: str) -> tuple[TunnelSession, Stream]:
-    """The connected session of ``client_id`` and a new stream on it; Refusal otherwise."""
+def open_stream(hub: Hub, client_id: str, http: bool = False) -> tuple[TunnelSession, Stream]:
+    """The connected session of ``client_id`` and a new stream on it (``http``: its response
+    through the exchange engine); Refusal otherwise."""
     tunnels = hub.tunnels
     if tunnels.registry.get(client_id) is None:
         raise Refusal(404, "client_not_found", f"no tunnel client named {client_id!r}")
@@ -91,7 +93,7 @@ def open_stream(hub: Hub, client_id: str) -> tuple[TunnelSession, Stream]:
     if session is None:
         raise Refusal(503, "client_offline", f"tunnel client {client_id!r} is not connected")
     try:
-        return session, session.open_stream()
+        return session, session.open_stream(http)
     except (SessionLost, SessionFull):
         raise Refusal(
             503, "client_unavailable", f"tunnel client {client_id!r} cannot take a request now"
@@ -206,7 +208,7 @@ async def _upload(
 async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, send: Send) -> None:
     """Carry one HTTP request to the client's agent and stream (or buffer) the answer back."""
     try:
-        session, stream = open_stream(hub, where.client_id)
+        session, stream = open_stream(hub, where.client_id, http=True)
     except Refusal as refusal:
         await send_json_error(send, refusal.status, refusal.error, refusal.message)
         return
@@ -222,7 +224,7 @@ async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, sen
                     nursery.start_soon(_upload, session, stream, receive, caller_gone, head.body)
                     await _respond(hub, session, stream, answer, buffered)
                     nursery.cancel_scope.cancel()
-        except* (SessionLost, StreamGone):
+        except* (SessionLost, StreamGone, Truncated):
             # The agent left mid-response: returning without the body's end makes Hypercorn
             # drop the connection, so the caller sees a truncated response (never a hang).
             lost = True
@@ -251,23 +253,44 @@ class Answer:
         await self._send(message)
 
 
+async def exchange_head(hub: Hub, stream: Stream) -> ResponseHead:
+    """An HTTP stream's response head; Refusal 504 after request_timeout, 502 on failure."""
+    assert stream.exchange is not None
+    timeout = hub.config.tunnel.request_timeout
+    try:
+        await stream.exchange.wait_head(timeout)
+    except ExchangeFailed as failed:
+        if failed.kind is FailKind.TIMEOUT:
+            raise Refusal(504, "agent_timeout", f"no response head within {timeout:g} s") from None
+        if failed.kind is FailKind.LOST:
+            raise Refusal(502, "agent_lost", "the tunnel agent went away") from None
+        raise Refusal(502, "agent_error", str(failed)) from None
+    assert stream.response is not None
+    return stream.response
+
+
 async def _respond(
     hub: Hub, session: TunnelSession, stream: Stream, send: Send, buffered: bool
 ) -> None:
     """Relay the agent's answer (or a JSON error) to the caller."""
+    exchange = stream.exchange
+    assert exchange is not None
     try:
-        response, _ = await response_head(hub, stream)
+        response = await exchange_head(hub, stream)
         drop = ("content-length", *RESPONSE_STAMPED) if buffered else RESPONSE_STAMPED
         headers = to_bytes(response_headers(response, drop))
     except Refusal as refusal:
         await send_json_error(send, refusal.status, refusal.error, refusal.message)
         return
     if buffered:
-        await _relay_buffered(hub, session, stream, send, response.status, headers)
+        await _relay_buffered(hub, session, exchange, send, response.status, headers)
         return
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     limit = BodyLimit(response.headers)
-    async for payload in _body(session, stream):
+    # Truncated propagates when the agent goes away (or breaks the rules) before END: the
+    # caller of a streamed response then sees a truncated body, as Hypercorn cuts it.
+    async for payload in exchange.body(0):
+        session.record.bytes_out += len(payload)
         await send({"type": "http.response.body", "body": limit.take(payload), "more_body": True})
         if limit.over:  # the rest is dropped; finishing the stream aborts it at the agent
             log.warning("tunnel stream %d: response longer than its Content-Length", stream.id)
@@ -275,52 +298,31 @@ async def _respond(
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _body(session: TunnelSession, stream: Stream) -> AsyncIterator[bytes]:
-    """The response body's chunks as the agent sends them, granting credit as each is taken.
-
-    SessionLost when the agent goes away (or breaks the protocol) before END: the caller of a
-    streamed response then sees a truncated body, as Hypercorn cuts the connection.
-    """
-    while True:
-        frame = await stream.next_frame()
-        if frame.kind == Kind.BODY:
-            yield frame.payload
-            session.took(stream, frame.payload)
-        elif frame.kind == Kind.END:
-            stream.finished = True
-            return
-        else:
-            raise SessionLost()
-
-
 async def _relay_buffered(
     hub: Hub,
     session: TunnelSession,
-    stream: Stream,
+    exchange: Exchange[int],
     send: Send,
     status: int,
     headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Collect the whole body (up to tunnel.max_buffered_bytes), answer with Content-Length."""
     cap = hub.config.tunnel.max_buffered_bytes
-    parts: list[bytes] = []
-    size = 0
     try:
-        async for payload in _body(session, stream):
-            size += len(payload)
-            if size > cap:
-                await send_json_error(
-                    send,
-                    502,
-                    "response_too_large",
-                    f"the response is over tunnel.max_buffered_bytes ({cap} bytes) in buffered"
-                    " mode; ask without _buffer=1 to stream it",
-                )
-                return
-            parts.append(payload)
-    except SessionLost:
+        body = await exchange.collect(cap, 0)
+    except TooLarge:
+        await send_json_error(
+            send,
+            502,
+            "response_too_large",
+            f"the response is over tunnel.max_buffered_bytes ({cap} bytes) in buffered"
+            " mode; ask without _buffer=1 to stream it",
+        )
+        return
+    except Truncated:
         await send_json_error(send, 502, "agent_lost", "the tunnel agent went away mid-response")
         return
-    headers = [*headers, (b"content-length", str(size).encode())]
+    session.record.bytes_out += len(body)
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
