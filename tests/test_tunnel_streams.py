@@ -3,6 +3,7 @@ agent socket, credit-free frames cannot grow the daemon, slow uploads cannot hol
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -17,7 +18,7 @@ from wstund.tunnel import frames
 
 from .conftest import StartDaemon
 from .localapp import start_local_app
-from .test_tunnel_e2e import CLIENT, MB, register
+from .test_tunnel_e2e import CLIENT, MB, open_tunnel, register
 from .test_tunnel_server import _fake_agent, _next_frame, _register_as
 
 
@@ -58,7 +59,7 @@ async def test_callers_hanging_up_mid_body_never_drop_the_agent(
     """An ABORT cancels a stream while its frame is half written: with the writes serialised,
     the agent socket survives hundreds of hang-ups, in both directions, under concurrency.
     The agent runs as its own process, as deployed, so it can outrun the daemon's reads."""
-    daemon = await start_daemon(tunnel={"window_size": 4 * MB})
+    daemon = await start_daemon(tunnel={"window_size": 4 * MB, "max_requests_per_address": 256})
     local = await start_local_app(nursery)
     secret = await register(daemon)
     log_path = tmp_path / "agent.log"
@@ -178,3 +179,76 @@ async def test_credit_free_frames_on_a_stalled_stream_are_bounded(
     while session.streams:
         await trio.sleep(0.01)
     assert session.exchanges.held == 0
+
+
+async def _read_response(stream: trio.SocketStream) -> tuple[int, bytes]:
+    """Read one HTTP/1.1 response with a Content-Length: its status and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive_some(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(
+        int(v) for k, _, v in (x.partition(": ") for x in lines) if k.lower() == "content-length"
+    )
+    while len(body) < length:
+        body += await stream.receive_some(65536)
+    return int(lines[0].split()[1]), body
+
+
+async def _slow_upload(port: int, path: str) -> trio.SocketStream:
+    """A caller that announces a body and sends one byte of it."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nu"
+    await stream.send_all(head.encode())
+    return stream
+
+
+async def test_slow_uploads_from_one_address_leave_the_client_usable(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    """Slow anonymous uploads from one address hold at most tunnel.max_requests_per_address
+    of the client's stream slots; past it they get 429, and other callers are still served."""
+    tunnel = await open_tunnel(
+        nursery,
+        start_daemon,
+        tunnel={"max_streams_per_client": 6, "max_requests_per_address": 4, "body_timeout": 60},
+    )
+    port = int(tunnel.daemon.url.rsplit(":", 1)[1])
+    counts = tunnel.daemon.hub.tunnels.requests_by_address
+    held: list[trio.SocketStream] = []
+    with trio.fail_after(20):
+        for n in range(1, 5):
+            held.append(await _slow_upload(port, f"/_t/{CLIENT}/sink"))
+            while counts.get("127.0.0.1", 0) < n:
+                await trio.sleep(0.01)
+        refused = await _slow_upload(port, f"/_t/{CLIENT}/sink")
+        async with refused:
+            status, body = await _read_response(refused)
+        assert status == 429 and json.loads(body)["error"] == "too_many_requests"
+        other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(transport=other, timeout=10) as http:
+            reply = await http.get(f"{tunnel.base}/bytes?n=1000")
+        assert reply.status_code == 200 and len(reply.content) == 1000
+        for stream in held:
+            await stream.aclose()
+        while counts:
+            await trio.sleep(0.01)
+
+
+async def test_an_idle_request_body_times_out_with_408(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    """A caller that stops sending its body loses the request after tunnel.body_timeout: 408,
+    and the agent's stream (and the local request) is given up."""
+    tunnel = await open_tunnel(nursery, start_daemon, tunnel={"body_timeout": 0.5})
+    port = int(tunnel.daemon.url.rsplit(":", 1)[1])
+    session = tunnel.daemon.hub.tunnels.sessions[CLIENT]
+    with trio.fail_after(20):
+        stream = await _slow_upload(port, f"/_t/{CLIENT}/sink")
+        async with stream:
+            status, body = await _read_response(stream)
+        assert status == 408 and json.loads(body)["error"] == "body_timeout"
+        while session.streams or tunnel.agent.streams:
+            await trio.sleep(0.01)
+    assert tunnel.daemon.hub.tunnels.requests_by_address == {}

@@ -88,6 +88,8 @@ class TunnelConfig(_Section):
     ping_interval: float = 20.0
     idle_timeout: float = 60.0
     stats_flush_interval: float = 5.0
+    max_requests_per_address: int = 32
+    body_timeout: float = 15.0
 
 
 class MarketplaceConfig(_Section):
@@ -145,6 +147,7 @@ _POSITIVE_INTS = {
     "tunnel.window_size",
     "tunnel.max_frame_size",
     "tunnel.max_streams_per_client",
+    "tunnel.max_requests_per_address",
 }
 _NON_NEGATIVE = {
     "relay.write_batch_bytes",
@@ -162,6 +165,7 @@ _NON_NEGATIVE = {
     "tunnel.ping_interval",
     "tunnel.idle_timeout",
     "tunnel.stats_flush_interval",
+    "tunnel.body_timeout",
 }
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -177,17 +178,27 @@ def accounted(hub: Hub, session: TunnelSession, stream: Stream) -> Iterator[list
         hub.metrics.tunnel_request_seconds.observe(time.monotonic() - started)
 
 
+class BodyTimeout(Exception):
+    """The caller sent no request-body bytes for ``tunnel.body_timeout`` seconds."""
+
+
 async def _upload(
     session: TunnelSession,
     stream: Stream,
     receive: Receive,
     caller_gone: trio.CancelScope,
     body: bool,
+    body_timeout: float,
 ) -> None:
-    """Stream the caller's body as BODY frames within credit, then END; watch for a disconnect."""
+    """Stream the caller's body as BODY frames within credit, then END; watch for a disconnect.
+    BodyTimeout when the caller leaves the body idle for ``body_timeout`` seconds."""
     max_frame = session.limits.max_frame
     while True:
-        message = await receive()
+        message = None
+        with trio.move_on_after(body_timeout if body and body_timeout > 0 else math.inf):
+            message = await receive()
+        if message is None:
+            raise BodyTimeout()
         if message["type"] == "http.disconnect":
             caller_gone.cancel()
             return
@@ -205,8 +216,42 @@ async def _upload(
             body = False
 
 
+@contextmanager
+def per_address(hub: Hub, scope: Scope) -> Iterator[bool]:
+    """Count a tunnelled request against its caller's address; yields False over the cap."""
+    client = scope.get("client")
+    address = str(client[0]) if client else ""
+    counts = hub.tunnels.requests_by_address
+    if counts.get(address, 0) >= hub.config.tunnel.max_requests_per_address:
+        yield False
+        return
+    counts[address] = counts.get(address, 0) + 1
+    try:
+        yield True
+    finally:
+        counts[address] -= 1
+        if not counts[address]:
+            del counts[address]
+
+
 async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, send: Send) -> None:
     """Carry one HTTP request to the client's agent and stream (or buffer) the answer back."""
+    with per_address(hub, scope) as admitted:
+        if not admitted:
+            cap = hub.config.tunnel.max_requests_per_address
+            await send_json_error(
+                send,
+                429,
+                "too_many_requests",
+                f"over tunnel.max_requests_per_address ({cap}) tunnelled requests in flight"
+                " from your address",
+                headers=[(b"retry-after", b"1")],
+            )
+            return
+        await _proxy_http(hub, where, scope, receive, send)
+
+
+async def _proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, send: Send) -> None:
     try:
         session, stream = open_stream(hub, where.client_id, http=True)
     except Refusal as refusal:
@@ -214,14 +259,17 @@ async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, sen
         return
     head, buffered = request_head(scope, where, websocket=False)
     buffered = buffered or where.client_id in hub.config.tunnel.buffered_clients
+    body_timeout = hub.config.tunnel.body_timeout
     answer = Answer(send)
-    lost = False
+    lost = timed_out = False
     with hub.inflight.track(), accounted(hub, session, stream) as status:
         try:
             with trio.CancelScope() as caller_gone:
                 async with trio.open_nursery() as nursery:
                     await session.send(encode_request_head(stream.id, head))
-                    nursery.start_soon(_upload, session, stream, receive, caller_gone, head.body)
+                    nursery.start_soon(
+                        _upload, session, stream, receive, caller_gone, head.body, body_timeout
+                    )
                     await _respond(hub, session, stream, answer, buffered)
                     nursery.cancel_scope.cancel()
         except* (SessionLost, StreamGone, Truncated):
@@ -229,6 +277,11 @@ async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, sen
             # drop the connection, so the caller sees a truncated response (never a hang).
             lost = True
             log.info("tunnel %s: agent lost mid-response", where.client_id)
+        except* BodyTimeout:
+            timed_out = True  # the stream is freed (and aborted at the agent) on the way out
+        if timed_out and not answer.status:
+            message = f"no request body bytes for {body_timeout:g} s (tunnel.body_timeout)"
+            await send_json_error(answer, 408, "body_timeout", message)
         # 499 (nginx's "client closed request"): the caller left before the answer was complete.
         status[0] = answer.status if answer.complete else 502 if lost else 499
 

@@ -23,8 +23,20 @@ class WriterClosed(Exception):
     """The socket's writer stopped: the session is over."""
 
 
+class _Ticket:
+    """A frame waiting for room in the queue, admitted in arrival order."""
+
+    __slots__ = ("admitted", "data", "event")
+
+    def __init__(self, data: Data) -> None:
+        self.data = data
+        self.admitted = False
+        self.event = trio.Event()
+
+
 class FrameWriter:
-    """The only task writing to one socket; streams queue whole frames for it."""
+    """The only task writing to one socket; streams queue whole frames for it, first come
+    first served (no stream starves while others keep the queue full)."""
 
     def __init__(
         self, write: Callable[[Data], Awaitable[None]], max_queued: int, max_posted: int
@@ -36,23 +48,45 @@ class FrameWriter:
         self._write = write
         self._data: deque[Data] = deque()
         self._control: deque[Data] = deque()
-        self._changed = trio.Event()
+        self._waiting: deque[_Ticket] = deque()
+        self._ready = trio.Event()  # set when there is something to write (or on close)
         self._closed = False
 
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+    def _fits(self, data: Data) -> bool:
+        return not self.queued or self.queued + len(data) <= self.max_queued
 
-    async def send(self, data: Data) -> None:
-        """Queue one frame, waiting while ``max_queued`` bytes are ahead of it; WriterClosed
-        once the writer is gone. Returning means the frame will be written whole."""
-        while not self._closed and self.queued and self.queued + len(data) > self.max_queued:
-            await self._changed.wait()
-        if self._closed:
-            raise WriterClosed()
+    def _enqueue(self, data: Data) -> None:
         self._data.append(data)
         self.queued += len(data)
-        self._wake()
+        self._ready.set()
+
+    def _admit(self) -> None:
+        """Move waiting frames into the queue, in order, while they fit."""
+        while self._waiting and self._fits(self._waiting[0].data):
+            ticket = self._waiting.popleft()
+            ticket.admitted = True
+            self._enqueue(ticket.data)
+            ticket.event.set()
+
+    async def send(self, data: Data) -> None:
+        """Queue one frame, after the frames before it, once ``max_queued`` allows; WriterClosed
+        once the writer is gone. Returning (or being cancelled after admission) means the frame
+        will be written whole; cancelled before admission, nothing of it is written."""
+        if self._closed:
+            raise WriterClosed()
+        if not self._waiting and self._fits(data):
+            self._enqueue(data)
+            await trio.lowlevel.checkpoint()
+            return
+        ticket = _Ticket(data)
+        self._waiting.append(ticket)
+        try:
+            await ticket.event.wait()
+        finally:
+            if not ticket.admitted:
+                self._waiting.remove(ticket)
+        if not ticket.admitted:
+            raise WriterClosed()
 
     def post(self, data: Data) -> bool:
         """Queue a control frame ahead of the data (sync); False when the peer has left
@@ -61,13 +95,15 @@ class FrameWriter:
             return False
         self._control.append(data)
         self.posted += len(data)
-        self._wake()
+        self._ready.set()
         return True
 
     def close(self) -> None:
         """Stop taking frames; waiting senders get WriterClosed."""
         self._closed = True
-        self._wake()
+        self._ready.set()
+        for ticket in self._waiting:
+            ticket.event.set()
 
     async def run(self) -> None:
         """Write queued frames in order (control first) until cancelled or closed and empty."""
@@ -79,12 +115,13 @@ class FrameWriter:
                 elif self._data:
                     data = self._data.popleft()
                     self.queued -= len(data)
+                    self._admit()
                 elif self._closed:
                     return
                 else:
-                    await self._changed.wait()
+                    self._ready = trio.Event()
+                    await self._ready.wait()
                     continue
-                self._wake()
                 await self._write(data)
         finally:
             self.close()
