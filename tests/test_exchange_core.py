@@ -258,3 +258,50 @@ async def test_edge_feed_slows_a_waiting_owner(autojump_clock: Any) -> None:
     assert fed.is_set() and exchange.core.held == 8
     await exchange.feed(b"z" * 8, 5)  # nobody reads: the owner waits, then the exchange fails
     assert exchange.failure is not None and link.aborts == ["the caller stopped reading"]
+
+
+class Sink:
+    """A socket stand-in that records writes and can be held up."""
+
+    def __init__(self) -> None:
+        self.written: list[Any] = []
+        self.gate = trio.Event()
+        self.gate.set()
+
+    async def write(self, data: Any) -> None:
+        await self.gate.wait()
+        self.written.append(data)
+
+
+async def test_writer_is_fifo_bounded_and_cancel_safe() -> None:
+    from wstund.tunnel.writer import FrameWriter
+
+    sink = Sink()
+    sink.gate = trio.Event()  # the socket is stuck
+    writer = FrameWriter(sink.write, max_queued=10, max_posted=4)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await writer.send(b"a" * 6)  # fits at once
+        await trio.testing.wait_all_tasks_blocked()  # the writer holds "a" in its write
+        await writer.send(b"b" * 6)
+        order: list[bytes] = []
+
+        async def send(data: bytes) -> None:
+            await writer.send(data)
+            order.append(data)
+
+        nursery.start_soon(send, b"c" * 6)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as cancelled:  # cancelled while waiting: nothing is written
+            cancelled.cancel()
+            await writer.send(b"x" * 6)
+        nursery.start_soon(send, b"d" * 3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert order == [] and writer.queued == 6  # "d" would fit, but waits its turn
+        assert writer.post(b"pp") and writer.post(b"qq") and not writer.post(b"r")
+        sink.gate.set()
+        while len(sink.written) < 6:
+            await trio.testing.wait_all_tasks_blocked()
+        writer.close()
+    assert sink.written == [b"a" * 6, b"pp", b"qq", b"b" * 6, b"c" * 6, b"d" * 3]
+    assert sorted(order) == [b"c" * 6, b"d" * 3]

@@ -88,6 +88,8 @@ class TunnelConfig(_Section):
     ping_interval: float = 20.0
     idle_timeout: float = 60.0
     stats_flush_interval: float = 5.0
+    max_requests_per_address: int = 32
+    body_timeout: float = 15.0
 
 
 class MoosicBoxConfig(_Section):
@@ -168,6 +170,7 @@ _POSITIVE_INTS = {
     "moosicbox.max_requests_per_client",
     "moosicbox.max_app_sockets_per_client",
     "moosicbox.app_outbox_size",
+    "tunnel.max_requests_per_address",
 }
 _NON_NEGATIVE = {
     "relay.write_batch_bytes",
@@ -188,6 +191,7 @@ _NON_NEGATIVE = {
     "moosicbox.request_timeout",
     "moosicbox.ping_interval",
     "moosicbox.idle_timeout",
+    "tunnel.body_timeout",
 }
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 

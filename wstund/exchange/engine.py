@@ -10,7 +10,7 @@ methods queue a frame on the owner's socket and return at once.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
@@ -47,10 +47,10 @@ class TooLarge(Exception):
 class Link(Protocol):
     """The way back to an exchange's owner; both calls queue a frame and return at once."""
 
-    def grant(self, exchange: Exchange[K], credit: int) -> None:
+    def grant(self, exchange: Exchange[Any], credit: int) -> None:
         """Give the owner ``credit`` more bytes on ``exchange`` (no-op without flow control)."""
 
-    def abort(self, exchange: Exchange[K], reason: str) -> None:
+    def abort(self, exchange: Exchange[Any], reason: str) -> None:
         """Tell the owner to stop working on ``exchange``."""
 
 

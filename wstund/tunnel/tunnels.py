@@ -27,6 +27,7 @@ class Tunnels:
         self.hub = hub
         self.registry = Registry(hub.state_dir)
         self.sessions: dict[str, TunnelSession] = {}
+        self.requests_by_address: dict[str, int] = {}  # tunnelled requests in flight
         self.node = platform.node()
         self._all_closed = trio.Event()
         self._all_closed.set()
