@@ -103,6 +103,8 @@ class MoosicBoxConfig(_Section):
     max_requests_per_client: int = 256
     max_app_sockets_per_client: int = 64
     app_outbox_size: int = 256
+    reply_routes_per_client: int = 1024
+    max_tokens_per_client: int = 1000
     ping_interval: float = 5.0
     idle_timeout: float = 10.0
 
@@ -170,6 +172,8 @@ _POSITIVE_INTS = {
     "moosicbox.max_requests_per_client",
     "moosicbox.max_app_sockets_per_client",
     "moosicbox.app_outbox_size",
+    "moosicbox.reply_routes_per_client",
+    "moosicbox.max_tokens_per_client",
     "tunnel.max_requests_per_address",
 }
 _NON_NEGATIVE = {

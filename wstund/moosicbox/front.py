@@ -120,7 +120,8 @@ class MoosicBoxFront:
             elif not valid_moosicbox_id(client_id):
                 await send_text(send, 400, "Invalid clientId", head=head)
             else:
-                token = "" if head else tokens.mint("access", client_id)
+                keep = self.hub.config.moosicbox.max_tokens_per_client
+                token = "" if head else tokens.mint("access", client_id, keep=keep)
                 log.info("moosicbox %s: client registered", client_id)
                 await _json(send, {"token": token}, head)
             return True
@@ -131,7 +132,8 @@ class MoosicBoxFront:
                 await send_text(send, 401, UNAUTHORIZED, head=head)
             else:
                 client_id = first(pairs, "clientId") or ""
-                token = "" if head else tokens.mint("signature", client_id)
+                keep = self.hub.config.moosicbox.max_tokens_per_client
+                token = "" if head else tokens.mint("signature", client_id, keep=keep)
                 await _json(send, {"token": token}, head)
             return True
         if path == "/auth/validate-signature-token" and method in AUTH_METHODS:
@@ -148,7 +150,8 @@ class MoosicBoxFront:
             elif not tokens.check("access", first(pairs, "clientId"), access):
                 await send_text(send, 401, UNAUTHORIZED)
             else:
-                tokens.mint("magic", first(pairs, "clientId") or "", magic)
+                keep = self.hub.config.moosicbox.max_tokens_per_client
+                tokens.mint("magic", first(pairs, "clientId") or "", magic, keep=keep)
                 await _json(send, {"success": True}, False)
             return True
         if path == "/auth/magic-token" and method == "GET":

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from .sender import Sender
 
 log = logging.getLogger("wstund.moosicbox")
-MAX_WS_REQUESTS = 1024  # app messages per client whose reply is still routable by request_id
 INVALID_DATA = 1007  # close code: an app socket sent text that is not JSON
 UNSUPPORTED_DATA = 1003  # close code: an app socket sent binary (only a sender sends packets)
 
@@ -139,7 +138,7 @@ class MoosicBox:
         request_id = secrets.randbits(64) or 1
         routes = self._ws_requests.setdefault(app.client_id, {})
         routes[request_id] = app.conn_id
-        if len(routes) > MAX_WS_REQUESTS:
+        if len(routes) > self.config.reply_routes_per_client:
             del routes[next(iter(routes))]
         try:
             await sender.send(ws_frame(app.conn_id, request_id, text, app.profile))

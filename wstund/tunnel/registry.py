@@ -207,16 +207,26 @@ class MoosicBoxTokens:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
-    def mint(self, kind: TokenKind, client_id: str, token: str | None = None) -> str:
-        """Store a new token of ``kind`` for ``client_id`` and return it (a fresh UUID v4)."""
+    def mint(self, kind: TokenKind, client_id: str, token: str | None = None, keep: int = 0) -> str:
+        """Store a new token of ``kind`` for ``client_id`` and return it (a fresh UUID v4);
+        with ``keep``, only the newest ``keep`` tokens of that kind stay (expired ones go)."""
         token = token or str(uuid.uuid4())
         now = time.time()
         expires = now + SIGNATURE_LIFETIME if kind == "signature" else None
-        self._db.execute(
-            "INSERT OR REPLACE INTO moosicbox_tokens"
-            " (token_hash, kind, client_id, created_at, expires) VALUES (?, ?, ?, ?, ?)",
-            (token_hash(token), kind, client_id, now, expires),
-        )
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO moosicbox_tokens"
+                " (token_hash, kind, client_id, created_at, expires) VALUES (?, ?, ?, ?, ?)",
+                (token_hash(token), kind, client_id, now, expires),
+            )
+            if keep:
+                self._db.execute(
+                    "DELETE FROM moosicbox_tokens WHERE client_id = ? AND kind = ? AND"
+                    " (expires < ? OR token_hash NOT IN (SELECT token_hash FROM moosicbox_tokens"
+                    " WHERE client_id = ? AND kind = ? ORDER BY created_at DESC LIMIT ?))",
+                    (client_id, kind, now, client_id, kind, keep),
+                )
         return token
 
     def client_of(self, kind: TokenKind, token: str | None) -> str | None:
@@ -276,14 +286,6 @@ class MoosicBoxTokens:
             raise KeyError(client_id)
         self.remove(client_id)
         return self.mint("access", client_id)
-
-    def purge_expired(self) -> int:
-        """Drop expired signature tokens; return how many."""
-        cursor = self._db.execute(
-            "DELETE FROM moosicbox_tokens WHERE expires IS NOT NULL AND expires < ?",
-            (time.time(),),
-        )
-        return cursor.rowcount
 
 
 def migrate(db: sqlite3.Connection) -> None:
