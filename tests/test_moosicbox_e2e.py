@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +55,9 @@ class Setup:
 
 
 async def setup(nursery: trio.Nursery, start_daemon: StartDaemon, **kwargs: Any) -> Setup:
-    overrides = kwargs.pop("overrides", {})
-    daemon = await start_daemon(server={"admin_token": ADMIN}, **overrides)
+    overrides = dict(kwargs.pop("overrides", {}))
+    server = {"admin_token": ADMIN, **overrides.pop("server", {})}
+    daemon = await start_daemon(server=server, **overrides)
     local = await start_local_app(nursery)
     access, signature = await register(daemon, CLIENT)
     sender = await connect_sender(daemon, CLIENT, signature, local.url, **kwargs)
@@ -575,3 +577,39 @@ async def test_graceful_stop_closes_senders_and_app_sockets(
         while not s.sender.ws.closed:
             await trio.sleep(0.01)
     assert s.sender.ws.closed.code == 1001
+
+
+async def test_app_socket_limits(nursery: trio.Nursery, start_daemon: StartDaemon) -> None:
+    """Past max_app_sockets_per_client: 503. An app that stops reading while its sender pushes
+    is closed with 4008 once app_outbox_size messages wait; the sender is never held."""
+    s = await setup(
+        nursery,
+        start_daemon,
+        overrides={
+            "moosicbox": {"max_app_sockets_per_client": 1, "app_outbox_size": 2},
+            "server": {"send_timeout": 1.0},
+        },
+    )
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", s.daemon.port))
+    await trio_websocket.wrap_client_stream(
+        s.daemon.nursery,
+        trio.SocketStream(sock),
+        "127.0.0.1",
+        f"/ws?clientId={CLIENT}&signature={s.signature}",
+        message_queue_size=0,
+    )
+    query = f"clientId={CLIENT}&signature={s.signature}"
+    assert await _rejection(s.daemon, query) == 503
+    (app,) = s.daemon.hub.moosicbox.apps[CLIENT].values()
+    with trio.fail_after(10):
+        while app.close_code is None:
+            await s.sender.push({"fill": "x" * 60_000})
+            await trio.sleep(0.01)
+    assert app.close_code == 4008
+    with trio.fail_after(10):  # its socket goes once the kernel gives up (send_timeout)
+        while s.daemon.hub.moosicbox.apps:
+            await trio.sleep(0.05)
+    r = await get(s.url("/echo"), headers=s.auth)  # the sender still serves
+    assert r.status_code == 201
