@@ -613,3 +613,12 @@ async def test_app_socket_limits(nursery: trio.Nursery, start_daemon: StartDaemo
             await trio.sleep(0.05)
     r = await get(s.url("/echo"), headers=s.auth)  # the sender still serves
     assert r.status_code == 201
+
+
+async def test_disabled_endpoint_leaves_the_paths_to_wstund(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(server={"admin_token": ADMIN}, moosicbox={"enabled": False})
+    r = await get(f"{daemon.url}/auth/register-client?clientId=x", method="POST",
+                  headers={"Authorization": ADMIN})  # fmt: skip
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = await get(f"{daemon.url}/api/x?clientId=x")
+    assert r.status_code == 404
