@@ -35,7 +35,8 @@ PING_INTERVAL = "wstund_websocket_ping_interval"  # seconds; None = no pings
 IDLE_TIMEOUT = "wstund_websocket_idle_timeout"  # seconds; None = never
 SEND_BATCH = "wstund.websocket.send_batch"
 # Per-socket keepalive: ``websocket.accept`` may carry KEEPALIVE: (ping_interval, idle_timeout),
-# overriding the config's for that socket (MoosicBox sockets: 5 s / 10 s, as its own server).
+# overriding the config's for that socket (MoosicBox sockets: 5 s / 10 s, as its own server);
+# an unpatched Hypercorn ignores the extra key.
 KEEPALIVE = "wstund.websocket.keepalive"
 
 Frame = str | bytes
@@ -57,7 +58,6 @@ class BatchSend:
 
             extensions = dict(scope.get("extensions") or {})
             extensions[SEND_BATCH] = {"send": send_batch}
-            extensions[KEEPALIVE] = {}
             scope = {**scope, "extensions": extensions}
         await self.app(scope, receive, send)
 

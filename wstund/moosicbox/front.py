@@ -53,10 +53,12 @@ class MoosicBoxSocket(ServerWebSocket):
     of silence by default) instead of the relay's."""
 
     async def accept_with_keepalive(self, ping_interval: float, idle_timeout: float) -> None:
-        """Complete the handshake; the keepalive applies where the server offers it."""
-        message: Message = {"type": "websocket.accept", "subprotocol": None}
-        if hypercorn_ws.KEEPALIVE in self.scope.get("extensions", {}):
-            message[hypercorn_ws.KEEPALIVE] = (ping_interval, idle_timeout)
+        """Complete the handshake with a keepalive of its own (``hypercorn_ws.KEEPALIVE``)."""
+        message: Message = {
+            "type": "websocket.accept",
+            "subprotocol": None,
+            hypercorn_ws.KEEPALIVE: (ping_interval, idle_timeout),
+        }
         await self._send(message)
         self.accepted = True
 
