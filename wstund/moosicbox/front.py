@@ -87,7 +87,7 @@ class MoosicBoxFront:
             pairs = parse_query(bytes(scope.get("query_string", b"")))
             if kind == "http" and await self.serve_http(scope, pairs, receive, send):
                 return
-            if kind == "websocket" and scope["path"] == "/ws" and _has(pairs, "clientId"):
+            if kind == "websocket" and is_moosicbox_socket(scope["path"], pairs):
                 await self.serve_socket(MoosicBoxSocket(scope, receive, send), pairs)
                 return
         await self.app(scope, receive, send)
@@ -281,6 +281,12 @@ class MoosicBoxFront:
             await app.serve()
         finally:
             state.remove_app(app)
+
+
+def is_moosicbox_socket(path: str, pairs: list[tuple[str, str]]) -> bool:
+    """Whether a WebSocket upgrade is MoosicBox's (``/ws`` naming ``clientId``, in any case):
+    a relay client never sends one, so the relay's own ``/ws`` is left alone."""
+    return path == "/ws" and _has(pairs, "clientId")
 
 
 def _has(pairs: list[tuple[str, str]], name: str) -> bool:
