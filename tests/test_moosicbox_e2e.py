@@ -186,6 +186,8 @@ async def test_auth_refusals(nursery: trio.Nursery, start_daemon: StartDaemon) -
     assert (r.status_code, r.text) == (401, "Unauthorized")
     r = await get(f"{base}/api/x?clientId={CLIENT}")
     assert (r.status_code, r.text) == (401, "Unauthorized")
+    r = await get(f"{base}/api/x?clientId={OTHER}", headers=s.auth)  # another client's id
+    assert (r.status_code, r.text) == (401, "Unauthorized")
     r = await get(f"{base}/auth/register-client?clientId=x", method="POST")
     assert (r.status_code, r.text) == (401, "Unauthorized")
     r = await get(f"{base}/auth/register-client", method="POST", headers={"Authorization": ADMIN})

@@ -100,10 +100,9 @@ class MoosicBoxFront:
         """Answer a MoosicBox route; False when the request is not one."""
         path, method = scope["path"], scope["method"]
         origin = header(scope, b"origin")
-        files = path == "/files/track" or FILES_RE.fullmatch(path) is not None
-        ours = path.startswith("/auth/") or files or _has(pairs, "clientId")
-        if not ours or (path == "/health" and method == "GET"):
+        if not is_moosicbox_http(method, path, pairs):
             return False
+        files = path == "/files/track" or FILES_RE.fullmatch(path) is not None
         if origin is not None:
             send = _with_cors(send, origin)
             if method == "OPTIONS" and header(scope, b"access-control-request-method"):
@@ -281,6 +280,16 @@ class MoosicBoxFront:
             await app.serve()
         finally:
             state.remove_app(app)
+
+
+def is_moosicbox_http(method: str, path: str, pairs: list[tuple[str, str]]) -> bool:
+    """Whether an HTTP request may be MoosicBox's: ``/auth/…``, ``/files/…`` or any path naming
+    ``clientId`` (in any case) but ``GET /health``. What such a request gets back is either
+    this module's own answer or the content of someone's MoosicBox server."""
+    if path == "/health" and method == "GET":
+        return False
+    files = path == "/files/track" or FILES_RE.fullmatch(path) is not None
+    return path.startswith("/auth/") or files or _has(pairs, "clientId")
 
 
 def is_moosicbox_socket(path: str, pairs: list[tuple[str, str]]) -> bool:
