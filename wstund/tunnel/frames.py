@@ -21,7 +21,7 @@ direction (announced in ``hello``); a BODY or TEXT frame costs max(1, len(payloa
 sender may send one while its credit is positive (so it may overdraw by at most one frame); the
 receiver grants credit back with WINDOW as its consumer takes the bytes. A stalled consumer
 therefore holds at most window + one frame. HEAD, END, ABORT and ERROR cost no credit, so each
-counts once per stream: a second HEAD costs the agent that stream (ABORT "protocol error"), and
+counts once per stream: a second HEAD costs the agent that stream (an ABORT with the reason), and
 nothing after END, ABORT or ERROR is kept. Frames of an unknown (finished) stream are ignored.
 """
 
