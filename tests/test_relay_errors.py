@@ -120,11 +120,11 @@ async def test_origin_refused_with_1008(start_daemon: StartDaemon) -> None:
 async def test_rooms_per_connection(start_daemon: StartDaemon) -> None:
     daemon = await start_daemon(relay={"max_rooms_per_connection": 2})
     host = await connect(daemon)
-    for expected in (True, True, False):
+    for expected in ("instance_created", "instance_created", "error"):
         await send(host, "create_instance", service="chat")
-        reply = (await recv(host))["payload"]
-        assert reply["success"] is expected
-    assert reply["code"] == "too_many_rooms"
+        reply = await recv(host)
+        assert reply["type"] == expected
+    assert reply["payload"]["code"] == "too_many_rooms"
 
 
 async def test_members_per_room(start_daemon: StartDaemon) -> None:
