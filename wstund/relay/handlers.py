@@ -103,17 +103,14 @@ async def handle_binary(hub: Hub, peer: Peer, data: bytes) -> None:
 # -- control messages ---------------------------------------------------------------------------
 
 
-def _check_payload_server_token(hub: Hub, peer: Peer, given: str | None) -> None:
-    """The reference carries ``server_token`` in the payload; a wrong one closes with 1008."""
+def _check_payload_server_token(hub: Hub, envelope: Envelope, given: str | None) -> None:
+    """The reference carries ``server_token`` in the payload; a wrong one is refused with an
+    ``error`` (the socket itself passed the handshake's token check, so it stays open)."""
     expected = hub.config.server.token
     if not expected or given is None:
         return
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        peer.offer(
-            protocol.encode_error(protocol.INVALID_SERVER_TOKEN, "Invalid server auth token")
-        )
-        peer.close(closecodes.POLICY_VIOLATION, "invalid server token")
-        raise _Handled
+        raise ProtocolError(protocol.INVALID_SERVER_TOKEN, "Invalid server auth token", envelope.id)
 
 
 class _Handled(Exception):
@@ -135,7 +132,7 @@ def _check_room_quota(hub: Hub, peer: Peer, msg_id: protocol.MessageId | None) -
 async def _create_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     msg_id = envelope.id
     request = protocol.decode_payload(envelope, protocol.CreateInstance)
-    _check_payload_server_token(hub, peer, request.server_token)
+    _check_payload_server_token(hub, envelope, request.server_token)
     if not envelope.service:
         raise ProtocolError(protocol.SERVICE_REQUIRED, "Service name is required", msg_id)
     service = hub.services.get(envelope.service)
@@ -168,7 +165,7 @@ async def _create_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
 async def _reclaim_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     msg_id = envelope.id
     request = protocol.decode_payload(envelope, protocol.ReclaimInstance)
-    _check_payload_server_token(hub, peer, request.server_token)
+    _check_payload_server_token(hub, envelope, request.server_token)
     _check_rate(hub, peer)
     instance = hub.instances.get(request.uuid)
     if instance is None:
