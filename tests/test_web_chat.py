@@ -38,6 +38,11 @@ def log_has(text: str) -> str:
     return f"document.getElementById('log').textContent.includes({text!r})"
 
 
+async def user_id(user: Browser) -> str:
+    """The user id the server confirmed for a user page (its stamped sender id)."""
+    return str(await user.js("return window.wstunClient.userId"))
+
+
 async def test_chat_host_and_two_users(wstund: RunningDaemon, open_browser: OpenBrowser) -> None:
     with trio.fail_after(60):
         host, alice, bob = (
@@ -49,7 +54,8 @@ async def test_chat_host_and_two_users(wstund: RunningDaemon, open_browser: Open
         assert link.startswith(wstund.url + "/chat/main?instance=")
 
         await join(alice, link, "Alice")
-        await host.wait_js(log_has("Alice joined"))
+        aid = await user_id(alice)
+        await host.wait_js(log_has(f"Alice ({aid}) joined"))
         await host.wait_js(
             "document.querySelector('#members li .member-name')?.textContent === 'Alice'"
         )
@@ -60,17 +66,18 @@ async def test_chat_host_and_two_users(wstund: RunningDaemon, open_browser: Open
 
         # Bob joins late, on a phone: he gets the history from his peers and Alice sees him.
         await join(bob, link, "Bob")
-        await alice.wait_js(log_has("Bob joined"))
+        bid = await user_id(bob)
+        await alice.wait_js(log_has(f"Bob ({bid}) joined"))
         await bob.wait_js(log_has("hello from alice") + " && " + log_has("welcome, says the host"))
         assert await bob.js("return document.title") == "Chat"
         assert (
             await bob.js("return document.getElementById('room-name').textContent") == "Team chat"
         )
-        # Names travel with messages.
+        # Names travel with messages, next to the sender id the server stamped.
         names = await bob.js(
             "return [...document.querySelectorAll('#log .msg .name')].map(e => e.textContent)"
         )
-        assert names == ["Alice", "Host"]
+        assert names == [f"Alice ({aid})", "Host"]
         # Phone width: the page fits without horizontal scrolling.
         assert await bob.js("return document.documentElement.scrollWidth <= window.innerWidth"), (
             "user page is wider than the phone"
@@ -82,8 +89,8 @@ async def test_chat_host_and_two_users(wstund: RunningDaemon, open_browser: Open
 
         # Alice leaves (closes her page): the host and Bob get a leave notice.
         await alice.get("about:blank")
-        await host.wait_js(log_has("Alice left"))
-        await bob.wait_js(log_has("Alice left"))
+        await host.wait_js(log_has(f"Alice ({aid}) left"))
+        await bob.wait_js(log_has(f"Alice ({aid}) left"))
         await host.wait_js("document.getElementById('count').textContent === '1'")
 
         # The host kicks Bob: his page says so and he can no longer send.
@@ -116,7 +123,7 @@ async def test_chat_room_token_is_required(
         await user.type("#room-token", "s3cret")
         await user.click("#join")
         await user.find("#msg")
-        await host.wait_js(log_has("Eve joined"))
+        await host.wait_js(log_has(f"Eve ({await user_id(user)}) joined"))
 
 
 async def test_chat_with_a_server_token(
