@@ -120,6 +120,10 @@ async def test_chat_room_token_is_required(
         await user.wait_js(
             "document.getElementById('status').textContent.includes('Could not join')"
         )
+        # The refusal stays on screen once the library has closed its socket.
+        await user.wait_js("window.wstunClient.ws === null")
+        status = await user.js("return document.getElementById('status').textContent")
+        assert status == "Could not join: Invalid instance token"
         await user.type("#room-token", "s3cret")
         await user.click("#join")
         await user.find("#msg")
