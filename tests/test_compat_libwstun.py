@@ -24,10 +24,11 @@ async def test_reference_names_and_refusals(
             """
             const service = WSTun.createService({service: 'chat'});
             const member = WSTun.createClient({service: 'chat', instanceUuid: 'x'});
-            return {createService: typeof WSTun.createService, createClient: typeof WSTun.createClient,
-                    generateUserId: typeof WSTun.generateUserId(), kickUser: typeof service.kickUser,
-                    broadcast: typeof service.broadcast, memberUser: typeof member.userId,
-                    memberSend: typeof member.send};
+            return {createService: typeof WSTun.createService,
+                    createClient: typeof WSTun.createClient,
+                    generateUserId: typeof WSTun.generateUserId(),
+                    kickUser: typeof service.kickUser, broadcast: typeof service.broadcast,
+                    memberUser: typeof member.userId, memberSend: typeof member.send};
             """
         )
         assert names == {
@@ -106,9 +107,13 @@ async def test_host_keeps_its_owner_key_across_reconnects(
             const done = arguments[arguments.length - 1];
             window.sent = [];
             const send = WebSocket.prototype.send;
-            WebSocket.prototype.send = function (data) { window.sent.push(data); return send.call(this, data); };
+            WebSocket.prototype.send = function (data) {
+                window.sent.push(data);
+                return send.call(this, data);
+            };
             window.host = WSTun.createInstanceHost({service: 'chat', name: 'K',
-                onInstanceCreated: () => done(), onInstanceReclaimed: () => { window.back = true; }});
+                onInstanceCreated: () => done(),
+                onInstanceReclaimed: () => { window.back = true; }});
             window.host.connect();
             """
         )
