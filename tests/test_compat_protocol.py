@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 import trio_websocket
 
@@ -142,3 +143,17 @@ async def test_reference_pre_room_types_are_refused(wstund: RunningDaemon, type_
     reply = await _frame(ws, type_, "chat", {"userId": "u1", "clientType": "chat"})
     assert reply["type"] == "error" and reply["payload"]["code"] == "unknown_type"
     assert type_ in reply["payload"]["message"]
+
+
+async def test_reference_http_paths(wstund: RunningDaemon) -> None:
+    """``/_api/instances/{service}`` lists that service's rooms; ``/debug/logs`` (the
+    reference's optional logcat stream) is not served."""
+    chat = await connect(wstund)
+    created = await _frame(chat, "create_instance", "chat", {"name": "C"})
+    files = await connect(wstund)
+    await _frame(files, "create_instance", "fileshare", {"name": "F"})
+    async with httpx.AsyncClient(base_url=wstund.url) as client:
+        listed = (await client.get("/_api/instances/chat")).json()["instances"]
+        assert [room["uuid"] for room in listed] == [created["payload"]["uuid"]]
+        logs = await client.get("/debug/logs")
+        assert logs.status_code == 404

@@ -40,6 +40,7 @@ async def _error(ws: trio_websocket.WebSocketConnection) -> dict[str, str]:
         ('{"type": "ack", "payload": {}}', "unknown_type"),
         ('{"type": "join_instance", "payload": {"uuid": 5}}', "invalid_payload"),
         ('{"type": "join_instance", "payload": []}', "invalid_payload"),
+        ('{"type": "join_instance", "service": "chat"}', "invalid_payload"),
         (
             '{"type": "create_instance", "service": "chat", "payload": {"name": 1}}',
             "invalid_payload",
