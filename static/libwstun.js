@@ -486,18 +486,8 @@
             self._refused(err);
         });
     };
-    LegacyClient.prototype._dispatch = function (msg) {
-        if (msg.type === 'kick') {
-            this.final = true;
-            this._call('onKicked', msg.payload || {});
-            return;
-        }
-        if (msg.type === 'error') {
-            this._call('onError', errorFromReply(msg));
-            return;
-        }
-        this._call('onMessage', msg);
-    };
+    // Kicks, errors and messages reach it as they reach a room member.
+    LegacyClient.prototype._dispatch = InstanceClient.prototype._dispatch;
 
     function createHost(opts) { return new InstanceHost(opts); }
     function createClient(opts) {
