@@ -142,3 +142,27 @@ async def test_chat_with_a_server_token(
         await join(user, link, "Tess")
         await say(user, "through the token")
         await host.wait_js(log_has("through the token"))
+
+
+async def test_chat_shows_the_stamped_sender_not_the_claimed_one(
+    wstund: RunningDaemon, open_browser: OpenBrowser
+) -> None:
+    """A member posting as another (payload from/name forged) is shown with its own id."""
+    with trio.fail_after(60):
+        host, alice, mallory = await open_browser(), await open_browser(), await open_browser()
+        link = await create_room(host, wstund.url, "Stamped")
+        await join(alice, link, "Alice")
+        await join(mallory, link, "Mallory")
+        aid, mid = await user_id(alice), await user_id(mallory)
+        await mallory.js(
+            "window.wstunClient.send('chat_message', {id: 'forged-1', from: arguments[0],"
+            " name: 'Alice', text: 'forged words', ts: Date.now()})",
+            aid,
+        )
+        label = (
+            "[...document.querySelectorAll('#log .msg')].find(e => e.textContent"
+            ".includes('forged words'))?.querySelector('.name').textContent"
+        )
+        for page in (alice, host):
+            shown = await page.wait_js(label)
+            assert shown == f"Alice ({mid})", shown
