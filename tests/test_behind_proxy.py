@@ -11,9 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import trio
 import trio_websocket
@@ -23,6 +21,7 @@ from wstund.agent import Agent
 from .caddy import run_caddy
 from .conftest import RunningDaemon, StartDaemon, expect_closed, recv, send
 from .localapp import LocalApp, start_local_app
+from .loopback import expect_login_refused, http_from, login, open_ws
 from .test_tunnel_e2e import agent_for, register, run_agent
 
 SPOOF = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}
@@ -47,35 +46,6 @@ async def proxied(start_daemon: StartDaemon, tmp_path: Path) -> AsyncIterator[Pr
     )
     async with run_caddy(daemon.port, tmp_path / "caddy") as port:
         yield Proxied(daemon, port)
-
-
-async def open_ws(
-    nursery: trio.Nursery,
-    source: str,
-    port: int,
-    resource: str = "/ws",
-    host: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> trio_websocket.WebSocketConnection:
-    """A WebSocket to 127.0.0.1:``port`` from the loopback address ``source``."""
-    sock = trio.socket.socket()
-    await sock.bind((source, 0))
-    with trio.fail_after(5):
-        await sock.connect(("127.0.0.1", port))
-        return await trio_websocket.wrap_client_stream(
-            nursery,
-            trio.SocketStream(sock),
-            host or f"127.0.0.1:{port}",
-            resource,
-            extra_headers=list((headers or {}).items()),
-        )
-
-
-def http_from(source: str, **kwargs: Any) -> httpx.AsyncClient:
-    """An HTTP client whose connections leave from the loopback address ``source``."""
-    return httpx.AsyncClient(
-        transport=httpx.AsyncHTTPTransport(local_address=source), timeout=10, **kwargs
-    )
 
 
 async def admitted(ws: trio_websocket.WebSocketConnection) -> bool:
@@ -176,3 +146,16 @@ async def test_a_direct_caller_cannot_forge_forwarded_headers_to_the_agent(
     assert echoed.headers["x-saw-x-forwarded-for"] == "127.0.0.3"
     assert echoed.headers["x-saw-x-forwarded-proto"] == "http"
     assert echoed.headers["x-saw-x-forwarded-host"] == f"127.0.0.1:{proxied.daemon.port}"
+
+
+async def test_failed_agent_logins_count_per_forwarded_address(
+    nursery: trio.Nursery, proxied: Proxied
+) -> None:
+    secret = await register(proxied.daemon, "box")
+    for guess in ("guess-1", "guess-2"):
+        await expect_login_refused("127.0.0.2", proxied.port, guess, 401)
+    await expect_login_refused("127.0.0.2", proxied.port, secret, 429)
+    agent = await login(nursery, "127.0.0.3", proxied.port, "box", secret)  # same proxy
+    with trio.fail_after(5):
+        assert isinstance(await agent.get_message(), str)  # the session's hello
+    await agent.aclose()

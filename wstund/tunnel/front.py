@@ -11,17 +11,28 @@ It needs no server token: the secret is the credential. Everything else goes to 
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from .. import closecodes
-from .asgi import ASGIApp, Receive, Scope, Send, ServerWebSocket, header
-from .proxy import proxy_http, route
+from .asgi import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    ServerWebSocket,
+    header,
+    json_body,
+    send_json_error,
+)
+from .proxy import PREFIX, Route, proxy_http, route
 from .session import TunnelSession
 from .wsproxy import proxy_websocket
 
 if TYPE_CHECKING:
     from ..hub import Hub
+    from .tunnels import Tunnels
 
 log = logging.getLogger("wstund.tunnel")
 CONNECT_PATH = "/_tunnel/connect"
@@ -36,6 +47,34 @@ def agent_credentials(scope: Scope) -> tuple[str, str]:
     return client_id, secret.strip() if scheme.lower() == "bearer" else ""
 
 
+def raw_path_for(scope: Scope, where: Route) -> Scope | None:
+    """``scope`` whose raw path names the client as routing read it (``/_t/%65vil/x`` becomes
+    ``/_t/evil/x``, so the agent gets ``/x``); None when the raw path names another one (an
+    encoded ``/`` in ``_t`` or in the client id)."""
+    if not where.prefix:
+        return scope  # host routing: the agent replays the whole raw path
+    raw = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    _, first, second, *rest = [*raw.split("/", 3), ""][:4]
+    if unquote(first) != PREFIX.strip("/") or unquote(second) != where.client_id:
+        return None
+    canonical = f"{where.prefix}/{rest[0]}" if raw.count("/") >= 3 else where.prefix
+    if canonical == raw:
+        return scope
+    return {**scope, "raw_path": canonical.encode("latin-1")}
+
+
+def login_refusal(tunnels: Tunnels, address: str) -> tuple[int, str, str] | None:
+    """(status, error, message) when ``address`` failed too many agent logins, else None."""
+    limit = tunnels.config.auth_failures_per_minute
+    if tunnels.failed_logins.count(address) < limit:
+        return None
+    return (
+        429,
+        "rate_limited",
+        f"more than {limit} failed agent logins from {address} in a minute; try again later",
+    )
+
+
 class TunnelFront:
     """An ASGI app: tunnel paths handled here, the rest passed to ``app``."""
 
@@ -48,21 +87,49 @@ class TunnelFront:
         if kind in ("http", "websocket"):
             where = route(scope, self.hub.config.tunnel.host_suffix)
             if where is not None:
+                routed = raw_path_for(scope, where)
+                if routed is None:
+                    await self.refuse_path(scope, receive, send)
+                    return
                 proxy = proxy_http if kind == "http" else proxy_websocket
-                await proxy(self.hub, where, scope, receive, send)
+                await proxy(self.hub, where, routed, receive, send)
                 return
             if kind == "websocket" and scope["path"] == CONNECT_PATH:
                 await self.serve_agent(ServerWebSocket(scope, receive, send))
                 return
         await self.app(scope, receive, send)
 
+    async def refuse_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """400 for a tunnel path whose client id segment hides a ``/`` (HTTP or WebSocket)."""
+        error, message = "bad_tunnel_path", "a tunnel client id cannot contain an encoded '/'"
+        if scope["type"] == "http":
+            await send_json_error(send, 400, error, message)
+            return
+        ws = ServerWebSocket(scope, receive, send)
+        if await ws.wait_connect():
+            await ws.deny(400, error, message)
+
     async def serve_agent(self, ws: ServerWebSocket) -> None:
-        """Authenticate an agent, then run its TunnelSession until it leaves."""
+        """Authenticate an agent, then run its TunnelSession until it leaves.
+
+        Failed logins are counted per client address: past ``tunnel.auth_failures_per_minute``
+        every login from that address, right or wrong, gets 429 until the minute has passed.
+        """
         tunnels = self.hub.tunnels
         if not await ws.wait_connect():
             return
+        client = ws.scope.get("client")
+        address = str(client[0]) if client else "unix"
+        refusal = login_refusal(tunnels, address)
+        if refusal is not None:
+            status, error, message = refusal
+            retry = str(math.ceil(tunnels.failed_logins.window))
+            headers = [("content-type", "application/json"), ("retry-after", retry)]
+            await ws.respond(status, headers, json_body(error, message))
+            return
         client_id, secret = agent_credentials(ws.scope)
         if not client_id or not tunnels.registry.verify(client_id, secret):
+            tunnels.failed_logins.add(address)
             await ws.deny(401, "unauthorized", "unknown client id or wrong secret")
             return
         record = tunnels.registry.get(client_id)
