@@ -1,7 +1,7 @@
-"""A real Caddy (Debian's ``caddy`` package) reverse-proxying to a daemon, for tests.
+"""A real Caddy (Debian's ``caddy`` package) in front of a daemon, for tests.
 
-Plain HTTP on a free loopback port (``auto_https off``, no admin endpoint), started with a
-generated Caddyfile and stopped by its pid.
+Started with a generated Caddyfile (``PLAIN_PROXY``: plain HTTP on a free loopback port, no
+admin endpoint), its state under the test's directory, and stopped by its pid.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-CADDYFILE = """\
+PLAIN_PROXY = """\
 {{
 \tadmin off
 \tauto_https off
@@ -54,21 +54,28 @@ def _read(path: Path) -> str:
     return path.read_text(errors="replace")
 
 
-def _write_caddyfile(workdir: Path, port: int, upstream: int) -> Path:
+def _write_caddyfile(workdir: Path, text: str) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     caddyfile = workdir / "Caddyfile"
-    caddyfile.write_text(CADDYFILE.format(port=port, upstream=upstream))
+    caddyfile.write_text(text)
     return caddyfile
 
 
 @asynccontextmanager
 async def run_caddy(upstream: int, workdir: Path) -> AsyncIterator[int]:
     """Caddy on 127.0.0.1:<port> proxying every host to 127.0.0.1:``upstream``; yields port."""
+    port = free_port()
+    async with run_caddyfile(PLAIN_PROXY.format(port=port, upstream=upstream), workdir, port):
+        yield port
+
+
+@asynccontextmanager
+async def run_caddyfile(text: str, workdir: Path, port: int) -> AsyncIterator[None]:
+    """Caddy running the Caddyfile ``text`` until the block ends; ready once ``port`` listens."""
     binary = shutil.which("caddy")
     if binary is None:
         pytest.fail("Debian caddy is not installed (scripts/test.sh installs it)")
-    port = free_port()
-    caddyfile = _write_caddyfile(workdir, port, upstream)
+    caddyfile = _write_caddyfile(workdir, text)
     log = workdir / "caddy.log"
     env = {
         **os.environ,
@@ -85,7 +92,7 @@ async def run_caddy(upstream: int, workdir: Path) -> AsyncIterator[int]:
         )
     try:
         await _wait_listening(port, proc, log)
-        yield port
+        yield
     finally:
         if proc.returncode is None:
             os.kill(proc.pid, signal.SIGTERM)

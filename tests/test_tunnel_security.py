@@ -144,3 +144,41 @@ async def test_a_page_on_another_origin_cannot_open_a_tunnelled_websocket(
     await browser.get(f"{daemon.url}/_t/{EVIL}/page")
     assert await browser.js_async(WS_PROBE, daemon.ws_url(f"/_t/{EVIL}/ws")) == "message:echo:probe"
     assert local.seen == ["/page", "/ws"]
+
+
+async def test_tls_ask_approves_only_registered_client_hosts(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(server={"token": "srv"}, tunnel={"host_suffix": "T.example.com"})
+    await register_with_token(daemon, "home")
+    async with httpx.AsyncClient(base_url=daemon.url, timeout=10) as http:
+        with trio.fail_after(10):
+            answers = {
+                domain: (await http.get("/_tunnel/tls-ask", params={"domain": domain}))
+                for domain in (
+                    "home.t.example.com",  # a registered client: no server token needed
+                    "nobody.t.example.com",
+                    "t.example.com",
+                    "home.t.example.com.evil.example",
+                    "x.home.t.example.com",
+                    "",
+                )
+            }
+    assert {d: r.status_code for d, r in answers.items()} == {
+        "home.t.example.com": 200,
+        "nobody.t.example.com": 404,
+        "t.example.com": 404,
+        "home.t.example.com.evil.example": 404,
+        "x.home.t.example.com": 404,
+        "": 404,
+    }
+    assert answers["home.t.example.com"].json() == {
+        "domain": "home.t.example.com",
+        "client": "home",
+    }
+    assert answers["nobody.t.example.com"].json()["error"] == "client_not_found"
+
+
+async def register_with_token(daemon: RunningDaemon, client_id: str) -> None:
+    async with httpx.AsyncClient(headers={"Authorization": "Bearer srv"}) as http:
+        with trio.fail_after(5):
+            added = await http.post(f"{daemon.url}/_api/tunnel/clients", json={"id": client_id})
+    assert added.status_code == 201

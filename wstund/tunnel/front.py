@@ -10,6 +10,7 @@ It needs no server token: the secret is the credential. Everything else goes to 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wstund.tunnel")
 CONNECT_PATH = "/_tunnel/connect"
+# Asked by a TLS front (Caddy's on_demand_tls ``ask``) before it gets a certificate for a host.
+TLS_ASK_PATH = "/_tunnel/tls-ask"
 
 
 def agent_credentials(scope: Scope) -> tuple[str, str]:
@@ -75,6 +78,16 @@ def login_refusal(tunnels: Tunnels, address: str) -> tuple[int, str, str] | None
     )
 
 
+def certificate_client(tunnels: Tunnels, domain: str) -> str | None:
+    """The registered client that ``{id}.{host_suffix}`` names, else None: a certificate
+    for ``domain`` is worth getting only then (it answers what host routing answers)."""
+    suffix = tunnels.config.host_suffix.lower().strip(".")
+    label, dot, rest = domain.lower().partition(".")
+    if not suffix or not dot or rest != suffix or tunnels.registry.get(label) is None:
+        return None
+    return label
+
+
 class TunnelFront:
     """An ASGI app: tunnel paths handled here, the rest passed to ``app``."""
 
@@ -97,7 +110,24 @@ class TunnelFront:
             if kind == "websocket" and scope["path"] == CONNECT_PATH:
                 await self.serve_agent(ServerWebSocket(scope, receive, send))
                 return
+            if kind == "http" and scope["path"] == TLS_ASK_PATH:
+                await self.answer_tls_ask(scope, send)
+                return
         await self.app(scope, receive, send)
+
+    async def answer_tls_ask(self, scope: Scope, send: Send) -> None:
+        """200 when ``?domain=`` is a registered client's host, else 404 (no token needed)."""
+        query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+        domain = (query.get("domain") or [""])[0]
+        client_id = certificate_client(self.hub.tunnels, domain)
+        if client_id is None:
+            message = f"{domain!r} is not {{client id}}.tunnel.host_suffix of a registered client"
+            await send_json_error(send, 404, "client_not_found", message)
+            return
+        body = json.dumps({"domain": domain, "client": client_id}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def refuse_path(self, scope: Scope, receive: Receive, send: Send) -> None:
         """400 for a tunnel path whose client id segment hides a ``/`` (HTTP or WebSocket)."""
