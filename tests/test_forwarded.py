@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from wstund.config import Config, ConfigError, validate
-from wstund.forwarded import Client, client_address, effective_scope, parse_networks
+from wstund.forwarded import Client, Trusted, client_address, effective_scope, parse_networks
 
-TRUSTED, _ = parse_networks(["127.0.0.1", "10.0.0.0/8", "::1"])
+TRUSTED = Trusted(parse_networks(["127.0.0.1", "10.0.0.0/8", "::1"])[0])
 HOST = (b"host", b"app.example")
 
 
@@ -20,7 +20,8 @@ def test_an_untrusted_peer_is_its_own_client_whatever_it_claims() -> None:
     assert client_address("203.0.113.9", headers, TRUSTED) == Client(
         "203.0.113.9", "http", "app.example"
     )
-    assert client_address("127.0.0.1", headers, []) == Client("127.0.0.1", "http", "app.example")
+    none = Trusted(())
+    assert client_address("127.0.0.1", headers, none) == Client("127.0.0.1", "http", "app.example")
     assert client_address(None, headers, TRUSTED) == Client(None, "http", "app.example")
 
 

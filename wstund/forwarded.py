@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, NamedTuple
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -61,56 +61,87 @@ def _ip(text: str) -> Address | None:
     elif text.count(":") == 1:
         text = text.partition(":")[0]
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
-
-
-def _trusted(address: Address | None, trusted: Sequence[Network]) -> bool:
-    if address is None:
-        return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in trusted)
+        return address.ipv4_mapped
+    return address
 
 
-def _values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
-    """Every comma-separated value of header ``name``, across repeated lines, in order."""
-    values: list[str] = []
-    for key, value in headers:
-        if bytes(key).lower() == name:
-            values.extend(part.strip() for part in bytes(value).decode("latin-1").split(","))
-    return values
+class Trusted:
+    """The trusted proxies' networks, with recent verdicts remembered (a proxy is one peer
+    asking again and again, a client one address for many requests; the memory is bounded)."""
+
+    MEMORY = 4096
+
+    def __init__(self, networks: Iterable[Network]) -> None:
+        self.networks = tuple(networks)
+        self._seen: dict[str, tuple[str | None, bool]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def verdict(self, text: str) -> tuple[str | None, bool]:
+        """(the address ``text`` names, or None if it names none; whether it is trusted)."""
+        known = self._seen.get(text)
+        if known is None:
+            address = _ip(text)
+            trusted = address is not None and any(address in n for n in self.networks)
+            known = (None if address is None else str(address), trusted)
+            if len(self._seen) >= self.MEMORY:
+                self._seen.clear()
+            self._seen[text] = known
+        return known
+
+
+def _last(values: list[bytes] | None) -> str:
+    """The last comma-separated value of a header's lines, or ""."""
+    return values[-1].decode("latin-1").rpartition(",")[2].strip() if values else ""
+
+
+def _resolve(
+    peer: str | None, found: dict[bytes, list[bytes]], trusted: Trusted, proto: str
+) -> Client:
+    """``client_address`` once the headers it reads are collected in ``found``."""
+    host = found[b"host"][0].decode("latin-1") if b"host" in found else None
+    if peer is None or not trusted or not trusted.verdict(peer)[1]:
+        return Client(peer, proto, host)
+    address = peer
+    chain = b",".join(found.get(b"x-forwarded-for", [])).decode("latin-1")
+    for entry in reversed(chain.split(",") if chain else []):
+        hop, hop_trusted = trusted.verdict(entry.strip())
+        if hop is None:
+            break  # garbage from a proxy we trust: the last hop we can vouch for is the client
+        address = hop
+        if not hop_trusted:
+            break
+    claimed_proto = _last(found.get(b"x-forwarded-proto")).lower()
+    if claimed_proto in ("http", "https"):
+        proto = claimed_proto
+    claimed_host = _last(found.get(b"x-forwarded-host"))
+    if _HOST.match(claimed_host):
+        host = claimed_host
+    return Client(address, proto, host)
+
+
+_READ = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 
 
 def client_address(
     peer: str | None,
     headers: Iterable[tuple[bytes, bytes]],
-    trusted: Sequence[Network],
+    trusted: Trusted,
     *,
     proto: str = "http",
 ) -> Client:
-    """The effective client of a request from ``peer`` (``proto``: the scheme it came in on)."""
-    headers = list(headers)
-    host = next(iter(_values(headers, b"host")), None)
-    here = _ip(peer) if peer else None
-    if not trusted or not _trusted(here, trusted):
-        return Client(peer, proto, host)
-    address = peer
-    for entry in reversed(_values(headers, b"x-forwarded-for")):
-        hop = _ip(entry)
-        if hop is None:
-            break  # garbage from a proxy we trust: the last hop we can vouch for is the client
-        address = str(hop)
-        if not _trusted(hop, trusted):
-            break
-    claimed_proto = (_values(headers, b"x-forwarded-proto") or [""])[-1].lower()
-    if claimed_proto in ("http", "https"):
-        proto = claimed_proto
-    claimed_host = (_values(headers, b"x-forwarded-host") or [""])[-1]
-    if _HOST.match(claimed_host):
-        host = claimed_host
-    return Client(address, proto, host)
+    """The effective client of a request from ``peer`` (``proto``: the scheme it came in on);
+    header names are lowercase, as ASGI and h11 give them."""
+    found: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        if name in _READ:
+            found.setdefault(bytes(name), []).append(bytes(value))
+    return _resolve(peer, found, trusted, proto)
 
 
 Scope = MutableMapping[str, Any]
@@ -132,13 +163,13 @@ class TrustedProxies:
         self.app = app
         self.trusted = trusted  # read per request: a reload changes it live
         self._source: list[str] | None = None
-        self._networks: list[Network] = []
+        self._networks = Trusted(())
 
-    def networks(self) -> list[Network]:
+    def networks(self) -> Trusted:
         """The trusted networks, parsed again only when the configured list changes."""
         source = self.trusted()
         if source is not self._source:
-            self._networks, _ = parse_networks(source)
+            self._networks = Trusted(parse_networks(source)[0])
             self._source = source
         return self._networks
 
@@ -148,21 +179,32 @@ class TrustedProxies:
         await self.app(scope, receive, send)
 
 
-def effective_scope(scope: Scope, trusted: Sequence[Network]) -> Scope:
+def effective_scope(scope: Scope, trusted: Trusted) -> Scope:
     """A copy of an ASGI scope with the effective client, scheme and Host, and no forwarding
-    headers; the scope itself when there is nothing to change."""
+    headers; the scope itself when it carries no forwarding header (nothing to change)."""
     headers = scope["headers"]
-    forwarding = any(bytes(name).lower() in FORWARDING_HEADERS for name, _ in headers)
-    if not forwarding:
+    found: dict[bytes, list[bytes]] = {}
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if name in FORWARDING_HEADERS:
+            found.setdefault(bytes(name), []).append(bytes(value))
+        else:
+            kept.append((name, value))
+            if name == b"host":
+                found.setdefault(b"host", []).append(bytes(value))
+    if len(kept) == len(headers):
         return scope
     client = scope.get("client")
-    websocket = scope["type"] == "websocket"
     scheme = str(scope.get("scheme", "http"))
+    websocket = scope["type"] == "websocket"
     own_proto = {"ws": "http", "wss": "https"}.get(scheme, scheme)
-    who = client_address(client[0] if client else None, headers, trusted, proto=own_proto)
-    kept = [(n, v) for n, v in headers if bytes(n).lower() not in FORWARDING_HEADERS]
-    if who.host is not None and who.host != next(iter(_values(headers, b"host")), None):
-        kept = [(n, v) for n, v in kept if bytes(n).lower() != b"host"]
+    who = _resolve(client[0] if client else None, found, trusted, own_proto)
+    if (
+        who.host is not None
+        and b"host" in found
+        and who.host != found[b"host"][0].decode("latin-1")
+    ):
+        kept = [(n, v) for n, v in kept if n != b"host"]
         kept.insert(0, (b"host", who.host.encode("latin-1")))
     scope = dict(scope)
     scope["headers"] = kept
