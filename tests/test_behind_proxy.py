@@ -42,6 +42,7 @@ class Proxied:
 async def proxied(start_daemon: StartDaemon, tmp_path: Path) -> AsyncIterator[Proxied]:
     daemon = await start_daemon(
         server={"trusted_proxies": ["127.0.0.1"], "max_connections_per_ip": 2},
+        relay={"failed_joins_per_minute": 2},
         tunnel={"host_suffix": "tunnel.test", "auth_failures_per_minute": 2},
     )
     async with run_caddy(daemon.port, tmp_path / "caddy") as port:
@@ -159,3 +160,23 @@ async def test_failed_agent_logins_count_per_forwarded_address(
     with trio.fail_after(5):
         assert isinstance(await agent.get_message(), str)  # the session's hello
     await agent.aclose()
+
+
+async def join_unknown_room(ws: trio_websocket.WebSocketConnection) -> str:
+    """Join a room that does not exist; the code of the refusal (an error or a failed ack)."""
+    await send(ws, "join_instance", {"uuid": "00000000", "userId": "u"}, service="chat")
+    reply = await recv(ws)
+    assert reply["type"] in ("error", "ack") and not reply["payload"].get("success"), reply
+    return str(reply["payload"]["code"])
+
+
+async def test_failed_joins_count_per_forwarded_address(
+    nursery: trio.Nursery, proxied: Proxied
+) -> None:
+    guesser = await open_ws(nursery, "127.0.0.2", proxied.port)
+    codes = [await join_unknown_room(guesser) for _ in range(3)]
+    assert codes[:2] == codes[:1] * 2 and codes[2] == "rate_limited"
+    assert await expect_closed(guesser) == 4029
+    other = await open_ws(nursery, "127.0.0.3", proxied.port)  # same proxy, another client
+    assert await join_unknown_room(other) == codes[0]
+    await other.aclose()
