@@ -1,12 +1,18 @@
 /* libwstun.js: the WSTun client library served by wstund at /libwstun.js.
  *
  * Same names as the reference library, so pages written for WSTun run unchanged:
- *   WSTun.version, WSTun.generateId(), WSTun.buildWsUrl(serverToken),
- *   WSTun.listInstances(service, serverToken) -> Promise<instances>,
- *   WSTun.createInstanceHost({...}) -> {connect, disconnect, send, broadcast, kickUser},
- *   WSTun.createInstanceClient({...}) -> {connect, disconnect, send}.
+ *   WSTun.version, WSTun.generateId(), WSTun.generateUserId(), WSTun.buildWsUrl(serverToken),
+ *   WSTun.listInstances(service, serverToken) -> Promise<instances> (resolves [] when the
+ *     server closes without a list or says nothing for 3 s; rejects on an error or a failed
+ *     connection),
+ *   WSTun.createInstanceHost({...}) / WSTun.createService({...})
+ *     -> {connect, disconnect, send, broadcast, kickUser},
+ *   WSTun.createInstanceClient({...}) / WSTun.createClient({...}) -> {connect, disconnect, send}.
+ * A refusal (an error reply to create, reclaim or join) reaches onError and ends the attempt
+ * without onClose, as with the reference, so a page's close handler does not hide the error.
  * New (wstund): automatic reconnect with capped backoff and jitter (the host reclaims its
- * room with reclaim_instance, a member joins again), host.sendTo(userId, type, payload),
+ * room with reclaim_instance and the ownerKey it was given, a member joins again),
+ * host.ownerKey, host.sendTo(userId, type, payload),
  * sendBinary(bytes), request(type, payload) -> Promise correlated by the envelope id, and
  * the binary relay frame codec (WSTun.frames) used to answer HTTP-through-relay requests.
  * Plain JavaScript, no build step.
@@ -20,6 +26,7 @@
     // Join refusals that clear up by themselves while the owner reclaims its room.
     var RETRY_JOIN_CODES = { owner_away: true, user_id_taken: true };
     var REQUEST_TIMEOUT_MS = 15000;
+    var LIST_TIMEOUT_MS = 3000;  // the reference's: a list that does not come is an empty one
     var MAX_QUEUED_WHILE_AWAY = 1000;
 
     function generateId() {
@@ -102,6 +109,8 @@
 
     Connection.prototype.connect = function () {
         this.stopped = false;
+        this.refused = false;
+        this.final = false;
         this.attempt = 0;
         this._open();
         return this;
@@ -150,7 +159,7 @@
             self._failPending(WSTunError('connection closed', 'closed'));
             if (self.stopped || !self.reconnect || FINAL_CLOSE_CODES[event.code] || self.final) {
                 self.stopped = true;
-                self._call('onClose', event);
+                if (!self.refused) self._call('onClose', event);
                 return;
             }
             self._call('onDisconnected', event);
@@ -175,6 +184,16 @@
         if (error) this._call('onError', error);
         if (this.ws) this.ws.close(1000);
         else this._call('onClose', { code: 1000, reason: error ? error.message : '' });
+    };
+
+    /* The server refused to create, reclaim or join: onError only, as the reference library
+       does (its socket stays quiet), so a page's onClose cannot replace the error shown. */
+    Connection.prototype._refused = function (error) {
+        this.refused = true;
+        this.final = true;
+        this.stopped = true;
+        this._call('onError', error);
+        if (this.ws) this.ws.close(1000);
     };
 
     Connection.prototype._failPending = function (error) {
@@ -272,7 +291,14 @@
         Connection.call(this, opts, 'host');
         this.uuid = this.opts.reclaimUuid || null;
         this.instanceUuid = this.uuid;
+        this.instanceName = this.opts.name || 'Room';
         this.reclaiming = !!this.uuid;
+        // The proof of ownership from instance_created (or given back by the page).
+        this.ownerKey = this.opts.ownerKey || null;
+        // As the reference: without its own callback a reclaim is reported as a creation.
+        if (typeof this.opts.onInstanceReclaimed !== 'function') {
+            this.opts.onInstanceReclaimed = this.opts.onInstanceCreated;
+        }
     }
     InstanceHost.prototype = Object.create(Connection.prototype);
 
@@ -282,8 +308,10 @@
         if (this.uuid) {
             var wanted = this.uuid;
             this._request('reclaim_instance', {
-                uuid: wanted, token: o.instanceToken || undefined, server_token: o.serverToken || undefined
+                uuid: wanted, token: o.instanceToken || undefined, server_token: o.serverToken || undefined,
+                ownerKey: this.ownerKey || undefined
             }, true).then(function (payload) {
+                if (payload.ownerKey) self.ownerKey = payload.ownerKey;
                 self.ready = true;
                 self.attempt = 0;
                 self._flush();
@@ -293,6 +321,7 @@
                 if (self.reclaiming && !self.everReady) {
                     // reclaimUuid given but the room is gone: start a new one.
                     self.uuid = self.instanceUuid = null;
+                    self.ownerKey = null;
                     self.reclaiming = false;
                     self._enter();
                     return;
@@ -302,7 +331,7 @@
                     if (self.ws) self.ws.close(4000);
                     return;
                 }
-                self._stop(err);
+                self._refused(err);
             });
             return;
         }
@@ -311,13 +340,14 @@
             server_token: o.serverToken || undefined
         }, true).then(function (payload) {
             self.uuid = self.instanceUuid = payload.uuid;
+            self.ownerKey = payload.ownerKey || null;
             self.ready = self.everReady = true;
             self.attempt = 0;
             self._flush();
             self._call('onInstanceCreated', payload);
         }, function (err) {
             if (err.code === 'closed' || err.code === 'timeout') return;
-            self._stop(err);
+            self._refused(err);
         });
     };
 
@@ -353,6 +383,7 @@
         Connection.call(this, opts, 'client');
         this.userId = this.opts.userId || generateId();
         this.instanceUuid = this.opts.instanceUuid;
+        this.instanceName = null;
         this.joinedOnce = false;
     }
     InstanceClient.prototype = Object.create(Connection.prototype);
@@ -365,6 +396,7 @@
             self.ready = true;
             self.attempt = 0;
             if (payload.userId) self.userId = payload.userId;
+            self.instanceName = payload.instanceName || null;
             self._flush();
             var again = self.joinedOnce;
             self.joinedOnce = true;
@@ -376,7 +408,7 @@
                 if (self.ws) self.ws.close(4000);  // reconnects with backoff
                 return;
             }
-            self._stop(err);
+            self._refused(err);
         });
     };
 
@@ -397,12 +429,23 @@
     /* ---- one-shot helpers ---- */
     function listInstances(service, serverToken) {
         return new Promise(function (resolve, reject) {
-            var ws = new WebSocket(buildWsUrl(serverToken));
+            var done = false;
+            var ws;
+            function finish(settle, value) {
+                if (done) return;
+                done = true;
+                clearTimeout(timer);
+                if (ws && ws.readyState < 2) ws.close(1000);
+                settle(value);
+            }
+            var timer = setTimeout(function () { finish(resolve, []); }, LIST_TIMEOUT_MS);
+            try {
+                ws = new WebSocket(buildWsUrl(serverToken));
+            } catch (e) {
+                finish(reject, e);
+                return;
+            }
             var id = generateId();
-            var timer = setTimeout(function () {
-                ws.close();
-                reject(WSTunError('list_instances: no reply', 'timeout'));
-            }, REQUEST_TIMEOUT_MS);
             ws.onopen = function () {
                 var envelope = { type: 'list_instances', id: id, payload: {} };
                 if (service) envelope.service = service;
@@ -410,31 +453,57 @@
             };
             ws.onmessage = function (event) {
                 var msg;
-                try { msg = JSON.parse(event.data); } catch (e) { return; }
+                try { msg = JSON.parse(event.data); } catch (e) { finish(reject, e); return; }
                 if (msg.type === 'instance_list') {
-                    clearTimeout(timer);
-                    ws.close(1000);
-                    resolve((msg.payload && msg.payload.instances) || []);
+                    finish(resolve, (msg.payload && msg.payload.instances) || []);
                 } else if (msg.type === 'error') {
-                    clearTimeout(timer);
-                    ws.close(1000);
-                    reject(errorFromReply(msg));
+                    finish(reject, errorFromReply(msg));
                 }
             };
-            ws.onclose = function (event) {
-                clearTimeout(timer);
-                reject(WSTunError('Connection closed (' + event.code + ')', 'closed'));
+            ws.onerror = function () {
+                finish(reject, WSTunError('WebSocket connection failed', 'connect_failed'));
             };
+            ws.onclose = function () { finish(resolve, []); };
         });
+    }
+
+    /* The reference's pre-instance client (client_register): wstund has no such registry, so
+       the server refuses it with an error, which reaches onError. */
+    function LegacyClient(opts) {
+        Connection.call(this, opts, 'client');
+        this.userId = this.opts.userId || generateId();
+    }
+    LegacyClient.prototype = Object.create(Connection.prototype);
+    LegacyClient.prototype._enter = function () {
+        var self = this;
+        this._request('client_register', {
+            clientType: this.service, userId: this.userId, auth_token: this.opts.serviceToken || undefined
+        }, true).then(function (payload) {
+            self.ready = true;
+            self._call('onRegistered', payload);
+        }, function (err) {
+            if (err.code === 'closed' || err.code === 'timeout') return;
+            self._refused(err);
+        });
+    };
+    // Kicks, errors and messages reach it as they reach a room member.
+    LegacyClient.prototype._dispatch = InstanceClient.prototype._dispatch;
+
+    function createHost(opts) { return new InstanceHost(opts); }
+    function createClient(opts) {
+        return opts && opts.instanceUuid ? new InstanceClient(opts) : new LegacyClient(opts);
     }
 
     global.WSTun = {
         version: VERSION,
         generateId: generateId,
+        generateUserId: generateId,
         buildWsUrl: buildWsUrl,
         listInstances: listInstances,
-        createInstanceHost: function (opts) { return new InstanceHost(opts); },
+        createInstanceHost: createHost,
         createInstanceClient: function (opts) { return new InstanceClient(opts); },
+        createService: createHost,
+        createClient: createClient,
         frames: frames
     };
 })(typeof window !== 'undefined' ? window : this);

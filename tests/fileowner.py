@@ -78,7 +78,8 @@ class FileOwner:
             transfer = Transfer(payload["requestId"], int(payload.get("window") or 0))
             self.transfers[transfer.request_id] = transfer
             self.first_request.set()
-            nursery.start_soon(self._serve, transfer, payload["fileId"])
+            # As the reference page: the local id is the global id's last segment.
+            nursery.start_soon(self._serve, transfer, payload["fileId"].split("/")[-1])
         elif kind == "http_window":
             transfer = self.transfers.get(payload["request_id"])
             if transfer is not None:

@@ -305,3 +305,15 @@ async def test_writer_is_fifo_bounded_and_cancel_safe() -> None:
         writer.close()
     assert sink.written == [b"a" * 6, b"pp", b"qq", b"b" * 6, b"c" * 6, b"d" * 3]
     assert sorted(order) == [b"c" * 6, b"d" * 3]
+
+
+def test_ordered_packets_may_overtake_the_head() -> None:
+    core = ExchangeCore(Limits(window=1000, overdraft=0), ordered=True)
+    assert core.on_data(b"3", seq=3) == [] and core.on_end(last_seq=3) == []
+    assert core.on_data(b"2", seq=2) == []
+    assert core.pop() is None and not core.finished  # nothing reaches the caller before the head
+    assert core.on_head(HEAD) == [] and core.pop() is None
+    core.on_data(b"1", seq=1)
+    assert core.finished and drain(core) == b"123" and core.held == 0
+    unordered = ExchangeCore(Limits(window=1000))
+    assert unordered.on_end() and unordered.failure is not None  # an end needs a head first

@@ -36,6 +36,33 @@ def test_reference_manifest_is_accepted() -> None:
     assert [e.file for e in parsed.endpoints] == ["service.html", "ui/main.html", "s.css"]
 
 
+def test_reference_documented_paths_with_a_slash() -> None:
+    # The reference marketplace documentation's manifest, field for field.
+    documented = {
+        "name": "myservice",
+        "displayName": "My Awesome Service",
+        "description": "A great service for doing things",
+        "version": "1.0.0",
+        "author": "Your Name",
+        "icon": "https://example.com/icon.png",
+        "endpoints": [
+            {"path": "/service", "file": "index.html", "type": "service"},
+            {"path": "/main", "file": "main.html", "type": "client"},
+        ],
+    }
+    parsed = parse_manifest(json.dumps(documented).encode(), "myservice", 64)
+    assert [(e.path, e.file, e.type) for e in parsed.endpoints] == [
+        ("service", "index.html", "service"),
+        ("main", "main.html", "client"),
+    ]
+    twice = documented | {
+        "endpoints": [{"path": "/main", "file": "a.html"}, {"path": "main", "file": "b.html"}]
+    }
+    with pytest.raises(MarketplaceError) as info:
+        parse_manifest(json.dumps(twice).encode(), "myservice", 64)
+    assert info.value.code == "invalid_manifest"
+
+
 @pytest.mark.parametrize(
     ("endpoint", "error"),
     [
@@ -46,6 +73,10 @@ def test_reference_manifest_is_accepted() -> None:
         ({"path": "main", "file": "a\x00b"}, "invalid_path"),
         ({"path": "main", "file": ""}, "invalid_path"),
         ({"path": "../main", "file": "m.html"}, "invalid_path"),
+        ({"path": "/../main", "file": "m.html"}, "invalid_path"),
+        ({"path": "//main", "file": "m.html"}, "invalid_path"),
+        ({"path": "/", "file": "m.html"}, "invalid_path"),
+        ({"path": "/a/b", "file": "m.html"}, "invalid_path"),
         ({"path": "a/b", "file": "m.html"}, "invalid_path"),
         ({"path": "main", "file": "m.html", "sha256": "zz"}, "invalid_manifest"),
         (

@@ -32,6 +32,7 @@ async def test_create_instance_reply_echoes_id(wstund: RunningDaemon) -> None:
     assert reply["type"] == "instance_created" and reply["id"] == "7"
     payload = reply["payload"]
     assert payload["success"] is True and payload["name"] == "Team" and payload["hasToken"] is True
+    assert len(payload["ownerKey"]) >= 32
     assert len(payload["uuid"]) == 8 and int(payload["uuid"], 16) >= 0
     assert payload["uuid"] == payload["uuid"].lower()
 
@@ -45,9 +46,9 @@ async def test_create_defaults_and_refusals(wstund: RunningDaemon) -> None:
     for service, code in [(None, "service_required"), ("nope", "service_not_found")]:
         await send(host, "create_instance", {"name": "x"}, service=service, msg_id="c")
         reply = await recv(host)
-        assert reply["type"] == "instance_created" and reply["id"] == "c"
-        assert reply["payload"]["success"] is False and reply["payload"]["code"] == code
-        assert reply["payload"]["error"]
+        assert reply["type"] == "error" and reply["id"] == "c"
+        assert reply["payload"]["code"] == code
+        assert reply["payload"]["error"] == reply["payload"]["message"]
 
 
 async def test_join_ack_and_owner_notified(wstund: RunningDaemon) -> None:
@@ -92,9 +93,9 @@ async def test_join_refusals(wstund: RunningDaemon) -> None:
     ]
     for payload, service, code in cases:
         await send(member, "join_instance", payload, service=service, msg_id=code)
-        ack = await recv(member)
-        assert ack["type"] == "ack" and ack["id"] == code
-        assert ack["payload"]["success"] is False and ack["payload"]["code"] == code
+        refusal = await recv(member)
+        assert refusal["type"] == "error" and refusal["id"] == code
+        assert refusal["payload"]["code"] == code
     # The refused connection is still usable.
     await send(member, "join_instance", {"uuid": uuid, "token": "secret", "userId": "bo"})
     assert (await recv(member))["payload"]["success"] is True
@@ -108,8 +109,10 @@ async def test_member_message_reaches_owner_and_other_members(wstund: RunningDae
     bob = await join_room(wstund, uuid, "bob", host=host)
     raw = '{"type":"file_add","payload":{"userId":"ann","files":[1, 2]} ,"extra":true}'
     await ann.send_message(raw)
-    assert await host.get_message() == raw  # byte-for-byte, not re-encoded
-    assert await bob.get_message() == raw
+    # Byte-for-byte, not re-encoded; only the server-stamped sender is added.
+    stamped = raw[:-1] + ',"from":"ann"}'
+    assert await host.get_message() == stamped
+    assert await bob.get_message() == stamped
     with trio.move_on_after(0.2):
         await ann.get_message()
         raise AssertionError("the sender got its own message back")
@@ -203,7 +206,10 @@ async def test_member_leaving_notifies_owner(wstund: RunningDaemon) -> None:
 
 async def test_owner_drop_reclaim_within_grace(start_daemon: StartDaemon) -> None:
     daemon = await start_daemon(relay={"owner_grace": 5.0})
-    host, uuid = await create_room(daemon, token="pw")
+    host = await connect(daemon)
+    await send(host, "create_instance", {"token": "pw"}, service="chat")
+    created = (await recv(host))["payload"]
+    uuid, owner_key = created["uuid"], created["ownerKey"]
     ann = await join_room(daemon, uuid, "ann", token="pw", host=host)
     await host.aclose()
     away = await recv(ann)
@@ -216,7 +222,8 @@ async def test_owner_drop_reclaim_within_grace(start_daemon: StartDaemon) -> Non
     back = await connect(daemon)
     await send(back, "reclaim_instance", {"uuid": uuid, "token": "wrong"}, service="chat")
     assert (await recv(back))["payload"]["code"] == "invalid_token"
-    await send(back, "reclaim_instance", {"uuid": uuid, "token": "pw"}, service="chat", msg_id="r")
+    reclaim = {"uuid": uuid, "token": "pw", "ownerKey": owner_key}
+    await send(back, "reclaim_instance", reclaim, service="chat", msg_id="r")
     reply = await recv(back)
     assert reply == {
         "type": "instance_reclaimed",
@@ -227,6 +234,7 @@ async def test_owner_drop_reclaim_within_grace(start_daemon: StartDaemon) -> Non
             "name": "Room",
             "hasToken": True,
             "userCount": 1,
+            "ownerKey": owner_key,
         },
     }
     assert (await recv(back))["payload"] == {"text": "anyone?"}
@@ -250,15 +258,23 @@ async def test_owner_drop_after_grace_destroys(start_daemon: StartDaemon) -> Non
     back = await connect(daemon)
     await send(back, "reclaim_instance", {"uuid": uuid}, service="chat")
     reply = await recv(back)
-    assert reply["type"] == "instance_reclaimed" and reply["payload"]["success"] is False
-    assert reply["payload"]["code"] == "instance_not_found"
+    assert reply["type"] == "error" and reply["payload"]["code"] == "instance_not_found"
+    assert reply["payload"]["message"] == "Instance not found"
 
 
 async def test_reclaim_while_owner_connected_refused(wstund: RunningDaemon) -> None:
-    host, uuid = await create_room(wstund)
+    host = await connect(wstund)
+    await send(host, "create_instance", service="chat")
+    created = (await recv(host))["payload"]
     thief = await connect(wstund)
-    await send(thief, "reclaim_instance", {"uuid": uuid}, service="chat")
-    assert (await recv(thief))["payload"]["code"] == "owner_connected"
+    await send(thief, "reclaim_instance", {"uuid": created["uuid"]}, service="chat")
+    assert (await recv(thief))["payload"]["code"] == "not_owner"
+    # Even with the proof, a connected owner keeps the room: the reference's typed refusal.
+    reclaim = {"uuid": created["uuid"], "ownerKey": created["ownerKey"]}
+    await send(thief, "reclaim_instance", reclaim, service="chat")
+    reply = await recv(thief)
+    assert reply["type"] == "instance_reclaimed" and reply["payload"]["success"] is False
+    assert reply["payload"]["code"] == "owner_connected" and reply["payload"]["error"]
 
 
 async def test_host_of_several_rooms_names_the_room(wstund: RunningDaemon) -> None:

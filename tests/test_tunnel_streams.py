@@ -12,7 +12,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 import trio
+import trio_websocket
 
 from wstund.tunnel import frames
 
@@ -117,67 +119,79 @@ async def test_callers_hanging_up_mid_body_never_drop_the_agent(
     assert len(session.exchanges) == 0 and session.exchanges.held == 0
 
 
+async def _stall_then_flood(
+    agent: trio_websocket.WebSocketConnection, window: int, status: int
+) -> int:
+    """Answer the next request with ``status``, send body within credit until the daemon stops
+    granting it (its caller reads nothing), then 300 MiB of credit-free frames; return how much
+    this process grew meanwhile."""
+    sid = (await _next_frame(agent)).stream_id
+    await agent.send_message(frames.encode_response_head(sid, frames.ResponseHead(status=status)))
+    credit = window
+    while True:  # honour the credit until the daemon stops granting it
+        while credit > 0:
+            await agent.send_message(frames.encode(frames.Kind.BODY, sid, b"x" * 4096))
+            credit -= 4096
+        with trio.move_on_after(1.0):
+            frame = await _next_frame(agent)
+            if frame.kind == frames.Kind.WINDOW:
+                credit += frames.decode_window(frame.payload)
+            continue
+        break  # stalled: the caller reads nothing
+    process = psutil.Process()
+    before = process.memory_info().rss
+    big = b"e" * MB
+    kinds = (frames.Kind.ERROR, frames.Kind.HEAD, frames.Kind.ABORT)
+    for n in range(300):
+        await agent.send_message(frames.encode(kinds[n % 3], sid, big))
+    # A ping round trip: the daemon has read every frame sent before it.
+    await agent.send_message(frames.encode_control(frames.Ping()))
+    while True:
+        message = await agent.get_message()
+        if isinstance(message, str) and isinstance(frames.decode_control(message), frames.Pong):
+            return process.memory_info().rss - before
+
+
+@pytest.mark.parametrize("websocket", [False, True])
 async def test_credit_free_frames_on_a_stalled_stream_are_bounded(
-    start_daemon: StartDaemon,
+    start_daemon: StartDaemon, websocket: bool
 ) -> None:
     """HEAD, ERROR and ABORT cost no credit: an agent sending 1 MiB of them, over and over, on
-    a stream whose caller stopped reading must not grow the daemon."""
+    a stream (HTTP or tunnelled WebSocket) whose caller stopped reading must not grow the
+    daemon."""
     window = 65536
     daemon = await start_daemon(
         tunnel={"window_size": window, "max_frame_size": 16384},
         relay={"max_message_size": 2 * MB},
     )
     secret = await _register_as(daemon, "flood", {})
-    tiny = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
-    transport = httpx.AsyncHTTPTransport(socket_options=tiny)
-    process = psutil.Process()
     growth: list[int] = []
     with trio.fail_after(60):
         agent = await _fake_agent(daemon, "flood", secret)
-        async with httpx.AsyncClient(base_url=daemon.url, transport=transport) as client:
 
-            async def stall_then_flood() -> None:
-                sid = (await _next_frame(agent)).stream_id
-                ok = frames.ResponseHead(status=200)
-                await agent.send_message(frames.encode_response_head(sid, ok))
-                credit = window
-                while True:  # honour the credit until the daemon stops granting it
-                    while credit > 0:
-                        await agent.send_message(frames.encode(frames.Kind.BODY, sid, b"x" * 4096))
-                        credit -= 4096
-                    with trio.move_on_after(1.0):
-                        frame = await _next_frame(agent)
-                        if frame.kind == frames.Kind.WINDOW:
-                            credit += frames.decode_window(frame.payload)
-                        continue
-                    break  # stalled: the caller reads nothing
-                before = process.memory_info().rss
-                big = b"e" * MB
-                kinds = (frames.Kind.ERROR, frames.Kind.HEAD, frames.Kind.ABORT)
-                for n in range(300):
-                    await agent.send_message(frames.encode(kinds[n % 3], sid, big))
-                # A ping round trip: the daemon has read every frame sent before it.
-                await agent.send_message(frames.encode_control(frames.Ping()))
-                while not isinstance(
-                    frames.decode_control(m)
-                    if isinstance(m := await agent.get_message(), str)
-                    else None,
-                    frames.Pong,
-                ):
-                    pass
-                growth.append(process.memory_info().rss - before)
+        async def flood() -> None:
+            growth.append(await _stall_then_flood(agent, window, 101 if websocket else 200))
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stall_then_flood)
-                async with client.stream("GET", "/_t/flood/big") as response:
-                    assert response.status_code == 200
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            if websocket:
+                url = daemon.ws_url("/_t/flood/ws")
+                async with trio_websocket.open_websocket_url(url):  # reads nothing
                     while not growth:
                         await trio.sleep(0.05)
-    session = daemon.hub.tunnels.sessions["flood"]
-    assert growth[0] < 64 * MB, f"the daemon grew by {growth[0] // MB} MiB"
-    assert not session.lost  # only the stream paid for it
-    while session.streams:
-        await trio.sleep(0.01)
+            else:
+                tiny = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+                transport = httpx.AsyncHTTPTransport(socket_options=tiny)
+                async with httpx.AsyncClient(base_url=daemon.url, transport=transport) as client:
+                    async with client.stream("GET", "/_t/flood/big") as response:
+                        assert response.status_code == 200
+                        while not growth:
+                            await trio.sleep(0.05)
+        session = daemon.hub.tunnels.sessions["flood"]
+        assert growth[0] < 64 * MB, f"the daemon grew by {growth[0] // MB} MiB"
+        assert not session.lost  # only the stream paid for it
+        while session.streams:
+            await trio.sleep(0.01)
     assert session.exchanges.held == 0
 
 

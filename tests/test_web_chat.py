@@ -38,6 +38,11 @@ def log_has(text: str) -> str:
     return f"document.getElementById('log').textContent.includes({text!r})"
 
 
+async def user_id(user: Browser) -> str:
+    """The user id the server confirmed for a user page (its stamped sender id)."""
+    return str(await user.js("return window.wstunClient.userId"))
+
+
 async def test_chat_host_and_two_users(wstund: RunningDaemon, open_browser: OpenBrowser) -> None:
     with trio.fail_after(60):
         host, alice, bob = (
@@ -49,7 +54,8 @@ async def test_chat_host_and_two_users(wstund: RunningDaemon, open_browser: Open
         assert link.startswith(wstund.url + "/chat/main?instance=")
 
         await join(alice, link, "Alice")
-        await host.wait_js(log_has("Alice joined"))
+        aid = await user_id(alice)
+        await host.wait_js(log_has(f"Alice ({aid}) joined"))
         await host.wait_js(
             "document.querySelector('#members li .member-name')?.textContent === 'Alice'"
         )
@@ -60,17 +66,18 @@ async def test_chat_host_and_two_users(wstund: RunningDaemon, open_browser: Open
 
         # Bob joins late, on a phone: he gets the history from his peers and Alice sees him.
         await join(bob, link, "Bob")
-        await alice.wait_js(log_has("Bob joined"))
+        bid = await user_id(bob)
+        await alice.wait_js(log_has(f"Bob ({bid}) joined"))
         await bob.wait_js(log_has("hello from alice") + " && " + log_has("welcome, says the host"))
         assert await bob.js("return document.title") == "Chat"
         assert (
             await bob.js("return document.getElementById('room-name').textContent") == "Team chat"
         )
-        # Names travel with messages.
+        # Names travel with messages, next to the sender id the server stamped.
         names = await bob.js(
             "return [...document.querySelectorAll('#log .msg .name')].map(e => e.textContent)"
         )
-        assert names == ["Alice", "Host"]
+        assert names == [f"Alice ({aid})", "Host"]
         # Phone width: the page fits without horizontal scrolling.
         assert await bob.js("return document.documentElement.scrollWidth <= window.innerWidth"), (
             "user page is wider than the phone"
@@ -82,8 +89,8 @@ async def test_chat_host_and_two_users(wstund: RunningDaemon, open_browser: Open
 
         # Alice leaves (closes her page): the host and Bob get a leave notice.
         await alice.get("about:blank")
-        await host.wait_js(log_has("Alice left"))
-        await bob.wait_js(log_has("Alice left"))
+        await host.wait_js(log_has(f"Alice ({aid}) left"))
+        await bob.wait_js(log_has(f"Alice ({aid}) left"))
         await host.wait_js("document.getElementById('count').textContent === '1'")
 
         # The host kicks Bob: his page says so and he can no longer send.
@@ -113,10 +120,14 @@ async def test_chat_room_token_is_required(
         await user.wait_js(
             "document.getElementById('status').textContent.includes('Could not join')"
         )
+        # The refusal stays on screen once the library has closed its socket.
+        await user.wait_js("window.wstunClient.ws === null")
+        status = await user.js("return document.getElementById('status').textContent")
+        assert status == "Could not join: Invalid instance token"
         await user.type("#room-token", "s3cret")
         await user.click("#join")
         await user.find("#msg")
-        await host.wait_js(log_has("Eve joined"))
+        await host.wait_js(log_has(f"Eve ({await user_id(user)}) joined"))
 
 
 async def test_chat_with_a_server_token(
@@ -131,3 +142,27 @@ async def test_chat_with_a_server_token(
         await join(user, link, "Tess")
         await say(user, "through the token")
         await host.wait_js(log_has("through the token"))
+
+
+async def test_chat_shows_the_stamped_sender_not_the_claimed_one(
+    wstund: RunningDaemon, open_browser: OpenBrowser
+) -> None:
+    """A member posting as another (payload from/name forged) is shown with its own id."""
+    with trio.fail_after(60):
+        host, alice, mallory = await open_browser(), await open_browser(), await open_browser()
+        link = await create_room(host, wstund.url, "Stamped")
+        await join(alice, link, "Alice")
+        await join(mallory, link, "Mallory")
+        aid, mid = await user_id(alice), await user_id(mallory)
+        await mallory.js(
+            "window.wstunClient.send('chat_message', {id: 'forged-1', from: arguments[0],"
+            " name: 'Alice', text: 'forged words', ts: Date.now()})",
+            aid,
+        )
+        label = (
+            "[...document.querySelectorAll('#log .msg')].find(e => e.textContent"
+            ".includes('forged words'))?.querySelector('.name').textContent"
+        )
+        for page in (alice, host):
+            shown = await page.wait_js(label)
+            assert shown == f"Alice ({mid})", shown

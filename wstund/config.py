@@ -14,6 +14,8 @@ from typing import Literal
 
 import msgspec
 
+from .forwarded import parse_networks
+
 DEFAULT_CONFIG_PATH = Path("/etc/wstun/wstund.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/wstun")
 SYSTEM_RUNTIME_DIR = Path("/run/wstun")
@@ -39,6 +41,7 @@ class ServerConfig(_Section):
     admin_token: str = ""
     admin_token_file: str = ""
     allowed_origins: list[str] = msgspec.field(default_factory=list)
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
     max_connections: int = 10_000
     max_connections_per_ip: int = 256
     state_dir: str = ""
@@ -82,6 +85,7 @@ class TunnelConfig(_Section):
     max_buffered_bytes: int = 16 * 1024 * 1024
     replace_existing: bool = False
     buffered_clients: list[str] = msgspec.field(default_factory=list)
+    auth_failures_per_minute: int = 10
     window_size: int = 256 * 1024
     max_frame_size: int = 64 * 1024
     max_streams_per_client: int = 256
@@ -175,6 +179,7 @@ _POSITIVE_INTS = {
     "moosicbox.reply_routes_per_client",
     "moosicbox.max_tokens_per_client",
     "tunnel.max_requests_per_address",
+    "tunnel.auth_failures_per_minute",
 }
 _NON_NEGATIVE = {
     "relay.write_batch_bytes",
@@ -227,6 +232,7 @@ def validate(config: Config) -> Config:
     for key in sorted(_NON_NEGATIVE):
         if _lookup(config, key) < 0:  # type: ignore[operator]
             errors.append(f"{key}: expected a number >= 0, got {_lookup(config, key)}")
+    errors.extend(parse_networks(config.server.trusted_proxies)[1])
     if not config.server.bind:
         errors.append("server.bind: expected at least one address")
     for addr in config.server.bind:

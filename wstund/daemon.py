@@ -24,6 +24,7 @@ from .admin import collector
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
 from .config import Config, ConfigError, load, state_dir
+from .forwarded import TrustedProxies
 from .hub import Hub
 from .hypercorn_ws import BatchSend
 from .logs import setup_logging as configure_logging
@@ -187,13 +188,11 @@ class Daemon:
                 nursery.start_soon(self._watch_signals, config_path)
                 async with trio.open_nursery() as servers:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
+                    front = BatchSend(TunnelFront(MoosicBoxFront(self.app, self.hub), self.hub))
+                    public = AccessLog(front, latency, "public")
                     self.binds = await servers.start(
                         serve_app,
-                        AccessLog(
-                            BatchSend(TunnelFront(MoosicBoxFront(self.app, self.hub), self.hub)),
-                            latency,
-                            "public",
-                        ),
+                        TrustedProxies(public, lambda: self.hub.config.server.trusted_proxies),
                         self.hyper,
                         sockets,
                         servers_done,

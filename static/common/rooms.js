@@ -18,6 +18,17 @@ var WSTunRooms = (function () {
   /* A display name from a peer, bounded: peers are not trusted. */
   function cleanName(name, fallback) { return String(name || fallback || '?').slice(0, 60); }
 
+  /* Who sent a room message, as the server stamped it (top-level "from"): a member's user id,
+     or null for the room's host. What the payload claims is never used for this. */
+  function sender(msg) { return typeof msg.from === 'string' ? msg.from : null; }
+
+  /* A chat label that cannot be forged: the chosen name plus the stamped id. */
+  function label(name, from) {
+    if (from === null) return 'Host';
+    var shown = cleanName(name, from);
+    return shown === from ? from : shown + ' (' + from + ')';
+  }
+
   function showError(text) {
     $('status').className = 'error';
     $('status').textContent = text;
@@ -74,14 +85,17 @@ var WSTunRooms = (function () {
           if (opts.onMemberLeft) opts.onMemberLeft(p.userId, name);
           room.host.broadcast('user_leave', { userId: p.userId, name: name });
           renderMembers();
-          opts.log(name + ' left');
+          opts.log(label(name, p.userId) + ' left');
           return;
         }
-        case 'user_join':
-          room.members.set(p.userId, cleanName(p.name, p.userId));
+        case 'user_join': {
+          var who = sender(msg);
+          if (who === null || !room.members.has(who)) return;
+          room.members.set(who, cleanName(p.name, who));
           renderMembers();
-          opts.log(room.members.get(p.userId) + ' joined');
+          opts.log(label(p.name, who) + ' joined');
           return;
+        }
         case 'instance_destroyed':
           $('conn').textContent = 'The room was closed (' + p.reason + ').';
           return;
@@ -206,5 +220,6 @@ var WSTunRooms = (function () {
     return room;
   }
 
-  return { $: $, formatSize: formatSize, cleanName: cleanName, hostRoom: hostRoom, joinRoom: joinRoom };
+  return { $: $, formatSize: formatSize, cleanName: cleanName, sender: sender, label: label,
+           hostRoom: hostRoom, joinRoom: joinRoom };
 })();

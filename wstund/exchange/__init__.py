@@ -30,7 +30,9 @@ How a front end uses it::
     # owner's socket reader (never blocks):
     exchange = table.find(owner, request_id)          # None: unknown or finished, drop it
     exchange.on_head(status, [(name, value), ...])
-    exchange.on_data(body_bytes, seq=packet_id)        # seq only when ordered
+    exchange.on_data(body_bytes, seq=packet_id)        # seq only when ordered; ordered
+                                                       # packets (and on_end) may come
+                                                       # before the head and wait for it
     exchange.on_end(last_seq=packet_id)                # the last packet's id when ordered
     exchange.on_error("message")                       # the owner gave up
     table.owner_lost(owner)                            # the socket closed: fail its requests

@@ -12,7 +12,8 @@ taken it and the credit went back: a chunk that would take the bytes held past
 ``window + overdraft`` cuts the request (``Abort``), whatever the frame kind — a head or an end
 can come once, an error ends the request, so no frame kind queues without bound. Small chunks
 are coalesced, so many tiny frames cost their bytes, not an object each. Out-of-order packets
-(``seq``, MoosicBox) wait in a reorder buffer that counts against the same bound.
+(``seq``, MoosicBox) wait in a reorder buffer that counts against the same bound; in ordered
+mode packets (and the end) may even come before the head, and wait there for it.
 """
 
 from __future__ import annotations
@@ -151,13 +152,15 @@ class ExchangeCore:
         if self.head is not None:
             return self._fail(FailKind.ERROR, "response head sent twice", abort=True)
         self.head = head
+        if self.ordered:
+            self._release()  # packets that overtook the head's
         return []
 
     def on_data(self, chunk: bytes, seq: int | None = None) -> list[Action]:
         """Body bytes (packet ``seq`` in ordered mode); cuts the owner past its byte bound."""
         if self.done:
             return []
-        if self.head is None:
+        if self.head is None and not self.ordered:
             return self._fail(FailKind.ERROR, "body before the response head", abort=True)
         cost = max(1, len(chunk)) + (PENDING_OVERHEAD if self.ordered else 0)
         bound = self.limits.overdraft
@@ -190,7 +193,7 @@ class ExchangeCore:
         """The owner's body ended (after packet ``last_seq`` in ordered mode)."""
         if self.done:
             return []
-        if self.head is None:
+        if self.head is None and not self.ordered:
             return self._fail(FailKind.ERROR, "end before the response head", abort=True)
         if not self.ordered:
             self.finished = True
@@ -282,7 +285,10 @@ class ExchangeCore:
             self._queue.append(chunk)
 
     def _release(self) -> None:
-        """Move in-order packets from the reorder buffer to the queue; end after the last."""
+        """Move in-order packets from the reorder buffer to the queue (once the head is there);
+        end after the last."""
+        if self.head is None:
+            return
         while self._next_seq in self._pending:
             chunk = self._pending.pop(self._next_seq)
             self._pending_bytes -= len(chunk) + PENDING_OVERHEAD

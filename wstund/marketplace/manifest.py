@@ -98,6 +98,9 @@ def parse_manifest(data: bytes, name: str, max_files: int) -> Manifest:
         )
     paths: set[str] = set()
     for endpoint in manifest.endpoints:
+        # The reference documents "/service" and "/main": one leading slash names the same page.
+        if endpoint.path.startswith("/"):
+            endpoint.path = endpoint.path[1:]
         check_relative(endpoint.path, "endpoint path", nested=False)
         check_relative(endpoint.file, "endpoint file", nested=True)
         if endpoint.path in paths:

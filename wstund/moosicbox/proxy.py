@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..exchange import ExchangeFailed, FailKind, Head, TooLarge, Truncated
+from ..exchange import Exchange, ExchangeFailed, FailKind, Head, TooLarge, Truncated
 from ..httpheaders import BodyLimit, InvalidHead, check_headers, check_status, end_to_end, to_bytes
 from ..tunnel.asgi import Receive, Send, send_json_error
-from .sender import MoosicBoxExchange, SenderBusy, SenderLost
+from .sender import SenderBusy, SenderLost
 from .wire import check_json, http_frame
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def _response_headers(head: Head, blocking: bool) -> list[tuple[bytes, bytes]]:
     return to_bytes(headers)
 
 
-async def _respond(hub: Hub, exchange: MoosicBoxExchange, call: Call, send: Send) -> None:
+async def _respond(hub: Hub, exchange: Exchange[int], call: Call, send: Send) -> None:
     config = hub.config.moosicbox
     timeout = config.request_timeout
     try:
@@ -186,7 +186,7 @@ async def _respond(hub: Hub, exchange: MoosicBoxExchange, call: Call, send: Send
 
 async def _collect(
     hub: Hub,
-    exchange: MoosicBoxExchange,
+    exchange: Exchange[int],
     send: Send,
     status: int,
     headers: list[tuple[bytes, bytes]],

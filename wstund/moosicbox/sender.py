@@ -16,7 +16,6 @@ from .served import ServedSocket
 from .wire import (
     MIN_PACKET,
     PACKET_HEAD,
-    Packet,
     PacketError,
     WireError,
     abort_frame,
@@ -39,17 +38,6 @@ class SenderBusy(Exception):
     """The sender already has ``max_requests_per_client`` requests in flight."""
 
 
-class MoosicBoxExchange(Exchange[int]):
-    """An exchange whose packets may come before packet 1 (the sender's writer lets shorter
-    frames overtake longer ones): those wait in ``early`` until the head is there, counted
-    against the same byte bound."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.early: list[Packet] = []
-        self.early_bytes = 0
-
-
 def new_request_id() -> int:
     """A random non-zero u64 (MoosicBox's ids; 0 means "no request" in replies)."""
     return secrets.randbits(64) or 1
@@ -63,7 +51,7 @@ class Sender(ServedSocket):
         super().__init__(ws)
         self.client_id = client_id
         self.state = state
-        self.exchanges = ExchangeTable[int](new_request_id, MoosicBoxExchange)
+        self.exchanges = ExchangeTable[int](new_request_id)
         self.limits = Limits(window=self.config.max_pending_bytes, overdraft=0)
         self.lost = False
         self._queued = 0  # bytes waiting for the writer
@@ -81,15 +69,13 @@ class Sender(ServedSocket):
 
     # -- requests --------------------------------------------------------------------------------
 
-    def open(self) -> MoosicBoxExchange:
+    def open(self) -> Exchange[int]:
         """Park a new request under a fresh random u64 id; SenderLost, SenderBusy."""
         if self.lost or self.close_code is not None:
             raise SenderLost()
         if len(self.exchanges) >= self.config.max_requests_per_client:
             raise SenderBusy()
-        exchange = self.exchanges.open(self, self, self.limits, ordered=True)
-        assert isinstance(exchange, MoosicBoxExchange)
-        return exchange
+        return self.exchanges.open(self, self, self.limits, ordered=True)
 
     # Link: what the engine asks of the sender's socket.
 
@@ -158,25 +144,13 @@ class Sender(ServedSocket):
             log.warning("moosicbox %s: packet refused: %s", self.client_id, exc)
             return
         exchange = self.exchanges.find(self, packet.request_id)
-        if not isinstance(exchange, MoosicBoxExchange) or exchange.done:
+        if exchange is None or exchange.done:
             log.debug("moosicbox %s: packet for no request in flight", self.client_id)
-            return
-        if packet.packet_id != 1 and exchange.head is None:
-            exchange.early.append(packet)
-            exchange.early_bytes += len(packet.body) + MIN_PACKET
-            if exchange.early_bytes > self.limits.window:
-                self._fail(packet.request_id, "packets before packet 1 past max_pending_bytes")
             return
         if packet.packet_id == 1:
             assert packet.status is not None and packet.headers is not None
             exchange.on_head(packet.status, list(packet.headers.items()))
-        self._feed(exchange, packet)
-        early, exchange.early = exchange.early, []
-        for held in early:
-            self._feed(exchange, held)
-
-    @staticmethod
-    def _feed(exchange: Exchange[int], packet: Packet) -> None:
+        # Ordered by packet_id in the engine: packets that overtook packet 1 wait for it there.
         exchange.on_data(packet.body, seq=packet.packet_id)
         if packet.last:
             exchange.on_end(last_seq=packet.packet_id)

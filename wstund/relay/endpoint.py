@@ -10,7 +10,7 @@ import trio
 from .. import closecodes
 from ..hub import Hub
 from ..hypercorn_ws import batch_sender
-from . import handlers, protocol
+from . import handlers, ownership, protocol
 from .peer import Peer
 
 log = logging.getLogger("wstund.relay")
@@ -18,7 +18,14 @@ log = logging.getLogger("wstund.relay")
 
 async def serve_socket(hub: Hub, websocket: Any, address: str) -> None:
     """Run one relay connection until it closes; the caller has already checked the token."""
-    await websocket.accept()
+    # The browser key proves room ownership to reclaim_instance (relay.ownership); a browser
+    # that has none is given one with the handshake.
+    browser_key = ownership.browser_key(websocket.headers.get("Cookie"))
+    if browser_key is None:
+        browser_key = ownership.new_key()
+        await websocket.accept(headers={"Set-Cookie": ownership.set_cookie(browser_key)})
+    else:
+        await websocket.accept()
     refusal = hub.admit(address)
     if refusal is not None:
         await websocket.send(protocol.encode_error(protocol.TOO_MANY_CONNECTIONS, refusal))
@@ -36,6 +43,7 @@ async def serve_socket(hub: Hub, websocket: Any, address: str) -> None:
         send_batch=batch_sender(websocket.scope),
         batch_bytes=relay.write_batch_bytes,
     )
+    peer.browser_key = browser_key
     hub.peers.add(peer)
     log.debug("relay socket %s open", peer)
     try:

@@ -32,7 +32,9 @@ MAX_USER_ID_LENGTH = 128
 
 
 class RequestFailed(Exception):
-    """A request the server refuses with a typed reply ``{success: false, error, code}``."""
+    """A reclaim the reference answers with ``instance_reclaimed {success: false, error}``
+    rather than an ``error``: the room exists but cannot be taken now (its owner is connected).
+    """
 
     def __init__(self, reply_type: str, code: str, message: str) -> None:
         super().__init__(message)
@@ -101,95 +103,108 @@ async def handle_binary(hub: Hub, peer: Peer, data: bytes) -> None:
 # -- control messages ---------------------------------------------------------------------------
 
 
-def _check_payload_server_token(hub: Hub, peer: Peer, given: str | None) -> None:
-    """The reference carries ``server_token`` in the payload; a wrong one closes with 1008."""
+def _check_payload_server_token(hub: Hub, envelope: Envelope, given: str | None) -> None:
+    """The reference carries ``server_token`` in the payload; a wrong one is refused with an
+    ``error`` (the socket itself passed the handshake's token check, so it stays open)."""
     expected = hub.config.server.token
     if not expected or given is None:
         return
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        peer.offer(protocol.encode_error(protocol.INVALID_SERVER_TOKEN, "invalid server token"))
-        peer.close(closecodes.POLICY_VIOLATION, "invalid server token")
-        raise _Handled
+        raise ProtocolError(protocol.INVALID_SERVER_TOKEN, "Invalid server auth token", envelope.id)
 
 
 class _Handled(Exception):
     """The request was answered (and the peer closed); nothing more to send."""
 
 
-def _check_room_quota(hub: Hub, peer: Peer, reply_type: str) -> None:
+def _check_room_quota(hub: Hub, peer: Peer, msg_id: protocol.MessageId | None) -> None:
     if peer.joined is not None:
-        raise RequestFailed(
-            reply_type, protocol.ALREADY_JOINED, "a member connection cannot host a room"
+        raise ProtocolError(
+            protocol.ALREADY_JOINED, "a member connection cannot host a room", msg_id
         )
     limit = hub.config.relay.max_rooms_per_connection
     if len(peer.owned) >= limit:
-        raise RequestFailed(
-            reply_type, protocol.TOO_MANY_ROOMS, f"this connection already hosts {limit} rooms"
+        raise ProtocolError(
+            protocol.TOO_MANY_ROOMS, f"this connection already hosts {limit} rooms", msg_id
         )
 
 
 async def _create_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
-    reply = "instance_created"
+    msg_id = envelope.id
     request = protocol.decode_payload(envelope, protocol.CreateInstance)
-    _check_payload_server_token(hub, peer, request.server_token)
+    _check_payload_server_token(hub, envelope, request.server_token)
     if not envelope.service:
-        raise RequestFailed(reply, protocol.SERVICE_REQUIRED, "the envelope must name a service")
+        raise ProtocolError(protocol.SERVICE_REQUIRED, "Service name is required", msg_id)
     service = hub.services.get(envelope.service)
     if service is None:
-        raise RequestFailed(
-            reply, protocol.SERVICE_NOT_FOUND, f"unknown service {envelope.service!r}"
+        raise ProtocolError(
+            protocol.SERVICE_NOT_FOUND, f"unknown service {envelope.service!r}", msg_id
         )
     if not service.enabled:
-        raise RequestFailed(
-            reply, protocol.SERVICE_DISABLED, f"service {envelope.service!r} is disabled"
+        raise ProtocolError(
+            protocol.SERVICE_DISABLED, f"service {envelope.service!r} is disabled", msg_id
         )
-    _check_room_quota(hub, peer, reply)
+    _check_room_quota(hub, peer, msg_id)
     name = request.name.strip()[:MAX_NAME_LENGTH] or "Room"
     instance = await hub.open_instance(service.name, name, request.token, peer)
     peer.offer(
         protocol.encode(
-            reply,
+            "instance_created",
             {
                 "success": True,
                 "uuid": instance.uuid,
                 "name": instance.name,
                 "hasToken": instance.has_token,
+                "ownerKey": instance.owner_key,
             },
-            envelope.id,
+            msg_id,
         )
     )
 
 
 async def _reclaim_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
-    reply = "instance_reclaimed"
+    msg_id = envelope.id
     request = protocol.decode_payload(envelope, protocol.ReclaimInstance)
-    _check_payload_server_token(hub, peer, request.server_token)
+    _check_payload_server_token(hub, envelope, request.server_token)
     _check_rate(hub, peer)
     instance = hub.instances.get(request.uuid)
     if instance is None:
         _count_failure(hub, peer)
-        raise RequestFailed(reply, protocol.INSTANCE_NOT_FOUND, "instance not found or expired")
+        raise ProtocolError(protocol.INSTANCE_NOT_FOUND, "Instance not found", msg_id)
     if envelope.service and envelope.service != instance.service:
-        raise RequestFailed(
-            reply, protocol.SERVICE_MISMATCH, f"instance belongs to {instance.service!r}"
+        raise ProtocolError(
+            protocol.SERVICE_MISMATCH, f"instance belongs to {instance.service!r}", msg_id
         )
     if not instance.token_matches(request.token):
         _count_failure(hub, peer)
-        raise RequestFailed(reply, protocol.INVALID_TOKEN, "invalid instance token")
+        raise ProtocolError(protocol.INVALID_TOKEN, "Invalid instance token", msg_id)
+    if not instance.may_reclaim(peer, request.ownerKey):
+        _count_failure(hub, peer)
+        raise ProtocolError(
+            protocol.NOT_OWNER,
+            "only the room's owner may reclaim it: present its ownerKey, or reclaim from the"
+            " browser that created it",
+            msg_id,
+        )
     if instance.owner is not None:
-        raise RequestFailed(reply, protocol.OWNER_CONNECTED, "the owner is still connected")
-    _check_room_quota(hub, peer, reply)
+        raise RequestFailed(
+            "instance_reclaimed",
+            protocol.OWNER_CONNECTED,
+            "Cannot reclaim instance (owner already connected or grace period expired)",
+        )
+    _check_room_quota(hub, peer, msg_id)
     instance.reclaim(peer)
     peer.owned[instance.uuid] = instance
     peer.offer(
         protocol.encode(
-            reply,
+            "instance_reclaimed",
             {
                 "success": True,
                 "uuid": instance.uuid,
                 "name": instance.name,
                 "hasToken": instance.has_token,
                 "userCount": len(instance.members),
+                "ownerKey": instance.owner_key,
             },
             envelope.id,
         )
@@ -214,29 +229,35 @@ def _count_failure(hub: Hub, peer: Peer) -> None:
 
 
 async def _join_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
-    reply = "ack"
+    msg_id = envelope.id
     request = protocol.decode_payload(envelope, protocol.JoinInstance)
     _check_rate(hub, peer)
     if peer.joined is not None or peer.owned:
-        raise RequestFailed(reply, protocol.ALREADY_JOINED, "this connection is already in a room")
+        raise ProtocolError(protocol.ALREADY_JOINED, "this connection is already in a room", msg_id)
     instance = hub.instances.get(request.uuid)
     if instance is None:
         _count_failure(hub, peer)
-        raise RequestFailed(reply, protocol.INSTANCE_NOT_FOUND, "instance not found")
+        raise ProtocolError(
+            protocol.INSTANCE_NOT_FOUND, "Instance not found or not available", msg_id
+        )
     if envelope.service and envelope.service != instance.service:
-        raise RequestFailed(
-            reply,
+        raise ProtocolError(
             protocol.SERVICE_MISMATCH,
             f"instance belongs to service {instance.service!r}, not {envelope.service!r}",
+            msg_id,
         )
     if not instance.token_matches(request.token):
         _count_failure(hub, peer)
-        raise RequestFailed(reply, protocol.INVALID_TOKEN, "invalid instance token")
+        raise ProtocolError(protocol.INVALID_TOKEN, "Invalid instance token", msg_id)
     if instance.owner is None:
-        raise RequestFailed(reply, protocol.OWNER_AWAY, "the room's host is away; retry soon")
+        raise ProtocolError(
+            protocol.OWNER_AWAY,
+            "Instance not found or not available: the host is away; retry soon",
+            msg_id,
+        )
     limit = hub.config.relay.max_members_per_room
     if len(instance.members) >= limit:
-        raise RequestFailed(reply, protocol.ROOM_FULL, f"the room is full ({limit} members)")
+        raise ProtocolError(protocol.ROOM_FULL, f"the room is full ({limit} members)", msg_id)
     user_id = request.userId or f"user-{secrets.token_hex(4)}"
     if len(user_id) > MAX_USER_ID_LENGTH:
         raise ProtocolError(
@@ -245,10 +266,10 @@ async def _join_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
             envelope.id,
         )
     if user_id in instance.members:
-        raise RequestFailed(reply, protocol.USER_ID_TAKEN, f"user id {user_id!r} is taken")
+        raise ProtocolError(protocol.USER_ID_TAKEN, f"user id {user_id!r} is taken", msg_id)
     peer.offer(
         protocol.encode(
-            reply,
+            "ack",
             {
                 "success": True,
                 "message": f"Joined {instance.name}",
@@ -256,7 +277,7 @@ async def _join_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
                 "instanceUuid": instance.uuid,
                 "instanceName": instance.name,
             },
-            envelope.id,
+            msg_id,
         )
     )
     instance.add_member(user_id, peer)
@@ -343,9 +364,15 @@ async def _forward(
     routing: protocol.Routing | None,
     envelope: Envelope | None,
 ) -> None:
-    """Forward a room frame unchanged: member → owner + members, owner → members (or ``to``)."""
+    """Forward a room frame: member → owner + members, owner → members (or ``to``).
+
+    Text frames gain the server-stamped sender (``from``: the member's user id, null for the
+    host), so members cannot pose as each other; binary frames go unchanged.
+    """
     msg_id = envelope.id if envelope is not None else None
     metrics = hub.metrics
+    if isinstance(frame, str):
+        frame = protocol.stamp_sender(frame, peer.user_id if peer.joined is not None else None)
     if peer.joined is not None:
         metrics.member_messages.inc()
         metrics.member_bytes.inc(len(frame))

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from .. import closecodes
-from . import protocol
+from . import ownership, protocol
 from .peer import Frame, Peer
 
 
@@ -38,6 +38,10 @@ class Instance:
         self.name = name
         self._token = token or None
         self.owner: Peer | None = owner
+        # Proof of ownership for reclaim_instance: the key handed to the owner, and the browser
+        # key of the socket that created (or last reclaimed) the room.
+        self.owner_key = ownership.new_key()
+        self.owner_browser = owner.browser_key
         self.members: dict[str, Peer] = {}
         self.created_at = int(time.time() * 1000)
         self.messages_in = 0
@@ -60,6 +64,12 @@ class Instance:
         if self._token is None:
             return True
         return hmac.compare_digest((token or "").encode(), self._token.encode())
+
+    def may_reclaim(self, peer: Peer, owner_key: str | None) -> bool:
+        """Whether ``peer`` proves it owns the room: its ``ownerKey``, or else its browser's key."""
+        if owner_key is not None:
+            return ownership.same(owner_key, self.owner_key)
+        return ownership.same(peer.browser_key, self.owner_browser)
 
     @property
     def owner_connected(self) -> bool:
@@ -183,6 +193,7 @@ class Instance:
     def reclaim(self, owner: Peer) -> None:
         """The owner came back in time: cancel the timer, deliver what the inbox held."""
         self.owner = owner
+        self.owner_browser = owner.browser_key
         if self._grace_scope is not None:
             self._grace_scope.cancel()
             self._grace_scope = None

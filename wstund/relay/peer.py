@@ -58,6 +58,8 @@ class Peer:
         self.owned: dict[str, Instance] = {}
         self.joined: Instance | None = None
         self.user_id: str | None = None
+        # The browser key from the handshake's cookie (relay.ownership): proves room ownership.
+        self.browser_key: str | None = None
         self.invalid_messages = 0
         self.close_code: int | None = None
         self.close_reason = ""

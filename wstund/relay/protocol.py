@@ -99,6 +99,7 @@ class ReclaimInstance(msgspec.Struct, frozen=True):
     uuid: str
     token: str | None = None
     server_token: str | None = None
+    ownerKey: str | None = None  # noqa: N815 - wire name; the proof from instance_created
 
 
 class JoinInstance(msgspec.Struct, frozen=True):
@@ -163,6 +164,17 @@ def encode(type_: str, payload: dict[str, Any], msg_id: MessageId | None = None)
 def encode_error(code: str, message: str, msg_id: MessageId | None = None) -> str:
     """Encode an ``error`` message: reference fields ``message``/``error`` plus a stable code."""
     return encode("error", {"message": message, "error": message, "code": code}, msg_id)
+
+
+def stamp_sender(text: str, sender: str | None) -> str:
+    """Add the server's ``from`` (a member's user id; null: the room's host) to a room frame.
+
+    The frame is a JSON object (its envelope decoded), so the field goes before its closing
+    brace without re-encoding the rest. Being last, it wins over any ``from`` the sender wrote:
+    JSON parsers keep the last of duplicate names.
+    """
+    body = text.rstrip()
+    return f'{body[:-1]},"from":{_encoder.encode(sender).decode()}}}'
 
 
 def recipients(to: str | list[str] | None) -> list[str] | None:

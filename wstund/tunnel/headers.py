@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..forwarded import FORWARDING_HEADERS
 from ..httpheaders import end_to_end, from_bytes
 
 # Negotiated separately on each WebSocket hop.
@@ -33,20 +34,17 @@ def forwarded_request_headers(
 ) -> list[tuple[str, str]]:
     """The headers an agent should replay: end-to-end ones plus X-Forwarded-For/Proto/Host.
 
-    X-Forwarded-For is appended to; Proto, Host and Prefix are set by us (never trusted).
+    All four are set by us from the effective client (``wstund.forwarded``), never passed on
+    as the caller sent them: a caller could otherwise pose as any address to the local app.
     """
     headers = [(name.lower(), value) for name, value in from_bytes(raw)]
-    drop = {BUFFER_HEADER, "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix"}
+    drop = {BUFFER_HEADER, *(name.decode() for name in FORWARDING_HEADERS)}
     if websocket:
         drop |= WEBSOCKET_HANDSHAKE
     host = next((value for name, value in headers if name == "host"), None)
-    forwarded_for = [value for name, value in headers if name == "x-forwarded-for"]
-    drop.add("x-forwarded-for")
     result = end_to_end(headers, drop)
     if client_host:
-        forwarded_for.append(client_host)
-    if forwarded_for:
-        result.append(("x-forwarded-for", ", ".join(forwarded_for)))
+        result.append(("x-forwarded-for", client_host))
     result.append(("x-forwarded-proto", {"ws": "http", "wss": "https"}.get(scheme, scheme)))
     if host is not None:
         result.append(("x-forwarded-host", host))

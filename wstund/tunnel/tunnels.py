@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..config import TunnelConfig
+from ..relay.ratelimit import SlidingWindow
 from .frames import HEADER_SIZE
 from .registry import ClientRecord, Registry
 from .session import SessionLimits, TunnelSession
@@ -28,6 +29,8 @@ class Tunnels:
         self.registry = Registry(hub.state_dir)
         self.sessions: dict[str, TunnelSession] = {}
         self.requests_by_address: dict[str, int] = {}  # tunnelled requests in flight
+        # Failed agent logins per client address (tunnel.auth_failures_per_minute).
+        self.failed_logins = SlidingWindow(60.0)
         self.node = platform.node()
         self._all_closed = trio.Event()
         self._all_closed.set()

@@ -13,7 +13,7 @@ import trio
 
 from .. import closecodes
 from ..httpheaders import to_bytes
-from .asgi import Receive, Scope, Send, ServerWebSocket, WebSocketClosed
+from .asgi import Receive, Scope, Send, ServerWebSocket, WebSocketClosed, header
 from .flow import StreamGone, frame_cost
 from .frames import (
     Kind,
@@ -38,12 +38,26 @@ if TYPE_CHECKING:
     from ..hub import Hub
 
 
+def origin_allowed(allowed: list[str], scope: Scope) -> bool:
+    """``server.allowed_origins`` as the relay WebSocket applies it ([] or no Origin: any),
+    plus the request's own origin: with host routing that is the tunnelled app's own page."""
+    origin = header(scope, b"origin")
+    if not allowed or origin is None or origin in allowed:
+        return True
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    return origin == f"{scheme}://{header(scope, b'host')}"
+
+
 async def proxy_websocket(
     hub: Hub, where: Route, scope: Scope, receive: Receive, send: Send
 ) -> None:
     """Open the same WebSocket at the agent's local app and carry it both ways."""
     ws = ServerWebSocket(scope, receive, send)
     if not await ws.wait_connect():
+        return
+    if not origin_allowed(hub.config.server.allowed_origins, scope):
+        origin = header(scope, b"origin")
+        await ws.deny(403, "origin_not_allowed", f"origin {origin} may not open this WebSocket")
         return
     try:
         session, stream = open_stream(hub, where.client_id)

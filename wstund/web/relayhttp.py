@@ -91,12 +91,31 @@ def _ask(peer: Peer, type_: str, payload: dict[str, Any], exchange: Exchange) ->
     return True
 
 
+def parse_download(raw_rest: bytes) -> tuple[str, str] | None:
+    """(owner user id, local file id) from what follows ``/fileshare/download/``, or None.
+
+    The reference page links ``encodeURIComponent(userId + "/" + localFileId)``: one segment
+    whose slash arrives as ``%2F``; wstund's pages use two segments. Both split at the first
+    slash after decoding, as the reference server does.
+    """
+    global_id = unquote(raw_rest.decode("latin-1"))
+    owner_id, _, file_id = global_id.partition("/")
+    if not owner_id or not file_id:
+        return None
+    return owner_id, file_id
+
+
 async def download(hub: Hub, raw_path: bytes, instance: str | None) -> Response:
-    """``GET /fileshare/download/{ownerUserId}/{localFileId}``: ask the owner, relay its bytes."""
-    rest = raw_path[len(DOWNLOAD_PREFIX) :].split(b"/", 1)
-    if len(rest) != 2 or not rest[0] or not rest[1]:
-        return json_error(404, "not_found", "expected /fileshare/download/{ownerId}/{fileId}")
-    owner_id, file_id = (unquote(part.decode("latin-1")) for part in rest)
+    """``GET /fileshare/download/{ownerId}/{fileId}`` (or ``{ownerId}%2F{fileId}``): ask the
+    owner with ``file_request``, relay its bytes."""
+    parsed = parse_download(raw_path[len(DOWNLOAD_PREFIX) :])
+    if parsed is None:
+        return json_error(
+            404,
+            "not_found",
+            "expected /fileshare/download/{ownerId}/{fileId} or {ownerId}%2F{fileId}",
+        )
+    owner_id, file_id = parsed
     service = hub.services.get("fileshare")
     if service is None or not service.enabled:
         return json_error(403, "service_disabled", "the fileshare service is disabled")
@@ -107,7 +126,8 @@ async def download(hub: Hub, raw_path: bytes, instance: str | None) -> Response:
     exchange = hub.http_relay.open(
         owner, window=settings.window, channel_size=settings.channel_size
     )
-    payload = {"requestId": exchange.id, "fileId": file_id}
+    # fileId is the global id, as the reference sends it; localFileId is new.
+    payload = {"requestId": exchange.id, "fileId": f"{owner_id}/{file_id}", "localFileId": file_id}
     if not _ask(owner, "file_request", payload, exchange):
         return json_error(503, "owner_offline", f"{owner_id!r} is not accepting requests")
     response = await relay_response(hub, exchange)
