@@ -31,6 +31,7 @@ from .marketplace import store as marketplace_store
 from .tunnel.front import TunnelFront
 from .web.access import AccessLog
 from .web.app import create_app
+from .web.closing import FinishResponses
 
 log = logging.getLogger("wstund")
 # Seconds Hypercorn keeps connections past shutdown_grace, for the 1001 close handshakes.
@@ -188,13 +189,17 @@ class Daemon:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
                     self.binds = await servers.start(
                         serve_app,
-                        AccessLog(BatchSend(TunnelFront(self.app, self.hub)), latency, "public"),
+                        FinishResponses(
+                            AccessLog(BatchSend(TunnelFront(self.app, self.hub)), latency, "public")
+                        ),
                         self.hyper,
                         sockets,
                         servers_done,
                     )
                     await self._serve_admin(
-                        servers, servers_done, AccessLog(self.admin_app, latency, "admin")
+                        servers,
+                        servers_done,
+                        FinishResponses(AccessLog(self.admin_app, latency, "admin")),
                     )
                     log.info("wstund %s listening on %s", __version__, ", ".join(self.binds))
                     log.info("admin socket at %s", self.admin_socket)
@@ -213,7 +218,9 @@ class Daemon:
             with contextlib.suppress(OSError):
                 self.admin_socket.unlink()
 
-    async def _serve_admin(self, servers: trio.Nursery, done: trio.Event, app: AccessLog) -> None:
+    async def _serve_admin(
+        self, servers: trio.Nursery, done: trio.Event, app: FinishResponses
+    ) -> None:
         """Start the admin app on its unix socket and give the socket its mode and group."""
         self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
         await servers.start(
