@@ -60,6 +60,11 @@ class RelayConfig(_Section):
     inbox_size: int = 1024
     slow_consumer_timeout: float = 5.0
     max_queued_bytes: int = 16 * 1024 * 1024
+    max_inbox_bytes: int = 16 * 1024 * 1024
+    member_messages_per_second: float = 1000.0
+    member_bytes_per_second: int = 8 * 1024 * 1024
+    member_rate_burst: float = 2.0
+    max_rate_limited: int = 20
     write_batch_bytes: int = 64 * 1024
     heartbeat_interval: float = 20.0
     idle_timeout: float = 60.0
@@ -131,6 +136,8 @@ _POSITIVE_INTS = {
     "relay.outbox_size",
     "relay.inbox_size",
     "relay.max_queued_bytes",
+    "relay.max_inbox_bytes",
+    "relay.max_rate_limited",
     "relay.max_invalid_messages",
     "relay.failed_joins_per_minute",
     "server.max_connections",
@@ -152,6 +159,8 @@ _NON_NEGATIVE = {
     "relay.heartbeat_interval",
     "relay.idle_timeout",
     "relay.owner_grace",
+    "relay.member_messages_per_second",
+    "relay.member_bytes_per_second",
     "server.shutdown_grace",
     "server.send_timeout",
     "tunnel.request_timeout",
@@ -193,6 +202,10 @@ def validate(config: Config) -> Config:
     for key in sorted(_NON_NEGATIVE):
         if _lookup(config, key) < 0:  # type: ignore[operator]
             errors.append(f"{key}: expected a number >= 0, got {_lookup(config, key)}")
+    if config.relay.member_rate_burst <= 0:
+        errors.append(
+            f"relay.member_rate_burst: expected seconds > 0, got {config.relay.member_rate_burst}"
+        )
     if not config.server.bind:
         errors.append("server.bind: expected at least one address")
     for addr in config.server.bind:

@@ -32,6 +32,7 @@ from .tunnel.front import TunnelFront
 from .web.access import AccessLog
 from .web.app import create_app
 from .web.closing import FinishResponses
+from .web.jsonbody import DepthSafeJSONProvider
 
 log = logging.getLogger("wstund")
 # Seconds Hypercorn keeps connections past shutdown_grace, for the 1001 close handshakes.
@@ -121,6 +122,8 @@ class Daemon:
         self.admin_socket = socket_path(config)
         self.admin_app = create_admin_app(self.hub, self._reload_current)
         self.app.register_blueprint(ops_blueprint(self.hub, self._reload_current, over_tcp=True))
+        for app in (self.app, self.admin_app):
+            app.json = DepthSafeJSONProvider(app)
         collector.register(self.hub)
         self.notifier = sdnotify.Notifier()
 

@@ -112,6 +112,7 @@ class Hub:
             token,
             owner,
             inbox_size=self.config.relay.inbox_size,
+            inbox_bytes=self.config.relay.max_inbox_bytes,
             on_destroyed=self._forget_instance,
         )
         self.instances[instance.uuid] = instance

@@ -133,6 +133,8 @@ def decode_envelope(text: str) -> Envelope:
         raise ProtocolError(INVALID_MESSAGE, f"invalid message: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(INVALID_JSON, f"invalid JSON: {exc}") from None
+    except RecursionError:  # msgspec's nesting limit, not a bug of ours
+        raise ProtocolError(INVALID_JSON, "invalid JSON: nested too deeply") from None
 
 
 def decode_payload(envelope: Envelope, kind: type[P]) -> P:
