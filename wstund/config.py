@@ -298,7 +298,8 @@ def state_dir(config: Config) -> Path:
     for candidate in candidates:
         if _writable_dir(candidate):
             return candidate
-    raise ConfigError([f"server.state_dir: no writable state directory among {candidates}"])
+    tried = ", ".join(str(c) for c in candidates)
+    raise ConfigError([f"server.state_dir: {tried}: not a writable directory"])
 
 
 def runtime_dir() -> Path:

@@ -8,8 +8,10 @@ import gc
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import trio
@@ -19,11 +21,11 @@ from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from . import __version__, hypercorn_guard, hypercorn_ws, sdnotify
+from . import __version__, hypercorn_guard, hypercorn_ws, sdnotify, statelock
 from .admin import collector
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
-from .config import Config, ConfigError, load, state_dir
+from .config import Config, ConfigError, load, state_dir, validate
 from .hub import Hub
 from .hypercorn_ws import BatchSend
 from .logs import setup_logging as configure_logging
@@ -59,7 +61,12 @@ def listening_sockets(hyper: HypercornConfig, send_timeout: float) -> Sockets:
     Hypercorn shields its socket writes from cancellation, so a peer that never reads would
     hold its connection (and a graceful stop) forever; the kernel timeout breaks that write.
     """
-    sockets = hyper.create_sockets()
+    try:
+        sockets = hyper.create_sockets()
+    except OSError as exc:
+        raise ConfigError(
+            [f"server.bind: cannot listen on {', '.join(hyper.bind)}: {exc.strerror or exc}"]
+        ) from None
     for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
         if send_timeout and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(send_timeout * 1000))
@@ -225,15 +232,20 @@ class Daemon:
         self, servers: trio.Nursery, done: trio.Event, app: FinishResponses
     ) -> None:
         """Start the admin app on its unix socket and give the socket its mode and group."""
-        self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
-        await servers.start(
-            functools.partial(
-                hypercorn_serve,
-                app,  # type: ignore[arg-type]
-                admin_hypercorn_config(self.hub.config, self.admin_socket),
-                shutdown_trigger=done.wait,
+        try:
+            self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
+            await servers.start(
+                functools.partial(
+                    hypercorn_serve,
+                    app,  # type: ignore[arg-type]
+                    admin_hypercorn_config(self.hub.config, self.admin_socket),
+                    shutdown_trigger=done.wait,
+                )
             )
-        )
+        except OSError as exc:
+            raise ConfigError(
+                [f"admin.socket: cannot listen on {self.admin_socket}: {exc.strerror or exc}"]
+            ) from None
         try:
             secure_socket(self.admin_socket, self.hub.config)
         except (LookupError, OSError) as exc:
@@ -295,21 +307,43 @@ def main(config_path: Path | None, bind: tuple[str, ...], check_config: bool) ->
         config = load(config_path)
         if bind:
             config.server.bind = list(bind)
+            validate(config)
     except ConfigError as exc:
-        for line in exc.errors:
-            click.echo(f"error: {line}", err=True)
-        sys.exit(1)
+        _fail(exc.errors)
     if check_config:
         click.echo("OK")
         return
     setup_logging(config.log.level, config.log.format)
-    daemon = Daemon(config)
-    tune_gc()
     try:
-        trio.run(daemon.run, config_path)
+        state = state_dir(config)
+        with statelock.hold(state, socket_path(config)):
+            daemon = open_daemon(config)
+            tune_gc()
+            trio.run(daemon.run, config_path)
     except* ConfigError as group:
-        for refused in group.exceptions:
-            for line in getattr(refused, "errors", [str(refused)]):
-                click.echo(f"error: {line}", err=True)
-        sys.exit(1)
+        _fail([line for refused in _leaves(group) for line in refused.errors])
     log.info("stopped")
+
+
+def _leaves(group: BaseExceptionGroup[ConfigError]) -> list[ConfigError]:
+    """The ConfigErrors of a (possibly nested) exception group."""
+    found: list[ConfigError] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def open_daemon(config: Config) -> Daemon:
+    """A Daemon on ``config``; a state directory it cannot use is a ConfigError (one line)."""
+    try:
+        return Daemon(config)
+    except (OSError, sqlite3.Error) as exc:
+        where = config.server.state_dir or "the state directory"
+        raise ConfigError([f"server.state_dir: cannot use {where}: {exc}"]) from None
+
+
+def _fail(lines: list[str]) -> NoReturn:
+    """Print each problem as one ``error:`` line and exit with status 1 (never a traceback)."""
+    for line in lines:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(1)
