@@ -31,10 +31,10 @@ from .hypercorn_ws import BatchSend
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
 from .tunnel.front import TunnelFront
+from .web import failures
 from .web.access import AccessLog
 from .web.app import create_app
 from .web.closing import FinishResponses
-from .web.jsonbody import DepthSafeJSONProvider
 
 log = logging.getLogger("wstund")
 # Seconds Hypercorn keeps connections past shutdown_grace, for the 1001 close handshakes.
@@ -130,7 +130,7 @@ class Daemon:
         self.admin_app = create_admin_app(self.hub, self._reload_current)
         self.app.register_blueprint(ops_blueprint(self.hub, self._reload_current, over_tcp=True))
         for app in (self.app, self.admin_app):
-            app.json = DepthSafeJSONProvider(app)
+            failures.install(app)
         collector.register(self.hub)
         self.notifier = sdnotify.Notifier()
 

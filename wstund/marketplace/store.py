@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import trio
 
+from .. import storage
 from ..hub import Hub
 from ..relay.services import Service
 from . import fetch
@@ -142,8 +143,12 @@ async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Servi
                     )
         document = msgspec.to_builtins(manifest)
         document["_marketplace"] = base_url
-        await trio.Path(staging / "manifest.json").write_text(json.dumps(document, indent=2))
-        await trio.Path(staging / "state.json").write_text(json.dumps({"enabled": enabled}))
+        await trio.to_thread.run_sync(
+            storage.write_atomic, staging / "manifest.json", json.dumps(document, indent=2)
+        )
+        await trio.to_thread.run_sync(
+            storage.write_atomic, staging / "state.json", json.dumps({"enabled": enabled})
+        )
         old = await trio.to_thread.run_sync(_swap_in, base, name, staging)
         service = _service(staging, manifest, enabled)
         service.manifest = document
@@ -153,7 +158,7 @@ async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Servi
             await trio.to_thread.run_sync(_remove_path, old)
         return service
     except OSError as exc:
-        raise MarketplaceError(500, "storage_error", f"cannot write {name!r}: {exc}") from None
+        raise _refusal(storage.failure(exc, f"service {name!r}")) from None
     finally:
         if not done:
             _remove_path(staging)
@@ -180,14 +185,20 @@ async def uninstall(hub: Hub, name: str) -> None:
         await trio.to_thread.run_sync(_remove_path, old)
 
 
-def save_enabled(hub: Hub, service: Service) -> None:
-    """Persist an installed service's enabled flag so it survives a restart."""
+def _refusal(error: storage.StorageError) -> MarketplaceError:
+    log.error("%s", error.message)
+    return MarketplaceError(error.status, error.code, error.message)
+
+
+def save_enabled(hub: Hub, service: Service, enabled: bool) -> None:
+    """Persist an installed service's enabled flag before it changes, so that a change the
+    disk refuses is refused (MarketplaceError 507/500) rather than lost at the next start."""
     if service.builtin or service.root is None:
         return
     try:
-        (service.root / "state.json").write_text(json.dumps({"enabled": service.enabled}))
+        storage.write_atomic(service.root / "state.json", json.dumps({"enabled": enabled}))
     except OSError as exc:
-        log.error("cannot save state of %s: %s", service.name, exc)
+        raise _refusal(storage.failure(exc, f"the state of {service.name!r}")) from None
 
 
 def marketplace_urls(hub: Hub) -> list[str]:
@@ -215,8 +226,11 @@ async def add_url(hub: Hub, url: str) -> list[str]:
     if url not in urls:
         configured = {fetch.normalise_url(u) for u in hub.config.marketplace.urls}
         added = [u for u in urls if u not in configured] + [url]
-        path = trio.Path(hub.state_dir / URLS_FILE)
-        await path.with_suffix(".tmp").write_text(json.dumps(added))
-        await path.with_suffix(".tmp").replace(path)
+        try:
+            await trio.to_thread.run_sync(
+                storage.write_atomic, hub.state_dir / URLS_FILE, json.dumps(added)
+            )
+        except OSError as exc:
+            raise _refusal(storage.failure(exc, "the marketplace URLs")) from None
         urls.append(url)
     return urls
