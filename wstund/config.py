@@ -6,9 +6,11 @@ Unknown keys and wrong types are refused with the key's dotted path.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -233,17 +235,75 @@ def validate(config: Config) -> Config:
     return config
 
 
-def parse(text: str) -> Config:
-    """Parse and validate TOML text into a Config."""
+def parse(text: str, source: str = "") -> Config:
+    """Parse and validate TOML text into a Config; ConfigError lists every problem at once.
+
+    ``source`` (the file's path) names the file in a TOML syntax error, which gives its line.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"invalid TOML: {exc}"]) from None
+        where = f" in {source}" if source else ""
+        raise ConfigError([f"invalid TOML{where}: {exc}"]) from None
+    errors: list[str] = []
+    usable = _check_tables(data, errors)
     try:
-        config = msgspec.convert(data, Config)
+        config = msgspec.convert(usable, Config)
+    except msgspec.ValidationError as exc:  # not expected after _check_tables; still one line
+        raise ConfigError([*errors, _format_validation_error(str(exc))]) from None
+    try:
+        validate(config)
+    except ConfigError as exc:
+        errors.extend(exc.errors)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _suggest(name: str, known: list[str], prefix: str = "") -> str:
+    """`` (did you mean prefix.x?)`` for the closest known name, or nothing."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def _field_problem(value: object, kind: object) -> str | None:
+    """Why ``value`` is not a ``kind``, in words (allowed values for enums), or None."""
+    try:
+        msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
-        raise ConfigError([_format_validation_error(str(exc))]) from None
-    return validate(config)
+        if typing.get_origin(kind) is Literal:
+            allowed = ", ".join(repr(v) for v in typing.get_args(kind))
+            return f"expected one of {allowed}, got {value!r}"
+        return str(exc)
+    return None
+
+
+def _check_tables(data: dict[str, object], errors: list[str]) -> dict[str, object]:
+    """Check every table and key of ``data`` against Config; collect one line per problem
+    and return the part that is usable, so that range checks can run on it too."""
+    sections = {f.name: f.type for f in msgspec.structs.fields(Config)}
+    usable: dict[str, object] = {}
+    for name, table in data.items():
+        kind = sections.get(name)
+        if kind is None:
+            errors.append(f"{name}: unknown key{_suggest(name, list(sections))}")
+            continue
+        if not isinstance(table, dict):
+            errors.append(f"{name}: expected a table [{name}], got {table!r}")
+            continue
+        keys = {f.name: f.type for f in msgspec.structs.fields(kind)}
+        good: dict[str, object] = {}
+        for key, value in table.items():
+            if key not in keys:
+                errors.append(f"{name}.{key}: unknown key{_suggest(key, list(keys), name + '.')}")
+                continue
+            problem = _field_problem(value, keys[key])
+            if problem is None:
+                good[key] = value
+            else:
+                errors.append(f"{name}.{key}: {problem}")
+        usable[name] = good
+    return usable
 
 
 def _format_validation_error(message: str) -> str:
@@ -273,7 +333,7 @@ def load(path: Path | None) -> Config:
         return validate(Config())
     except OSError as exc:
         raise ConfigError([f"cannot read config file {path}: {exc.strerror}"]) from None
-    return parse(text)
+    return parse(text, str(path))
 
 
 def _writable_dir(path: Path) -> bool:
