@@ -117,6 +117,9 @@ class LogConfig(_Section):
 
 class MetricsConfig(_Section):
     enabled: bool = True
+    token: str = ""
+    token_file: str = ""
+    bind: str = ""
 
 
 class Config(_Section):
@@ -174,6 +177,7 @@ _NON_NEGATIVE = {
     "tunnel.idle_timeout",
     "tunnel.stats_flush_interval",
 }
+_LOOPBACK_BIND_RE = re.compile(r"^(127(\.\d{1,3}){3}|\[::1\]|localhost):\d+$")
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 
 
@@ -223,6 +227,15 @@ def validate(config: Config) -> Config:
             "cluster.redis_url: clustering is not in this version of wstund; leave it empty "
             "(one node, all state in memory)"
         )
+    if config.metrics.bind and not _LOOPBACK_BIND_RE.match(config.metrics.bind):
+        errors.append(
+            f"metrics.bind: {config.metrics.bind!r} is not a loopback HOST:PORT "
+            "(127.x.x.x:PORT, [::1]:PORT or localhost:PORT)"
+        )
+    if config.metrics.token and config.metrics.token_file:
+        errors.append("metrics.token_file: set either metrics.token or metrics.token_file")
+    elif config.metrics.token_file:
+        config.metrics.token = _read_secret(config.metrics.token_file, "metrics.token_file", errors)
     for name in ("token", "admin_token"):
         inline = getattr(config.server, name)
         path = getattr(config.server, f"{name}_file")

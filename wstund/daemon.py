@@ -21,7 +21,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from . import __version__, hypercorn_guard, hypercorn_ws, sdnotify, statelock
+from . import __version__, buildinfo, hypercorn_guard, hypercorn_ws, sdnotify, statelock
 from .admin import collector
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
@@ -31,7 +31,7 @@ from .hypercorn_ws import BatchSend
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
 from .tunnel.front import TunnelFront
-from .web import failures
+from .web import failures, health
 from .web.access import AccessLog
 from .web.app import create_app
 from .web.closing import FinishResponses
@@ -129,6 +129,10 @@ class Daemon:
         self.admin_socket = socket_path(config)
         self.admin_app = create_admin_app(self.hub, self._reload_current)
         self.app.register_blueprint(ops_blueprint(self.hub, self._reload_current, over_tcp=True))
+        self.build = buildinfo.build_id()
+        self.hub.metrics.build_info.info({"version": __version__, "build": self.build})
+        for app in (self.app, self.admin_app):
+            app.register_blueprint(health.create_blueprint(self.hub, self.build))
         for app in (self.app, self.admin_app):
             failures.install(app)
         collector.register(self.hub)
@@ -211,11 +215,14 @@ class Daemon:
                         servers_done,
                         FinishResponses(AccessLog(self.admin_app, latency, "admin")),
                     )
+                    await self._serve_metrics(servers, servers_done)
                     log.info("wstund %s listening on %s", __version__, ", ".join(self.binds))
                     log.info("admin socket at %s", self.admin_socket)
+                    self.hub.phase = "ready"
                     task_status.started(self.binds)
                     await self._notify_ready(nursery)
                     await self._stop.wait()
+                    self.hub.phase = "stopping"
                     await self.notifier.notify("STOPPING=1")
                     log.info("stopping: closing %d connections", self.hub.connection_count)
                     # Hypercorn closes its listeners now (new connections are refused) and gives
@@ -250,6 +257,30 @@ class Daemon:
             secure_socket(self.admin_socket, self.hub.config)
         except (LookupError, OSError) as exc:
             raise ConfigError([f"admin.group/admin.mode: {exc}"]) from None
+
+    async def _serve_metrics(self, servers: trio.Nursery, done: trio.Event) -> None:
+        """Serve /metrics without a token on ``metrics.bind`` (a loopback address), if set."""
+        bind = self.hub.config.metrics.bind
+        if not bind:
+            return
+        hyper = HypercornConfig()
+        hyper.bind = [bind]
+        hyper.accesslog = None
+        hyper.errorlog = logging.getLogger("hypercorn.error")
+        hyper.graceful_timeout = self.hub.config.server.shutdown_grace + CLOSE_MARGIN
+        app = health.create_metrics_app(self.hub, self.build)
+        try:
+            binds = await servers.start(
+                functools.partial(
+                    hypercorn_serve,
+                    FinishResponses(app),  # type: ignore[arg-type]
+                    hyper,
+                    shutdown_trigger=done.wait,
+                )
+            )
+        except OSError as exc:
+            raise ConfigError([f"metrics.bind: cannot listen on {bind}: {exc.strerror}"]) from None
+        log.info("metrics on %s", ", ".join(binds))
 
     async def _notify_ready(self, nursery: trio.Nursery) -> None:
         """Tell systemd we listen; keep STATUS= current and the watchdog fed."""

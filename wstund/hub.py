@@ -64,6 +64,7 @@ class Hub:
         self.failed_joins = SlidingWindow(60.0)
         self.started_at = time.time()
         self.stopping = False
+        self.phase = "starting"  # then "ready" once it listens, "stopping" (``/ready``)
         self.metrics = Metrics()
         self.inflight = InFlight()
         self.http_relay = HttpRelay()
