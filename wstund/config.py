@@ -104,6 +104,7 @@ class MarketplaceConfig(_Section):
     max_file_size: int = 5 * 1024 * 1024
     max_service_size: int = 20 * 1024 * 1024
     max_files: int = 64
+    install_timeout: float = 120.0
 
 
 class ClusterConfig(_Section):
@@ -170,6 +171,7 @@ _NON_NEGATIVE = {
     "server.send_timeout",
     "tunnel.request_timeout",
     "marketplace.timeout",
+    "marketplace.install_timeout",
     "marketplace.max_redirects",
     "http_relay.start_timeout",
     "http_relay.chunk_timeout",

@@ -71,6 +71,18 @@ class Hub:
         self.installing: set[str] = set()  # marketplace installs under way (public + admin app)
         self.tunnels = Tunnels(self)
         self._nursery: trio.Nursery | None = None
+        self._stop_scopes: set[trio.CancelScope] = set()
+
+    @contextmanager
+    def until_stopped(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that a graceful stop cancels once the grace for in-flight work is
+        over, so long work (a marketplace install) can still answer its caller."""
+        with trio.CancelScope() as scope:
+            self._stop_scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._stop_scopes.discard(scope)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the rooms' task trees until cancelled."""
@@ -222,6 +234,8 @@ class Hub:
         deadline = trio.current_time() + grace
         with trio.move_on_at(deadline):
             await self.inflight.wait_idle()
+        for scope in list(self._stop_scopes):
+            scope.cancel()
         for instance in list(self.instances.values()):
             instance.destroy("server_shutdown", closecodes.GOING_AWAY)
         for peer in list(self.peers):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -95,7 +96,40 @@ def installed_source(service: Service) -> str | None:
 
 
 async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Service:
-    """Download, verify and atomically put ``name`` in place; register it; return it."""
+    """Download, verify and atomically put ``name`` in place; register it; return it.
+
+    The whole install has one deadline (``marketplace.install_timeout``), so a trickling
+    server cannot hold it file after file; a graceful stop cancels it with a 503 answer.
+    """
+    limit = hub.config.marketplace.install_timeout
+    with hub.until_stopped() as stopped:
+        try:
+            with trio.fail_after(limit or math.inf):
+                return await _install(hub, base_url, name, enabled=enabled)
+        except trio.TooSlowError:
+            raise MarketplaceError(
+                504, "install_timeout", f"installing {name!r} took over {limit:g} s"
+            ) from None
+    assert stopped.cancelled_caught
+    raise MarketplaceError(503, "shutting_down", f"wstund is stopping: {name!r} not installed")
+
+
+def _check_file_tree(manifest: Manifest) -> None:
+    """Refuse a manifest whose files cannot all exist: ``a`` and ``a/b`` both declared."""
+    files = {e.file for e in manifest.endpoints}
+    for file in files:
+        parts = file.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in files:
+                raise MarketplaceError(
+                    400,
+                    "invalid_manifest",
+                    f"{parent!r} is declared as a file and as the directory of {file!r}",
+                )
+
+
+async def _install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Service:
     config = hub.config.marketplace
     base = services_dir(hub)
     await trio.Path(base).mkdir(parents=True, exist_ok=True)
@@ -112,6 +146,7 @@ async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Servi
                     ) from None
                 raise
             manifest = parse_manifest(raw, name, config.max_files)
+            _check_file_tree(manifest)
             await trio.Path(staging / "files").mkdir(parents=True)
             total = 0
             for file in dict.fromkeys(e.file for e in manifest.endpoints):
