@@ -22,11 +22,9 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,20 +35,14 @@ import trio
 import trio_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench")]
+
+from relay import free_port, log  # noqa: E402
+from tunnel import wait_http  # noqa: E402
+
 BIN = Path(sys.executable).parent
 CLIENT = "soak"
 MB = 1024 * 1024
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr so that stdout holds only the results."""
-    print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -80,20 +72,6 @@ class Processes:
 
     def all(self) -> list[subprocess.Popen[bytes]]:
         return [self.agent, self.app, self.daemon]
-
-
-def wait_http(url: str, ok: tuple[int, ...] = ()) -> None:
-    """Poll ``url`` until something answers (with a status in ``ok``, when given); bounded."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if not ok or httpx.get(url, timeout=1).status_code in ok:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{url} did not come up")
-        time.sleep(0.1)
 
 
 def start(tmp: Path) -> Processes:

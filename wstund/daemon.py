@@ -161,6 +161,8 @@ class Daemon:
         self.hub.config = config
         self.app.config["MAX_CONTENT_LENGTH"] = config.relay.max_message_size
         apply_live_limits(self.hyper, config)
+        for instance in self.hub.instances.values():
+            instance.inbox_bytes.limit = config.relay.max_inbox_bytes
         configure_logging(config.log.level, config.log.format)
         if self.admin_socket.exists():
             try:
