@@ -78,3 +78,29 @@ def test_second_daemon_on_the_same_paths_is_refused_and_the_first_keeps_its_sock
     finally:
         first.stop()
     assert first.process.returncode == 0, first.text()
+
+
+def test_bind_option_with_a_token_file_starts(tmp_path: Path, short_dir: Path) -> None:
+    """--bind checks the addresses only: the token file is read once, as without it."""
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    config = write_config(
+        tmp_path / "c.toml",
+        tmp_path / "state",
+        short_dir / "a.sock",
+        f'[metrics]\ntoken_file = "{secret}"\n',
+    )
+    config.write_text(
+        config.read_text().replace("[server]\n", f'[server]\ntoken_file = "{secret}"\n')
+    )
+    daemon = launch(tmp_path, config, "--bind", "127.0.0.1:0")
+    try:
+        port = daemon.wait_listening()
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/_api/services",
+            headers={"Authorization": "Bearer s3cret"},
+            timeout=10,
+        )
+        assert answer.status_code == 200
+    finally:
+        daemon.stop()

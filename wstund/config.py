@@ -201,6 +201,17 @@ def _read_secret(path: str, key: str, errors: list[str]) -> str:
         return ""
 
 
+def bind_problems(binds: list[str]) -> list[str]:
+    """One line per unusable ``server.bind`` address (none: they are all well-formed)."""
+    if not binds:
+        return ["server.bind: expected at least one address"]
+    return [
+        f"server.bind: {addr!r} is not HOST:PORT, [V6]:PORT, unix:PATH or fd://N"
+        for addr in binds
+        if not _BIND_RE.match(addr)
+    ]
+
+
 def validate(config: Config) -> Config:
     """Check ranges and read secret files; raise ConfigError listing every problem."""
     errors: list[str] = []
@@ -214,11 +225,7 @@ def validate(config: Config) -> Config:
         errors.append(
             f"relay.member_rate_burst: expected seconds > 0, got {config.relay.member_rate_burst}"
         )
-    if not config.server.bind:
-        errors.append("server.bind: expected at least one address")
-    for addr in config.server.bind:
-        if not _BIND_RE.match(addr):
-            errors.append(f"server.bind: {addr!r} is not HOST:PORT, [V6]:PORT, unix:PATH or fd://N")
+    errors.extend(bind_problems(config.server.bind))
     for url in config.marketplace.urls:
         if not re.match(r"https?://[^/\s]+", url):
             errors.append(f"marketplace.urls: {url!r} is not an http(s) URL")

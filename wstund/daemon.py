@@ -25,7 +25,7 @@ from . import __version__, buildinfo, hypercorn_guard, hypercorn_ws, sdnotify, s
 from .admin import collector
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
-from .config import Config, ConfigError, load, state_dir, validate
+from .config import Config, ConfigError, bind_problems, load, state_dir
 from .hub import Hub
 from .hypercorn_ws import BatchSend
 from .logs import setup_logging as configure_logging
@@ -340,7 +340,8 @@ def main(config_path: Path | None, bind: tuple[str, ...], check_config: bool) ->
         config = load(config_path)
         if bind:
             config.server.bind = list(bind)
-            validate(config)
+            if problems := bind_problems(config.server.bind):
+                raise ConfigError(problems)
     except ConfigError as exc:
         _fail(exc.errors)
     if check_config:

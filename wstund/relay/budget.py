@@ -31,13 +31,17 @@ class ByteBudget:
 
         Raises BudgetClosed when the queue is closed before or while waiting.
         """
-        while not self._fits(size):
+        while not self.try_take(size):
             if self.closed:
                 raise BudgetClosed
             await self._freed.wait()
-        if self.closed:
-            raise BudgetClosed
+
+    def try_take(self, size: int) -> bool:
+        """Reserve ``size`` bytes if they fit now (no waiting); False if not, or closed."""
+        if self.closed or not self._fits(size):
+            return False
         self.used += size
+        return True
 
     def _fits(self, size: int) -> bool:
         return self.used == 0 or self.used + size <= self.limit
