@@ -86,3 +86,11 @@ async def test_streamed_tunnel_body_to_an_http_10_caller_ends(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert len(body) == size
+
+
+async def test_keep_alive_still_serves_several_requests(wstund: RunningDaemon) -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = await exchange(
+        wstund, request + request + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    )
+    assert answer.count(b"HTTP/1.1 200 ") == 3

@@ -33,12 +33,13 @@ def is_full(exc: BaseException) -> bool:
     return False
 
 
-def failure(exc: OSError | sqlite3.Error, what: str) -> StorageError:
-    """The StorageError for ``exc`` raised while writing ``what``."""
+def failure(exc: OSError | sqlite3.Error, what: str | None = None) -> StorageError:
+    """The StorageError for ``exc``, raised while writing ``what`` (None: some file I/O)."""
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    doing = f"cannot save {what}" if what else "storage error"
     if is_full(exc):
-        return StorageError(507, "insufficient_storage", f"cannot save {what}: {detail}")
-    return StorageError(500, "storage_error", f"cannot save {what}: {detail}")
+        return StorageError(507, "insufficient_storage", f"{doing}: {detail}")
+    return StorageError(500, "storage_error", f"{doing}: {detail}")
 
 
 def write_atomic(path: Path, text: str) -> None:

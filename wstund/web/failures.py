@@ -38,7 +38,7 @@ class DepthSafeJSONProvider(DefaultJSONProvider):
 
 async def _storage_failed(exc: Exception) -> Response:
     assert isinstance(exc, OSError | sqlite3.Error)
-    error = storage.failure(exc, "the change")
+    error = storage.failure(exc)
     log.error("%s", error.message)
     return json_error(error.status, error.code, error.message)
 
