@@ -28,6 +28,7 @@ class Marketplace:
     hang: set[str] = field(default_factory=set)  # paths that never answer
     hung: trio.Event = field(default_factory=trio.Event)
     redirect: dict[str, str] = field(default_factory=dict)  # path -> Location
+    trickle: set[str] = field(default_factory=set)  # paths sent one byte every 0.1 s
 
     def publish(
         self,
@@ -96,6 +97,14 @@ def create_app(market: Marketplace) -> QuartTrio:
         if ".." in path or not file.is_file():
             return Response("not found", status=404)
         data = file.read_bytes()
+        if path in market.trickle:
+
+            async def slowly() -> AsyncIterator[bytes]:
+                for index in range(len(data)):
+                    yield data[index : index + 1]
+                    await trio.sleep(0.1)
+
+            return Response(slowly(), headers={"Content-Length": str(len(data))})
         if path in market.drop:
 
             async def half() -> AsyncIterator[bytes]:

@@ -30,7 +30,10 @@ def test_example_file_names_every_key() -> None:
         ("[server]\nbind = ['nope']", "server.bind: 'nope' is not HOST:PORT"),
         ("[relay]\nowner_grace = -1", "relay.owner_grace: expected a number >= 0"),
         ("[relay]\noutbox_size = 0", "relay.outbox_size: expected a positive integer"),
-        ("[log]\nlevel = 'loud'", "log.level: Invalid enum value 'loud'"),
+        (
+            "[log]\nlevel = 'loud'",
+            "log.level: expected one of 'debug', 'info', 'warning', 'error', got 'loud'",
+        ),
         ("[server\n", "invalid TOML"),
         ("[cluster]\nredis_url = 'redis://127.0.0.1'", "cluster.redis_url: clustering is not"),
     ],

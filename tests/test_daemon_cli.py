@@ -53,3 +53,30 @@ def test_state_dir_falls_back_to_a_user_path(
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert state_dir(Config()) == tmp_path / "xdg" / "wstun"
+
+
+def test_check_config_lists_every_problem_at_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        "[relay]\nowner_grac = 3\nmax_message_size = 'big'\nheartbeat_interval = -1\n"
+        "[log]\nlevel = 'loud'\n[sever]\nbind = 1\n"
+    )
+    result = _run("--config", str(bad), "--check-config")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [
+        "error: relay.owner_grac: unknown key (did you mean relay.owner_grace?)",
+        "error: relay.max_message_size: Expected `int`, got `str`",
+        "error: log.level: expected one of 'debug', 'info', 'warning', 'error', got 'loud'",
+        "error: sever: unknown key (did you mean server?)",
+        "error: relay.heartbeat_interval: expected a number >= 0, got -1.0",
+    ]
+
+
+def test_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "syntax.toml"
+    bad.write_text("[relay]\nowner_grace = 3\nmax_message_size = = 4\n")
+    result = _run("--config", str(bad), "--check-config")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: invalid TOML in {bad}: ")
+    assert "line 3" in result.stderr

@@ -6,9 +6,11 @@ Unknown keys and wrong types are refused with the key's dotted path.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +65,11 @@ class RelayConfig(_Section):
     inbox_size: int = 1024
     slow_consumer_timeout: float = 5.0
     max_queued_bytes: int = 16 * 1024 * 1024
+    max_inbox_bytes: int = 16 * 1024 * 1024
+    member_messages_per_second: float = 1000.0
+    member_bytes_per_second: int = 8 * 1024 * 1024
+    member_rate_burst: float = 2.0
+    max_rate_limited: int = 20
     write_batch_bytes: int = 64 * 1024
     heartbeat_interval: float = 20.0
     idle_timeout: float = 60.0
@@ -120,6 +127,7 @@ class MarketplaceConfig(_Section):
     max_file_size: int = 5 * 1024 * 1024
     max_service_size: int = 20 * 1024 * 1024
     max_files: int = 64
+    install_timeout: float = 120.0
 
 
 class ClusterConfig(_Section):
@@ -133,6 +141,9 @@ class LogConfig(_Section):
 
 class MetricsConfig(_Section):
     enabled: bool = True
+    token: str = ""
+    token_file: str = ""
+    bind: str = ""
 
 
 class Config(_Section):
@@ -155,6 +166,8 @@ _POSITIVE_INTS = {
     "relay.outbox_size",
     "relay.inbox_size",
     "relay.max_queued_bytes",
+    "relay.max_inbox_bytes",
+    "relay.max_rate_limited",
     "relay.max_invalid_messages",
     "relay.failed_joins_per_minute",
     "server.max_connections",
@@ -187,10 +200,13 @@ _NON_NEGATIVE = {
     "relay.heartbeat_interval",
     "relay.idle_timeout",
     "relay.owner_grace",
+    "relay.member_messages_per_second",
+    "relay.member_bytes_per_second",
     "server.shutdown_grace",
     "server.send_timeout",
     "tunnel.request_timeout",
     "marketplace.timeout",
+    "marketplace.install_timeout",
     "marketplace.max_redirects",
     "http_relay.start_timeout",
     "http_relay.chunk_timeout",
@@ -202,6 +218,7 @@ _NON_NEGATIVE = {
     "moosicbox.idle_timeout",
     "tunnel.body_timeout",
 }
+_LOOPBACK_BIND_RE = re.compile(r"^(127(\.\d{1,3}){3}|\[::1\]|localhost):\d+$")
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 
 
@@ -223,6 +240,17 @@ def _read_secret(path: str, key: str, errors: list[str]) -> str:
         return ""
 
 
+def bind_problems(binds: list[str]) -> list[str]:
+    """One line per unusable ``server.bind`` address (none: they are all well-formed)."""
+    if not binds:
+        return ["server.bind: expected at least one address"]
+    return [
+        f"server.bind: {addr!r} is not HOST:PORT, [V6]:PORT, unix:PATH or fd://N"
+        for addr in binds
+        if not _BIND_RE.match(addr)
+    ]
+
+
 def validate(config: Config) -> Config:
     """Check ranges and read secret files; raise ConfigError listing every problem."""
     errors: list[str] = []
@@ -233,11 +261,11 @@ def validate(config: Config) -> Config:
         if _lookup(config, key) < 0:  # type: ignore[operator]
             errors.append(f"{key}: expected a number >= 0, got {_lookup(config, key)}")
     errors.extend(parse_networks(config.server.trusted_proxies)[1])
-    if not config.server.bind:
-        errors.append("server.bind: expected at least one address")
-    for addr in config.server.bind:
-        if not _BIND_RE.match(addr):
-            errors.append(f"server.bind: {addr!r} is not HOST:PORT, [V6]:PORT, unix:PATH or fd://N")
+    if config.relay.member_rate_burst <= 0:
+        errors.append(
+            f"relay.member_rate_burst: expected seconds > 0, got {config.relay.member_rate_burst}"
+        )
+    errors.extend(bind_problems(config.server.bind))
     for url in config.marketplace.urls:
         if not re.match(r"https?://[^/\s]+", url):
             errors.append(f"marketplace.urls: {url!r} is not an http(s) URL")
@@ -248,6 +276,15 @@ def validate(config: Config) -> Config:
             "cluster.redis_url: clustering is not in this version of wstund; leave it empty "
             "(one node, all state in memory)"
         )
+    if config.metrics.bind and not _LOOPBACK_BIND_RE.match(config.metrics.bind):
+        errors.append(
+            f"metrics.bind: {config.metrics.bind!r} is not a loopback HOST:PORT "
+            "(127.x.x.x:PORT, [::1]:PORT or localhost:PORT)"
+        )
+    if config.metrics.token and config.metrics.token_file:
+        errors.append("metrics.token_file: set either metrics.token or metrics.token_file")
+    elif config.metrics.token_file:
+        config.metrics.token = _read_secret(config.metrics.token_file, "metrics.token_file", errors)
     for name in ("token", "admin_token"):
         inline = getattr(config.server, name)
         path = getattr(config.server, f"{name}_file")
@@ -260,17 +297,75 @@ def validate(config: Config) -> Config:
     return config
 
 
-def parse(text: str) -> Config:
-    """Parse and validate TOML text into a Config."""
+def parse(text: str, source: str = "") -> Config:
+    """Parse and validate TOML text into a Config; ConfigError lists every problem at once.
+
+    ``source`` (the file's path) names the file in a TOML syntax error, which gives its line.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"invalid TOML: {exc}"]) from None
+        where = f" in {source}" if source else ""
+        raise ConfigError([f"invalid TOML{where}: {exc}"]) from None
+    errors: list[str] = []
+    usable = _check_tables(data, errors)
     try:
-        config = msgspec.convert(data, Config)
+        config = msgspec.convert(usable, Config)
+    except msgspec.ValidationError as exc:  # not expected after _check_tables; still one line
+        raise ConfigError([*errors, _format_validation_error(str(exc))]) from None
+    try:
+        validate(config)
+    except ConfigError as exc:
+        errors.extend(exc.errors)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _suggest(name: str, known: list[str], prefix: str = "") -> str:
+    """`` (did you mean prefix.x?)`` for the closest known name, or nothing."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def _field_problem(value: object, kind: object) -> str | None:
+    """Why ``value`` is not a ``kind``, in words (allowed values for enums), or None."""
+    try:
+        msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
-        raise ConfigError([_format_validation_error(str(exc))]) from None
-    return validate(config)
+        if typing.get_origin(kind) is Literal:
+            allowed = ", ".join(repr(v) for v in typing.get_args(kind))
+            return f"expected one of {allowed}, got {value!r}"
+        return str(exc)
+    return None
+
+
+def _check_tables(data: dict[str, object], errors: list[str]) -> dict[str, object]:
+    """Check every table and key of ``data`` against Config; collect one line per problem
+    and return the part that is usable, so that range checks can run on it too."""
+    sections = {f.name: f.type for f in msgspec.structs.fields(Config)}
+    usable: dict[str, object] = {}
+    for name, table in data.items():
+        kind = sections.get(name)
+        if kind is None:
+            errors.append(f"{name}: unknown key{_suggest(name, list(sections))}")
+            continue
+        if not isinstance(table, dict):
+            errors.append(f"{name}: expected a table [{name}], got {table!r}")
+            continue
+        keys = {f.name: f.type for f in msgspec.structs.fields(kind)}
+        good: dict[str, object] = {}
+        for key, value in table.items():
+            if key not in keys:
+                errors.append(f"{name}.{key}: unknown key{_suggest(key, list(keys), name + '.')}")
+                continue
+            problem = _field_problem(value, keys[key])
+            if problem is None:
+                good[key] = value
+            else:
+                errors.append(f"{name}.{key}: {problem}")
+        usable[name] = good
+    return usable
 
 
 def _format_validation_error(message: str) -> str:
@@ -300,7 +395,7 @@ def load(path: Path | None) -> Config:
         return validate(Config())
     except OSError as exc:
         raise ConfigError([f"cannot read config file {path}: {exc.strerror}"]) from None
-    return parse(text)
+    return parse(text, str(path))
 
 
 def _writable_dir(path: Path) -> bool:
@@ -325,7 +420,8 @@ def state_dir(config: Config) -> Path:
     for candidate in candidates:
         if _writable_dir(candidate):
             return candidate
-    raise ConfigError([f"server.state_dir: no writable state directory among {candidates}"])
+    tried = ", ".join(str(c) for c in candidates)
+    raise ConfigError([f"server.state_dir: {tried}: not a writable directory"])
 
 
 def runtime_dir() -> Path:

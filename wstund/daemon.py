@@ -8,8 +8,10 @@ import gc
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import trio
@@ -19,11 +21,11 @@ from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from . import __version__, hypercorn_guard, hypercorn_ws, sdnotify
+from . import __version__, buildinfo, hypercorn_guard, hypercorn_ws, sdnotify, statelock
 from .admin import collector
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
-from .config import Config, ConfigError, load, state_dir
+from .config import Config, ConfigError, bind_problems, load, state_dir
 from .forwarded import TrustedProxies
 from .hub import Hub
 from .hypercorn_ws import BatchSend
@@ -31,8 +33,10 @@ from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
 from .moosicbox.front import MoosicBoxFront
 from .tunnel.front import TunnelFront
+from .web import failures, health
 from .web.access import AccessLog
 from .web.app import create_app
+from .web.closing import FinishResponses
 
 log = logging.getLogger("wstund")
 # Seconds Hypercorn keeps connections past shutdown_grace, for the 1001 close handshakes.
@@ -59,7 +63,12 @@ def listening_sockets(hyper: HypercornConfig, send_timeout: float) -> Sockets:
     Hypercorn shields its socket writes from cancellation, so a peer that never reads would
     hold its connection (and a graceful stop) forever; the kernel timeout breaks that write.
     """
-    sockets = hyper.create_sockets()
+    try:
+        sockets = hyper.create_sockets()
+    except OSError as exc:
+        raise ConfigError(
+            [f"server.bind: cannot listen on {', '.join(hyper.bind)}: {exc.strerror or exc}"]
+        ) from None
     for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
         if send_timeout and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(send_timeout * 1000))
@@ -122,6 +131,12 @@ class Daemon:
         self.admin_socket = socket_path(config)
         self.admin_app = create_admin_app(self.hub, self._reload_current)
         self.app.register_blueprint(ops_blueprint(self.hub, self._reload_current, over_tcp=True))
+        self.build = buildinfo.build_id()
+        self.hub.metrics.build_info.info({"version": __version__, "build": self.build})
+        for app in (self.app, self.admin_app):
+            app.register_blueprint(health.create_blueprint(self.hub, self.build))
+        for app in (self.app, self.admin_app):
+            failures.install(app)
         collector.register(self.hub)
         self.notifier = sdnotify.Notifier()
 
@@ -148,6 +163,8 @@ class Daemon:
         self.hub.config = config
         self.app.config["MAX_CONTENT_LENGTH"] = config.relay.max_message_size
         apply_live_limits(self.hyper, config)
+        for instance in self.hub.instances.values():
+            instance.inbox_bytes.limit = config.relay.max_inbox_bytes
         configure_logging(config.log.level, config.log.format)
         if self.admin_socket.exists():
             try:
@@ -192,19 +209,26 @@ class Daemon:
                     public = AccessLog(front, latency, "public")
                     self.binds = await servers.start(
                         serve_app,
-                        TrustedProxies(public, lambda: self.hub.config.server.trusted_proxies),
+                        TrustedProxies(
+                            FinishResponses(public), lambda: self.hub.config.server.trusted_proxies
+                        ),
                         self.hyper,
                         sockets,
                         servers_done,
                     )
                     await self._serve_admin(
-                        servers, servers_done, AccessLog(self.admin_app, latency, "admin")
+                        servers,
+                        servers_done,
+                        FinishResponses(AccessLog(self.admin_app, latency, "admin")),
                     )
+                    await self._serve_metrics(servers, servers_done)
                     log.info("wstund %s listening on %s", __version__, ", ".join(self.binds))
                     log.info("admin socket at %s", self.admin_socket)
+                    self.hub.phase = "ready"
                     task_status.started(self.binds)
                     await self._notify_ready(nursery)
                     await self._stop.wait()
+                    self.hub.phase = "stopping"
                     await self.notifier.notify("STOPPING=1")
                     log.info("stopping: closing %d connections", self.hub.connection_count)
                     # Hypercorn closes its listeners now (new connections are refused) and gives
@@ -217,21 +241,52 @@ class Daemon:
             with contextlib.suppress(OSError):
                 self.admin_socket.unlink()
 
-    async def _serve_admin(self, servers: trio.Nursery, done: trio.Event, app: AccessLog) -> None:
+    async def _serve_admin(
+        self, servers: trio.Nursery, done: trio.Event, app: FinishResponses
+    ) -> None:
         """Start the admin app on its unix socket and give the socket its mode and group."""
-        self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
-        await servers.start(
-            functools.partial(
-                hypercorn_serve,
-                app,  # type: ignore[arg-type]
-                admin_hypercorn_config(self.hub.config, self.admin_socket),
-                shutdown_trigger=done.wait,
+        try:
+            self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
+            await servers.start(
+                functools.partial(
+                    hypercorn_serve,
+                    app,  # type: ignore[arg-type]
+                    admin_hypercorn_config(self.hub.config, self.admin_socket),
+                    shutdown_trigger=done.wait,
+                )
             )
-        )
+        except OSError as exc:
+            raise ConfigError(
+                [f"admin.socket: cannot listen on {self.admin_socket}: {exc.strerror or exc}"]
+            ) from None
         try:
             secure_socket(self.admin_socket, self.hub.config)
         except (LookupError, OSError) as exc:
             raise ConfigError([f"admin.group/admin.mode: {exc}"]) from None
+
+    async def _serve_metrics(self, servers: trio.Nursery, done: trio.Event) -> None:
+        """Serve /metrics without a token on ``metrics.bind`` (a loopback address), if set."""
+        bind = self.hub.config.metrics.bind
+        if not bind:
+            return
+        hyper = HypercornConfig()
+        hyper.bind = [bind]
+        hyper.accesslog = None
+        hyper.errorlog = logging.getLogger("hypercorn.error")
+        hyper.graceful_timeout = self.hub.config.server.shutdown_grace + CLOSE_MARGIN
+        app = health.create_metrics_app(self.hub, self.build)
+        try:
+            binds = await servers.start(
+                functools.partial(
+                    hypercorn_serve,
+                    FinishResponses(app),  # type: ignore[arg-type]
+                    hyper,
+                    shutdown_trigger=done.wait,
+                )
+            )
+        except OSError as exc:
+            raise ConfigError([f"metrics.bind: cannot listen on {bind}: {exc.strerror}"]) from None
+        log.info("metrics on %s", ", ".join(binds))
 
     async def _notify_ready(self, nursery: trio.Nursery) -> None:
         """Tell systemd we listen; keep STATUS= current and the watchdog fed."""
@@ -289,21 +344,44 @@ def main(config_path: Path | None, bind: tuple[str, ...], check_config: bool) ->
         config = load(config_path)
         if bind:
             config.server.bind = list(bind)
+            if problems := bind_problems(config.server.bind):
+                raise ConfigError(problems)
     except ConfigError as exc:
-        for line in exc.errors:
-            click.echo(f"error: {line}", err=True)
-        sys.exit(1)
+        _fail(exc.errors)
     if check_config:
         click.echo("OK")
         return
     setup_logging(config.log.level, config.log.format)
-    daemon = Daemon(config)
-    tune_gc()
     try:
-        trio.run(daemon.run, config_path)
+        state = state_dir(config)
+        with statelock.hold(state, socket_path(config)):
+            daemon = open_daemon(config)
+            tune_gc()
+            trio.run(daemon.run, config_path)
     except* ConfigError as group:
-        for refused in group.exceptions:
-            for line in getattr(refused, "errors", [str(refused)]):
-                click.echo(f"error: {line}", err=True)
-        sys.exit(1)
+        _fail([line for refused in _leaves(group) for line in refused.errors])
     log.info("stopped")
+
+
+def _leaves(group: BaseExceptionGroup[ConfigError]) -> list[ConfigError]:
+    """The ConfigErrors of a (possibly nested) exception group."""
+    found: list[ConfigError] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def open_daemon(config: Config) -> Daemon:
+    """A Daemon on ``config``; a state directory it cannot use is a ConfigError (one line)."""
+    try:
+        return Daemon(config)
+    except (OSError, sqlite3.Error) as exc:
+        where = config.server.state_dir or "the state directory"
+        raise ConfigError([f"server.state_dir: cannot use {where}: {exc}"]) from None
+
+
+def _fail(lines: list[str]) -> NoReturn:
+    """Print each problem as one ``error:`` line and exit with status 1 (never a traceback)."""
+    for line in lines:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(1)

@@ -65,6 +65,7 @@ class Hub:
         self.failed_joins = SlidingWindow(60.0)
         self.started_at = time.time()
         self.stopping = False
+        self.phase = "starting"  # then "ready" once it listens, "stopping" (``/ready``)
         self.metrics = Metrics()
         self.inflight = InFlight()
         self.http_relay = HttpRelay()
@@ -72,6 +73,18 @@ class Hub:
         self.tunnels = Tunnels(self)
         self.moosicbox = MoosicBox(self)
         self._nursery: trio.Nursery | None = None
+        self._stop_scopes: set[trio.CancelScope] = set()
+
+    @contextmanager
+    def until_stopped(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that a graceful stop cancels once the grace for in-flight work is
+        over, so long work (a marketplace install) can still answer its caller."""
+        with trio.CancelScope() as scope:
+            self._stop_scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._stop_scopes.discard(scope)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the rooms' task trees until cancelled."""
@@ -114,6 +127,7 @@ class Hub:
             token,
             owner,
             inbox_size=self.config.relay.inbox_size,
+            inbox_bytes=self.config.relay.max_inbox_bytes,
             on_destroyed=self._forget_instance,
         )
         self.instances[instance.uuid] = instance
@@ -222,6 +236,8 @@ class Hub:
         deadline = trio.current_time() + grace
         with trio.move_on_at(deadline):
             await self.inflight.wait_idle()
+        for scope in list(self._stop_scopes):
+            scope.cancel()
         for instance in list(self.instances.values()):
             instance.destroy("server_shutdown", closecodes.GOING_AWAY)
         for peer in list(self.peers):

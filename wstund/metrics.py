@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, ProcessCollector
 
 
 class Metrics:
@@ -10,6 +10,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # process_* (CPU, RSS, open fds, start time)
+        self.build_info = Info("wstund_build", "The running build", registry=self.registry)
         self.relay_messages = Counter(
             "wstund_relay_messages",
             "Room frames relayed, by sender role",

@@ -22,11 +22,16 @@ from ..marketplace import routes as marketplace_routes
 from ..moosicbox import routes as moosicbox_routes
 from ..tunnel import routes as tunnel_routes
 from ..web import api
-from ..web.auth import admin_access
+from ..web.auth import admin_access, presented_token, tokens_equal
 from ..web.errors import forbidden, json_error
 from .reload import ReloadOutcome
 
 Reload = Callable[[], ReloadOutcome]
+
+
+def _metrics_token(config: Config) -> bool:
+    """Whether the request carries ``metrics.token`` (good for /metrics only)."""
+    return tokens_equal(presented_token(request.headers, request.args), config.metrics.token)
 
 
 def ops_blueprint(hub: Hub, reload: Reload, *, over_tcp: bool) -> Blueprint:
@@ -37,10 +42,11 @@ def ops_blueprint(hub: Hub, reload: Reload, *, over_tcp: bool) -> Blueprint:
     async def metrics() -> Response:
         if not hub.config.metrics.enabled:
             return json_error(404, "metrics_disabled", "metrics are off (metrics.enabled)")
-        if over_tcp:
+        if over_tcp and not _metrics_token(hub.config):
             if not hub.config.server.admin_token:
                 return forbidden(
-                    "/metrics over TCP needs server.admin_token set; or scrape the admin socket"
+                    "/metrics over TCP needs metrics.token or server.admin_token set; "
+                    "or scrape metrics.bind or the admin socket"
                 )
             if not admin_access(hub.config, request.headers, request.args):
                 return forbidden()

@@ -40,6 +40,8 @@ async def _body(kind: type[Any]) -> Any:
         return msgspec.json.decode(data or b"{}", type=kind)
     except msgspec.DecodeError as exc:
         raise MarketplaceError(400, "invalid_request", f"request body: {exc}") from None
+    except RecursionError:
+        raise MarketplaceError(400, "invalid_request", "request body: nested too deeply") from None
 
 
 def content_security_policy(host: str) -> str:

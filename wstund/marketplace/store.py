@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 import msgspec
 import trio
 
+from .. import storage
 from ..hub import Hub
 from ..relay.services import Service
 from . import fetch
@@ -94,7 +96,40 @@ def installed_source(service: Service) -> str | None:
 
 
 async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Service:
-    """Download, verify and atomically put ``name`` in place; register it; return it."""
+    """Download, verify and atomically put ``name`` in place; register it; return it.
+
+    The whole install has one deadline (``marketplace.install_timeout``), so a trickling
+    server cannot hold it file after file; a graceful stop cancels it with a 503 answer.
+    """
+    limit = hub.config.marketplace.install_timeout
+    with hub.until_stopped() as stopped:
+        try:
+            with trio.fail_after(limit or math.inf):
+                return await _install(hub, base_url, name, enabled=enabled)
+        except trio.TooSlowError:
+            raise MarketplaceError(
+                504, "install_timeout", f"installing {name!r} took over {limit:g} s"
+            ) from None
+    assert stopped.cancelled_caught
+    raise MarketplaceError(503, "shutting_down", f"wstund is stopping: {name!r} not installed")
+
+
+def _check_file_tree(manifest: Manifest) -> None:
+    """Refuse a manifest whose files cannot all exist: ``a`` and ``a/b`` both declared."""
+    files = {e.file for e in manifest.endpoints}
+    for file in files:
+        parts = file.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in files:
+                raise MarketplaceError(
+                    400,
+                    "invalid_manifest",
+                    f"{parent!r} is declared as a file and as the directory of {file!r}",
+                )
+
+
+async def _install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Service:
     config = hub.config.marketplace
     base = services_dir(hub)
     await trio.Path(base).mkdir(parents=True, exist_ok=True)
@@ -111,6 +146,7 @@ async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Servi
                     ) from None
                 raise
             manifest = parse_manifest(raw, name, config.max_files)
+            _check_file_tree(manifest)
             await trio.Path(staging / "files").mkdir(parents=True)
             total = 0
             for file in dict.fromkeys(e.file for e in manifest.endpoints):
@@ -142,8 +178,12 @@ async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Servi
                     )
         document = msgspec.to_builtins(manifest)
         document["_marketplace"] = base_url
-        await trio.Path(staging / "manifest.json").write_text(json.dumps(document, indent=2))
-        await trio.Path(staging / "state.json").write_text(json.dumps({"enabled": enabled}))
+        await trio.to_thread.run_sync(
+            storage.write_atomic, staging / "manifest.json", json.dumps(document, indent=2)
+        )
+        await trio.to_thread.run_sync(
+            storage.write_atomic, staging / "state.json", json.dumps({"enabled": enabled})
+        )
         old = await trio.to_thread.run_sync(_swap_in, base, name, staging)
         service = _service(staging, manifest, enabled)
         service.manifest = document
@@ -153,7 +193,7 @@ async def install(hub: Hub, base_url: str, name: str, *, enabled: bool) -> Servi
             await trio.to_thread.run_sync(_remove_path, old)
         return service
     except OSError as exc:
-        raise MarketplaceError(500, "storage_error", f"cannot write {name!r}: {exc}") from None
+        raise _refusal(storage.failure(exc, f"service {name!r}")) from None
     finally:
         if not done:
             _remove_path(staging)
@@ -180,14 +220,20 @@ async def uninstall(hub: Hub, name: str) -> None:
         await trio.to_thread.run_sync(_remove_path, old)
 
 
-def save_enabled(hub: Hub, service: Service) -> None:
-    """Persist an installed service's enabled flag so it survives a restart."""
+def _refusal(error: storage.StorageError) -> MarketplaceError:
+    log.error("%s", error.message)
+    return MarketplaceError(error.status, error.code, error.message)
+
+
+def save_enabled(hub: Hub, service: Service, enabled: bool) -> None:
+    """Persist an installed service's enabled flag before it changes, so that a change the
+    disk refuses is refused (MarketplaceError 507/500) rather than lost at the next start."""
     if service.builtin or service.root is None:
         return
     try:
-        (service.root / "state.json").write_text(json.dumps({"enabled": service.enabled}))
+        storage.write_atomic(service.root / "state.json", json.dumps({"enabled": enabled}))
     except OSError as exc:
-        log.error("cannot save state of %s: %s", service.name, exc)
+        raise _refusal(storage.failure(exc, f"the state of {service.name!r}")) from None
 
 
 def marketplace_urls(hub: Hub) -> list[str]:
@@ -215,8 +261,11 @@ async def add_url(hub: Hub, url: str) -> list[str]:
     if url not in urls:
         configured = {fetch.normalise_url(u) for u in hub.config.marketplace.urls}
         added = [u for u in urls if u not in configured] + [url]
-        path = trio.Path(hub.state_dir / URLS_FILE)
-        await path.with_suffix(".tmp").write_text(json.dumps(added))
-        await path.with_suffix(".tmp").replace(path)
+        try:
+            await trio.to_thread.run_sync(
+                storage.write_atomic, hub.state_dir / URLS_FILE, json.dumps(added)
+            )
+        except OSError as exc:
+            raise _refusal(storage.failure(exc, "the marketplace URLs")) from None
         urls.append(url)
     return urls

@@ -57,6 +57,18 @@ def reject(hub: Hub, peer: Peer, error: ProtocolError) -> None:
         peer.close(closecodes.POLICY_VIOLATION, "too many invalid messages")
 
 
+def _rate_limited(hub: Hub, peer: Peer, strikes: int, msg_id: protocol.MessageId | None) -> None:
+    """A member over its rate: the frame is refused with ``rate_limited``; 4029 after
+    ``relay.max_rate_limited`` refusals."""
+    peer.offer(
+        protocol.encode_error(
+            protocol.RATE_LIMITED, "over the member rate limit: message not delivered", msg_id
+        )
+    )
+    if strikes >= hub.config.relay.max_rate_limited:
+        peer.close(closecodes.RATE_LIMITED, "rate limited")
+
+
 async def handle_text(hub: Hub, peer: Peer, text: str) -> None:
     """Handle one text frame from ``peer``."""
     envelope: Envelope | None = None
@@ -376,6 +388,10 @@ async def _forward(
     if peer.joined is not None:
         metrics.member_messages.inc()
         metrics.member_bytes.inc(len(frame))
+        strikes = peer.joined.charge(peer, len(frame), hub.config.relay)
+        if strikes:
+            _rate_limited(hub, peer, strikes, msg_id)
+            return
         if not await peer.joined.from_member(peer, frame, hub.config.relay.slow_consumer_timeout):
             raise ProtocolError(
                 protocol.HOST_BUSY, "the host is not keeping up; message not delivered", msg_id

@@ -15,7 +15,9 @@ from typing import Any
 import trio
 
 from .. import closecodes
+from ..config import RelayConfig
 from . import ownership, protocol
+from .budget import BudgetClosed, ByteBudget, RateBudget
 from .peer import Frame, Peer
 
 
@@ -31,6 +33,7 @@ class Instance:
         owner: Peer,
         *,
         inbox_size: int,
+        inbox_bytes: int,
         on_destroyed: Callable[[Instance], None],
     ) -> None:
         self.uuid = uuid
@@ -47,6 +50,8 @@ class Instance:
         self.messages_in = 0
         self.destroyed_reason: str | None = None
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[Frame](inbox_size)
+        self.inbox_bytes = ByteBudget(inbox_bytes)
+        self._rates: dict[str, RateBudget] = {}
         self._owner_back = trio.Event()
         self._owner_back.set()
         self._grace_scope: trio.CancelScope | None = None
@@ -105,6 +110,7 @@ class Instance:
             await self._owner_back.wait()
             if self.owner is not None:
                 self.owner.offer(frame)
+            self.inbox_bytes.give_back(len(frame))
 
     # -- members ----------------------------------------------------------------------------
 
@@ -123,6 +129,7 @@ class Instance:
         if user_id is None or self.members.get(user_id) is not peer:
             return
         del self.members[user_id]
+        self._rates.pop(user_id, None)
         peer.joined = None
         if self.owner is not None:
             self.owner.offer(
@@ -134,20 +141,55 @@ class Instance:
     async def from_member(self, peer: Peer, frame: Frame, timeout: float) -> bool:
         """Relay a member's frame to the other members and, through the inbox, to the owner.
 
-        Returns False when the owner's inbox stayed full for ``timeout`` seconds.
+        The inbox is bounded in frames and in bytes (``relay.max_inbox_bytes``): a member
+        past the bound waits (its socket is not read meanwhile). Returns False when the
+        owner's inbox stayed full for ``timeout`` seconds.
         """
         self.messages_in += 1
         for other in list(self.members.values()):
             if other is not peer:
                 other.offer(frame)
-        try:
-            self._inbox_send.send_nowait(frame)
-        except trio.WouldBlock:
-            with trio.move_on_after(timeout):
-                await self._inbox_send.send(frame)
+        size = len(frame)
+        if self.inbox_bytes.try_take(size):  # the common case: room at once, no waiting
+            try:
+                self._inbox_send.send_nowait(frame)
                 return True
-            return False
-        return True
+            except trio.WouldBlock:
+                self.inbox_bytes.give_back(size)
+            except trio.ClosedResourceError:
+                return True  # destroyed: the member got instance_destroyed and 4004
+        try:
+            with trio.move_on_after(timeout):
+                await self.inbox_bytes.take(size)
+                try:
+                    self._inbox_send.send_nowait(frame)
+                except trio.WouldBlock:
+                    try:
+                        await self._inbox_send.send(frame)
+                    except BaseException:
+                        self.inbox_bytes.give_back(size)
+                        raise
+                return True
+        except (BudgetClosed, trio.ClosedResourceError):
+            return True  # destroyed meanwhile: the member got instance_destroyed and 4004
+        return False
+
+    def charge(self, peer: Peer, size: int, limits: RelayConfig) -> int:
+        """Spend one message and ``size`` bytes of the member's rate (``relay.member_*``).
+
+        Returns 0 when the frame is within the rate, else how many frames were refused so far.
+        """
+        per_second, per_byte = limits.member_messages_per_second, limits.member_bytes_per_second
+        if peer.user_id is None or not (per_second or per_byte):
+            return 0
+        # 0 turns one of the two limits off: an unreachable rate stands in for it.
+        rates = (per_second or float("inf"), per_byte or float("inf"), limits.member_rate_burst)
+        rate = self._rates.get(peer.user_id)
+        if rate is None:
+            rate = self._rates[peer.user_id] = RateBudget(*rates)
+        else:
+            rate.configure(*rates)
+        return 0 if rate.allow(size, trio.current_time()) else rate.strikes
 
     def from_owner(self, frame: Frame, to: list[str] | None) -> list[str]:
         """Relay an owner's frame to every member, or to the ``to`` user ids; return unknown ids."""
@@ -219,3 +261,4 @@ class Instance:
         self._on_destroyed(self)
         self._scope.cancel()
         self._inbox_send.close()
+        self.inbox_bytes.close()

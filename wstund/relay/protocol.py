@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ..clip import ID_ECHO_LIMIT, clip
+
 # Stable error codes carried in ``error`` messages (payload.code).
 INVALID_JSON = "invalid_json"
 INVALID_MESSAGE = "invalid_message"
@@ -134,6 +136,8 @@ def decode_envelope(text: str) -> Envelope:
         raise ProtocolError(INVALID_MESSAGE, f"invalid message: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(INVALID_JSON, f"invalid JSON: {exc}") from None
+    except RecursionError:  # msgspec's nesting limit, not a bug of ours
+        raise ProtocolError(INVALID_JSON, "invalid JSON: nested too deeply") from None
 
 
 def decode_payload(envelope: Envelope, kind: type[P]) -> P:
@@ -162,7 +166,14 @@ def encode(type_: str, payload: dict[str, Any], msg_id: MessageId | None = None)
 
 
 def encode_error(code: str, message: str, msg_id: MessageId | None = None) -> str:
-    """Encode an ``error`` message: reference fields ``message``/``error`` plus a stable code."""
+    """Encode an ``error`` message: reference fields ``message``/``error`` plus a stable code.
+
+    The message is clipped (it may quote the refused input), and an id too long to be a
+    correlation id is not echoed.
+    """
+    if isinstance(msg_id, str) and len(msg_id) > ID_ECHO_LIMIT:
+        msg_id = None
+    message = clip(message)
     return encode("error", {"message": message, "error": message, "code": code}, msg_id)
 
 

@@ -138,7 +138,7 @@ def decode_request_head(payload: bytes) -> RequestHead:
     """The RequestHead in a HEAD frame's payload."""
     try:
         return _request_head_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise FrameError(f"bad request head: {exc}") from None
 
 
@@ -151,7 +151,7 @@ def decode_response_head(payload: bytes) -> ResponseHead:
     """The ResponseHead in a HEAD frame's payload; the status must be 100..599."""
     try:
         head = _response_head_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise FrameError(f"bad response head: {exc}") from None
     if not 100 <= head.status <= 599:
         raise FrameError(f"bad response status {head.status}")
@@ -200,6 +200,6 @@ def decode_control(text: str) -> Control:
     """Parse a control text message; FrameError when it is not one."""
     try:
         message: Control = _control_decoder.decode(text)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise FrameError(f"bad control message: {exc}") from None
     return message

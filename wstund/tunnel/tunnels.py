@@ -114,5 +114,5 @@ class Tunnels:
     def _flush(self) -> None:
         try:
             self.registry.flush()
-        except Exception:
-            log.exception("could not write tunnel statistics")
+        except Exception as exc:  # a full disk: the records stay dirty for the next flush
+            log.error("could not write tunnel statistics: %s", exc)

@@ -70,8 +70,8 @@ def create_blueprint(hub: Hub) -> Blueprint:
         service = hub.services.get(name)
         if service is None:
             return _unknown_service(name)
+        marketplace_store.save_enabled(hub, service, enabled)  # refused: nothing changes
         hub.set_service_enabled(name, enabled)
-        marketplace_store.save_enabled(hub, service)
         return jsonify({"success": True, "service": _service_json(hub, service)})
 
     @api.delete("/_api/services/<name>")

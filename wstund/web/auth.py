@@ -11,8 +11,8 @@ from ..config import Config
 
 HeaderLookup = Mapping[str, str] | Headers
 
-# Paths anyone may fetch even when a server token is set.
-PUBLIC_PATHS = frozenset({"/libwstun.js", "/health"})
+# Paths anyone may fetch even when a server token is set (/metrics checks its own tokens).
+PUBLIC_PATHS = frozenset({"/libwstun.js", "/health", "/ready", "/metrics"})
 
 
 def tokens_equal(given: str | None, expected: str) -> bool:

@@ -6,10 +6,13 @@ from typing import Any
 
 from quart import Response, jsonify
 
+from ..clip import clip
+
 
 def json_error(status: int, error: str, message: str, **extra: Any) -> Response:
-    """A JSON error body ``{"error": code, "message": text, ...}`` with ``status``."""
-    response = jsonify({"error": error, "message": message, **extra})
+    """A JSON error body ``{"error": code, "message": text, ...}`` with ``status``; the
+    message is clipped, as it may quote the refused input."""
+    response = jsonify({"error": error, "message": clip(message), **extra})
     response.status_code = status
     return response
 

@@ -1,0 +1,91 @@
+"""Public /health (MoosicBox's form) and /ready, /metrics with a metrics-only token or on a
+loopback metrics listener, with process_* and build_info series."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import trio
+
+from wstund import __version__, buildinfo
+
+from .conftest import StartDaemon
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def get(url: str, **headers: str) -> httpx.Response:
+    with trio.fail_after(10):
+        async with httpx.AsyncClient() as http:
+            return await http.get(url, headers=headers)
+
+
+async def test_health_and_ready_are_public(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(server={"token": "srv", "admin_token": "adm"})
+    health = await get(daemon.url + "/health")
+    assert health.status_code == 200
+    assert health.json() == {"healthy": True, "hash": buildinfo.build_id()}
+    ready = await get(daemon.url + "/ready")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "state": "ready"}
+    # A page still needs the server token: only the probes are public.
+    assert (await get(daemon.url + "/_api/services")).status_code == 401
+
+
+async def test_ready_is_503_while_stopping(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon()
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)  # a kept-alive caller
+    async with stream:
+        daemon.daemon.stop()
+        await stream.send_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert b'"state":"stopping"' in answer
+
+
+async def test_metrics_with_a_metrics_only_token(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(
+        server={"token": "srv", "admin_token": "adm"}, metrics={"token": "scrape"}
+    )
+    scraped = await get(daemon.url + "/metrics", Authorization="Bearer scrape")
+    assert scraped.status_code == 200
+    assert "process_resident_memory_bytes" in scraped.text
+    assert "process_open_fds" in scraped.text
+    assert f'wstund_build_info{{build="{buildinfo.build_id()}",version="{__version__}"}} 1.0' in (
+        scraped.text
+    )
+    assert (await get(daemon.url + "/metrics")).status_code == 403
+    assert (await get(daemon.url + "/metrics", Authorization="Bearer nope")).status_code == 403
+    # The metrics token opens nothing else.
+    refused = await get(daemon.url + "/_api/services", Authorization="Bearer scrape")
+    assert refused.status_code == 401
+
+
+async def test_metrics_on_a_loopback_metrics_bind_need_no_token(start_daemon: StartDaemon) -> None:
+    port = free_port()
+    daemon = await start_daemon(
+        server={"admin_token": "adm"}, metrics={"bind": f"127.0.0.1:{port}"}
+    )
+    scraped = await get(f"http://127.0.0.1:{port}/metrics")
+    assert scraped.status_code == 200 and "process_cpu_seconds_total" in scraped.text
+    assert (await get(f"http://127.0.0.1:{port}/health")).json()["healthy"] is True
+    # Only metrics and probes live there.
+    assert (await get(f"http://127.0.0.1:{port}/_api/services")).status_code == 404
+    assert (await get(daemon.url + "/metrics")).status_code == 403
+
+
+def test_metrics_bind_must_be_loopback() -> None:
+    import pytest
+
+    from wstund.config import ConfigError, parse
+
+    with pytest.raises(ConfigError, match="metrics.bind: '0.0.0.0:9464' is not a loopback"):
+        parse('[metrics]\nbind = "0.0.0.0:9464"\n')
+    assert parse('[metrics]\nbind = "127.0.0.1:9464"\n').metrics.bind == "127.0.0.1:9464"
