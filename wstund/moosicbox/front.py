@@ -9,7 +9,6 @@ land on ``/auth/...``. Served here: ``/auth/*``, ``/files/track``,
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import hypercorn_ws
 from ..tunnel.asgi import ASGIApp, Message, Receive, Scope, Send, ServerWebSocket, header
 from ..tunnel.registry import valid_moosicbox_id
+from ..web.auth import tokens_equal
 from .proxy import Call, proxy, send_text
 from .sender import Sender
 from .state import AppSocket
@@ -186,10 +186,8 @@ class MoosicBoxFront:
         return True
 
     def _admin(self, token: str | None) -> bool:
-        expected = self.hub.config.server.admin_token
-        return bool(expected and token) and hmac.compare_digest(
-            (token or "").encode(), expected.encode()
-        )
+        """Whether ``token`` is wstund's admin token (registering needs one to be set)."""
+        return tokens_equal(token, self.hub.config.server.admin_token)
 
     def _signed(self, pairs: list[tuple[str, str]]) -> str | None:
         """The client a valid ``clientId`` + ``signature`` pair names (keys in any case)."""
