@@ -7,6 +7,7 @@ import hashlib
 import json
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import trio_websocket
 import wsproto
 import wsproto.events as wsevents
 
+from .browser import Browser
 from .conftest import RunningDaemon, StartDaemon, expect_closed
 from .localapp import LocalApp, pattern_sha256, start_local_app
 from .moosicbox_sender import (
@@ -624,3 +626,36 @@ async def test_disabled_endpoint_leaves_the_paths_to_wstund(start_daemon: StartD
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = await get(f"{daemon.url}/api/x?clientId=x")
     assert r.status_code == 404
+
+
+PROBE_PAGE = b"""<!doctype html><title>probe</title><script>
+let storage = "storage";
+try { localStorage.setItem("x", "1"); } catch (e) { storage = "no storage"; }
+document.title = String(window.origin) + "|" + storage;
+</script>"""
+
+
+async def test_a_senders_page_runs_sandboxed_in_chromium(
+    nursery: trio.Nursery,
+    start_daemon: StartDaemon,
+    open_browser: Callable[..., Awaitable[Browser]],
+) -> None:
+    """A signature link opened in a browser shows what the MoosicBox server sent on wstund's
+    origin; a page in it gets an opaque origin: no storage, no cookies, no API of this origin
+    (even when it names a policy of its own)."""
+
+    async def evil(sender: FakeSender, frame: Frame) -> None:
+        headers = {
+            "content-type": "text/html",
+            "content-security-policy": "default-src * 'unsafe-inline'",
+        }
+        await sender.respond(frame.data["request_id"], 200, headers, PROBE_PAGE)
+
+    s = await setup(nursery, start_daemon, handler=evil)
+    browser = await open_browser()
+    await browser.get(
+        f"{s.daemon.url}/files/track?trackId=1&clientId={CLIENT}&signature={s.signature}"
+    )
+    assert await browser.wait_js("document.title.includes('|') && document.title") == (
+        "null|no storage"
+    )

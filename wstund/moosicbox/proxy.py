@@ -13,6 +13,7 @@ import trio
 from ..exchange import Exchange, ExchangeFailed, FailKind, Head, TooLarge, Truncated
 from ..httpheaders import BodyLimit, InvalidHead, check_headers, check_status, end_to_end, to_bytes
 from ..tunnel.asgi import Receive, Send, send_json_error
+from ..web.relayhttp import PROGRAM_CSP
 from .sender import SenderBusy, SenderLost
 from .wire import check_json, http_frame
 
@@ -143,6 +144,10 @@ def _response_headers(head: Head, blocking: bool) -> list[tuple[bytes, bytes]]:
     headers = check_headers(end_to_end(head.headers, also_drop=drop))
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", "application/octet-stream"))
+    # What a MoosicBox server sends shares wstund's origin (a signature link can be opened in a
+    # browser): it runs sandboxed, with no access to this origin's cookies, storage or API. A
+    # policy of the sender's own stays too: a browser enforces every policy given.
+    headers.append(("content-security-policy", PROGRAM_CSP))
     return to_bytes(headers)
 
 
