@@ -1,15 +1,17 @@
 """Benchmark the MoosicBox-compatible endpoint beside the native tunnel and the direct path.
 
-Runs what ``bench/tunnel.py`` runs (wstund, the test suite's local app and the native agent, each
-its own process), plus a MoosicBox-format sender as another process (``python bench/moosicbox.py
-sender ...``: it answers each HTTP frame from the local app with httpx and streams the answer as
-64 KiB binary packets, as a MoosicBox server does). Then small responses (req/s, p50/p99) and a
-``--size`` MB streamed download (MB/s) on each of the three paths, in the same run.
+Starts, each as its own process, wstund, the test suite's local app (``python -m
+tests.localapp``), the native agent (``wstund-agent``) and a MoosicBox-format sender (``python
+bench/moosicbox.py sender ...``: it answers each HTTP frame from the local app with httpx and
+streams the answer as 64 KiB binary packets, as a MoosicBox server does). Then, on each of the
+three paths in the same run: small responses by ``--concurrency`` callers (req/s, p50/p99) and
+one ``--size`` MB streamed download (MB/s).
 
     .venv/bin/python bench/moosicbox.py [--requests 2000] [--concurrency 16] [--size 100] [--json]
 
-``start_moosicbox`` and ``measure_moosicbox`` are what ``bench/tunnel.py`` can call to add the
-MoosicBox column to its own run.
+``start_moosicbox`` (register, start the sender) and ``measure_path`` are what
+``bench/tunnel.py`` can call to add a MoosicBox column to its own run: every request carries
+``?clientId=`` and the client's ``Authorization`` header.
 """
 
 from __future__ import annotations
@@ -32,30 +34,14 @@ import trio_websocket
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
-from relay import log  # noqa: E402
-from tunnel import measure as measure_native  # noqa: E402
-from tunnel import start, wait_http  # noqa: E402
+from relay import free_port, log, wstund_argv  # noqa: E402
+from tunnel import wait_http  # noqa: E402
 
 from wstund.moosicbox.wire import encode_packet  # noqa: E402
 
+BIN = Path(sys.executable).parent
 CLIENT = "bench-moosicbox"
 PACKET_SIZE = 64 * 1024
-
-
-@dataclass(frozen=True)
-class MoosicBoxPath:
-    """How a caller reaches the local app through the MoosicBox endpoint."""
-
-    daemon: str
-    client_id: str
-    token: str
-
-    def params(self, **extra: Any) -> dict[str, Any]:
-        return {**extra, "clientId": self.client_id}
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": self.token}
 
 
 # -- the sender process ------------------------------------------------------------------------
@@ -113,18 +99,35 @@ async def run_sender(server: str, client_id: str, token: str, local: str) -> Non
 # -- the benchmark ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Route:
+    """One way to the local app: base URL, query parameters and headers every request carries."""
+
+    name: str
+    base: str
+    params: dict[str, str]
+    headers: dict[str, str]
+
+
 def start_moosicbox(
-    procs: list[subprocess.Popen[bytes]], daemon: str, direct: str
-) -> MoosicBoxPath:
-    """Register a MoosicBox client (REST, no admin token set) and start a sender process."""
-    r = httpx.post(f"{daemon}/_api/moosicbox/clients", json={"id": CLIENT}, timeout=5)
+    procs: list[subprocess.Popen[bytes]],
+    daemon: str,
+    direct: str,
+    admin: dict[str, str] | None = None,
+) -> Route:
+    """Register a MoosicBox client over REST (``admin``: the admin-token header, when the daemon
+    keeps one) and start a MoosicBox-format sender process for it, answering from ``direct``."""
+    r = httpx.post(
+        f"{daemon}/_api/moosicbox/clients", json={"id": CLIENT}, headers=admin or {}, timeout=5
+    )
     r.raise_for_status()
-    path = MoosicBoxPath(daemon, CLIENT, r.json()["token"])
-    sender = [sys.executable, str(Path(__file__)), "sender", daemon, CLIENT, path.token, direct]
+    token = r.json()["token"]
+    path = Route("moosicbox", daemon, {"clientId": CLIENT}, {"Authorization": token})
+    sender = [sys.executable, str(Path(__file__)), "sender", daemon, CLIENT, token, direct]
     procs.append(subprocess.Popen(sender, cwd=ROOT, stdin=subprocess.DEVNULL))
     deadline = time.monotonic() + 20
     while True:  # the endpoint answers 424 until the sender is connected
-        ping = httpx.get(f"{daemon}/cookies", params=path.params(), headers=path.headers)
+        ping = httpx.get(f"{daemon}/cookies", params=path.params, headers=path.headers)
         if ping.status_code == 200:
             return path
         if time.monotonic() > deadline:
@@ -132,37 +135,66 @@ def start_moosicbox(
         time.sleep(0.1)
 
 
-async def measure_moosicbox(opts: argparse.Namespace, path: MoosicBoxPath) -> dict[str, float]:
-    """Small requests and one large download through the MoosicBox endpoint."""
-    log(f"moosicbox: {opts.requests} small requests, {opts.concurrency} callers")
+def start_paths(procs: list[subprocess.Popen[bytes]], tmp: Path) -> list[Route]:
+    """wstund, the local app, the native agent and the MoosicBox sender, each its own process."""
+    daemon_port, app_port = free_port(), free_port()
+    config = tmp / "wstund.toml"
+    config.write_text(
+        f'[server]\nstate_dir = "{tmp}/state"\n[admin]\nsocket = "{tmp}/admin.sock"\n'
+        '[log]\nlevel = "warning"\n'
+    )
+    argv = wstund_argv(["--bind", f"127.0.0.1:{daemon_port}", "--config", str(config)])
+    procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
+    app = [sys.executable, "-m", "tests.localapp", str(app_port)]
+    procs.append(subprocess.Popen(app, cwd=ROOT, stdin=subprocess.DEVNULL))
+    daemon, direct = f"http://127.0.0.1:{daemon_port}", f"http://127.0.0.1:{app_port}"
+    wait_http(daemon)
+    wait_http(direct)
+    token = tmp / "state" / "admin.token"  # a daemon that keeps one wants it on the REST API
+    admin = {"X-Admin-Token": token.read_text().strip()} if token.exists() else {}
+    r = httpx.post(f"{daemon}/_api/tunnel/clients", json={"id": "bench"}, headers=admin, timeout=5)
+    r.raise_for_status()
+    agent = [str(BIN / "wstund-agent"), "--server", daemon, "--client-id", "bench"]
+    env = {"WSTUN_TUNNEL_SECRET": r.json()["secret"], "PATH": str(BIN)}
+    procs.append(subprocess.Popen([*agent, "--log-level", "warning", direct], env=env))
+    wait_http(f"{daemon}/_t/bench/cookies", ok=(200,))
+    return [
+        Route("direct", direct, {}, {}),
+        Route("tunnel", f"{daemon}/_t/bench", {}, {}),
+        start_moosicbox(procs, daemon, direct, admin),
+    ]
+
+
+async def measure_path(opts: argparse.Namespace, path: Route) -> dict[str, float]:
+    """Small requests by ``opts.concurrency`` callers, then one ``opts.size`` MB download."""
+    log(f"{path.name}: {opts.requests} small requests, {opts.concurrency} callers")
     latencies: list[float] = []
     remaining = opts.requests
     limits = httpx.Limits(
         max_connections=opts.concurrency, max_keepalive_connections=opts.concurrency
     )
-    async with httpx.AsyncClient(
-        base_url=path.daemon, headers=path.headers, timeout=60, limits=limits
-    ) as http:
+    async with httpx.AsyncClient(headers=path.headers, timeout=60, limits=limits) as http:
 
         async def caller() -> None:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
-                r = await http.get("/cookies", params=path.params())
+                r = await http.get(f"{path.base}/cookies", params=path.params)
                 latencies.append(time.perf_counter() - started)
                 assert r.status_code == 200, r.status_code
 
-        await http.get("/cookies", params=path.params())
+        await http.get(f"{path.base}/cookies", params=path.params)
         started = time.perf_counter()
         async with trio.open_nursery() as nursery:
             for _ in range(opts.concurrency):
                 nursery.start_soon(caller)
         elapsed = time.perf_counter() - started
-        log(f"moosicbox: {opts.size} MB download")
+        log(f"{path.name}: {opts.size} MB download")
         size, got = opts.size * 1024 * 1024, 0
         began = time.perf_counter()
-        async with http.stream("GET", "/bytes", params=path.params(n=size)) as response:
+        params = {**path.params, "n": str(size)}
+        async with http.stream("GET", f"{path.base}/bytes", params=params) as response:
             async for chunk in response.aiter_raw():
                 got += len(chunk)
         seconds = time.perf_counter() - began
@@ -176,12 +208,8 @@ async def measure_moosicbox(opts: argparse.Namespace, path: MoosicBoxPath) -> di
     }
 
 
-async def measure_all(
-    opts: argparse.Namespace, direct: str, tunnel: str, path: MoosicBoxPath
-) -> dict[str, Any]:
-    results = await measure_native(opts, direct, tunnel)
-    results["moosicbox"] = await measure_moosicbox(opts, path)
-    return results
+async def measure_all(opts: argparse.Namespace, paths: list[Route]) -> dict[str, Any]:
+    return {path.name: await measure_path(opts, path) for path in paths}
 
 
 def main() -> None:
@@ -198,11 +226,7 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="wstun-bench-") as tmp:
         try:
-            direct, tunnel = start(procs, Path(tmp))
-            daemon = tunnel.rsplit("/_t/", 1)[0]
-            wait_http(daemon)
-            path = start_moosicbox(procs, daemon, direct)
-            results = trio.run(measure_all, opts, direct, tunnel, path)
+            results = trio.run(measure_all, opts, start_paths(procs, Path(tmp)))
         finally:
             for proc in reversed(procs):
                 proc.terminate()
