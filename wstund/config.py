@@ -50,6 +50,7 @@ class AdminConfig(_Section):
     socket: str = ""
     mode: str = "0660"
     group: str = ""
+    login_max_age: int = 7 * 24 * 3600
 
 
 class RelayConfig(_Section):
@@ -162,6 +163,7 @@ _NON_NEGATIVE = {
     "tunnel.ping_interval",
     "tunnel.idle_timeout",
     "tunnel.stats_flush_interval",
+    "admin.login_max_age",
 }
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
 

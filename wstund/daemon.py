@@ -21,6 +21,7 @@ from hypercorn.utils import wrap_app
 
 from . import __version__, hypercorn_guard, hypercorn_ws, sdnotify
 from .admin import collector
+from .admin import token as admin_token
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
 from .config import Config, ConfigError, load, state_dir
@@ -31,6 +32,7 @@ from .marketplace import store as marketplace_store
 from .tunnel.front import TunnelFront
 from .web.access import AccessLog
 from .web.app import create_app
+from .web.untrusted import UntrustedContent
 
 log = logging.getLogger("wstund")
 # Seconds Hypercorn keeps connections past shutdown_grace, for the 1001 close handshakes.
@@ -111,6 +113,7 @@ class Daemon:
 
     def __init__(self, config: Config) -> None:
         self.hub = Hub(config, state_dir(config))
+        self.admin_token_made = admin_token.apply(config, self.hub.state_dir)
         marketplace_store.load_installed(self.hub)
         self.app = create_app(self.hub)
         self.binds: list[str] = []
@@ -118,10 +121,14 @@ class Daemon:
         self.config_path: Path | None = None
         self.hyper = hypercorn_config(config)
         self.admin_socket = socket_path(config)
-        self.admin_app = create_admin_app(self.hub, self._reload_current)
+        self.admin_app = create_admin_app(self.hub, self._reload_current, self._public_base)
         self.app.register_blueprint(ops_blueprint(self.hub, self._reload_current, over_tcp=True))
         collector.register(self.hub)
         self.notifier = sdnotify.Notifier()
+
+    def public_app(self) -> UntrustedContent:
+        """The public ASGI stack: untrusted content fenced, the tunnel's paths, then Quart."""
+        return UntrustedContent(TunnelFront(self.app, self.hub), self.hub)
 
     def stop(self) -> None:
         """Begin a graceful stop (what SIGTERM does)."""
@@ -138,6 +145,7 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return ReloadOutcome(errors=exc.errors)
+        admin_token.apply(config, self.hub.state_dir)
         old = self.hub.config
         restart_needed = keep_restart_only(old, config)
         for key in restart_needed:
@@ -188,7 +196,7 @@ class Daemon:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
                     self.binds = await servers.start(
                         serve_app,
-                        AccessLog(BatchSend(TunnelFront(self.app, self.hub)), latency, "public"),
+                        AccessLog(BatchSend(self.public_app()), latency, "public"),
                         self.hyper,
                         sockets,
                         servers_done,
@@ -198,6 +206,7 @@ class Daemon:
                     )
                     log.info("wstund %s listening on %s", __version__, ", ".join(self.binds))
                     log.info("admin socket at %s", self.admin_socket)
+                    self._announce_admin_page()
                     task_status.started(self.binds)
                     await self._notify_ready(nursery)
                     await self._stop.wait()
@@ -212,6 +221,19 @@ class Daemon:
             self.notifier.close()
             with contextlib.suppress(OSError):
                 self.admin_socket.unlink()
+
+    def _public_base(self) -> str:
+        """Where people reach this server: ``server.public_url``, else the first listener."""
+        return self.hub.config.server.public_url or (self.binds[0] if self.binds else "")
+
+    def _announce_admin_page(self) -> None:
+        """Log the admin page's login URL once, when the admin token was just made."""
+        base = self._public_base()
+        if self.admin_token_made:
+            url = admin_token.login_url(base, self.hub.config.server.admin_token)
+            log.warning("admin page (log in once with this URL): %s", url)
+        else:
+            log.info("admin page at %s/admin; `wstunctl admin token` prints its login URL", base)
 
     async def _serve_admin(self, servers: trio.Nursery, done: trio.Event, app: AccessLog) -> None:
         """Start the admin app on its unix socket and give the socket its mode and group."""
