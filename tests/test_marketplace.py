@@ -287,7 +287,9 @@ async def test_marketplace_urls_and_a_failing_marketplace(
     start_daemon: StartDaemon, market: Marketplace
 ) -> None:
     market.publish("echo", "1", V1)
-    daemon = await start_daemon(marketplace={"urls": ["http://127.0.0.1:9/"]})
+    daemon = await start_daemon(
+        marketplace={"urls": ["http://127.0.0.1:9/"], "allow_private_addresses": True}
+    )
     assert (await api(daemon, "GET", "/_api/marketplace/url")).json() == {
         "urls": ["http://127.0.0.1:9"]
     }

@@ -147,7 +147,7 @@ async def test_admin_marketplace_adds_url_installs_updates_and_removes(
 ) -> None:
     market = await start_marketplace(nursery, tmp_path / "market")
     market.publish("echo", "1.0.0", {"service.html": b"<p>v1</p>", "main.html": b"<p>u1</p>"})
-    daemon = await start_daemon()
+    daemon = await start_daemon(marketplace={"allow_private_addresses": True})  # on loopback
     browser = await open_browser()
     with trio.fail_after(50):
         await browser.get(daemon.admin_login_url)

@@ -66,7 +66,7 @@ def create_admin_app(
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.register_blueprint(api.create_blueprint(hub))
     app.register_blueprint(ops_blueprint(hub, reload, over_tcp=False))
-    app.register_blueprint(marketplace_routes.create_blueprint(hub))
+    app.register_blueprint(marketplace_routes.create_blueprint(hub, trusted=True))
     app.register_blueprint(tunnel_routes.create_blueprint(hub))
 
     @app.get("/_api/admin/token")
