@@ -145,7 +145,9 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return ReloadOutcome(errors=exc.errors)
-        admin_token.apply(config, self.hub.state_dir)
+        if admin_token.apply(config, self.hub.state_dir):  # admin.token was deleted: a new one
+            url = admin_token.login_url(self._public_base(), config.server.admin_token)
+            log.warning("new admin token; admin page (log in once with this URL): %s", url)
         old = self.hub.config
         restart_needed = keep_restart_only(old, config)
         for key in restart_needed:
