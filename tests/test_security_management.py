@@ -267,3 +267,27 @@ async def test_marketplace_fetches_only_known_public_origins(
             )
             assert (unknown.status_code, unknown.json()["error"]) == (400, "unknown_marketplace")
         assert (await client.get("/_api/marketplace/url")).json() == {"urls": [market.url]}
+
+
+async def test_reload_keeps_the_made_token_and_a_deleted_one_is_replaced(
+    start_daemon: StartDaemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon = await start_daemon()
+    config_file = tmp_path / "wstund.toml"
+    config_file.write_text(
+        f'[server]\nbind = ["127.0.0.1:0"]\nstate_dir = "{tmp_path}"\n'
+        f'[admin]\nsocket = "{daemon.daemon.admin_socket}"\n'
+    )
+    first = daemon.admin_token
+    assert daemon.daemon.reload(config_file).errors == []
+    assert daemon.admin_token == first  # a config without admin_token keeps the made one
+    token_path(daemon.hub.state_dir).unlink()  # rotation: delete the file, reload
+    caplog.set_level(logging.INFO, logger="wstund")
+    assert daemon.daemon.reload(config_file).errors == []
+    second = daemon.admin_token
+    assert second != first and token_path(daemon.hub.state_dir).read_text().strip() == second
+    assert any(daemon.admin_login_url in r.getMessage() for r in caplog.records)
+    async with httpx.AsyncClient(base_url=daemon.url) as client:
+        path = "/_api/tunnel/clients"
+        assert (await client.get(path, headers={"X-Admin-Token": first})).status_code == 403
+        assert (await client.get(path, headers={"X-Admin-Token": second})).status_code == 200
