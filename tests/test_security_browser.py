@@ -163,3 +163,32 @@ async def test_untrusted_content_cannot_manage_nor_steal_the_admin_token(
     assert [record.id for record in daemon.hub.tunnels.registry.all()] == ["evil"]
     assert not [entry for entry in evil.loot if daemon.admin_token in entry]
     assert not [entry for entry in evil.loot if entry.startswith("/steal")]
+
+
+async def test_management_on_a_host_of_its_own(
+    start_daemon: StartDaemon, open_browser: OpenBrowser
+) -> None:
+    daemon = await start_daemon(admin={"host": "admin.localhost"})
+    admin_url = f"http://admin.localhost:{daemon.port}"
+    public = {"Host": f"127.0.0.1:{daemon.port}"}
+    on_admin = {"Host": f"admin.localhost:{daemon.port}"}
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.admin_headers) as client:
+        for method, path in [("GET", "/admin"), ("POST", "/_api/services/chat/disable")]:
+            refused = await client.request(method, path, headers=public)
+            assert refused.status_code == 421, path
+            assert refused.json()["error"] == "misdirected_request"
+        assert (await client.get("/_api/services", headers=public)).status_code == 200
+        assert (await client.get("/chat/main", headers=on_admin)).status_code == 200
+        for path in ("/_t/evil/page", "/fileshare/download/m/page"):
+            refused = await client.get(path, headers=on_admin)
+            assert refused.status_code == 421, path
+        assert (await client.get("/_t/evil/page", headers=public)).status_code == 404
+    browser = await open_browser()
+    with trio.fail_after(40):
+        await browser.get(f"{admin_url}/admin#admin_token={daemon.admin_token}")
+        await browser.wait_js(ADMIN_PAGE_LOADED)
+        await browser.click('tr[data-service="chat"] button.disable')
+        await browser.wait_js(
+            "document.querySelector('tr[data-service=\"chat\"] .state')?.textContent === 'disabled'"
+        )
+    assert not daemon.hub.services.get("chat").enabled  # type: ignore[union-attr]

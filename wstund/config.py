@@ -51,6 +51,7 @@ class AdminConfig(_Section):
     mode: str = "0660"
     group: str = ""
     login_max_age: int = 7 * 24 * 3600
+    host: str = ""
 
 
 class RelayConfig(_Section):

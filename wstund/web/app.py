@@ -13,8 +13,8 @@ from ..marketplace import routes as marketplace_routes
 from ..relay import endpoint
 from ..tunnel import routes as tunnel_routes
 from . import api, login, pages, relayhttp
-from .auth import PUBLIC_PATHS, admin_access, server_access
-from .errors import forbidden, json_error, unauthorized
+from .auth import PUBLIC_PATHS, admin_access, is_admin_host, server_access
+from .errors import forbidden, json_error, misdirected, unauthorized
 from .writes import write_refusal
 
 log = logging.getLogger("wstund.web")
@@ -58,10 +58,14 @@ def create_app(hub: Hub) -> QuartTrio:
         path, method, headers = request.path, request.method, request.headers
         if path in PUBLIC_PATHS or pages.is_public_asset(hub, path):
             return None
-        if path == "/admin":
-            return login.admin_gate(config)
         login_path = path in login.LOGIN_PATHS  # it checks the admin token it is given itself
         management = _is_management(method, path)
+        if (path == "/admin" or login_path or management) and not is_admin_host(
+            request.host, config
+        ):
+            return misdirected(f"management is served at host {config.admin.host!r} only")
+        if path == "/admin":
+            return login.admin_gate(config)
         if not login_path and not server_access(config, headers, request.args):
             return unauthorized()
         if management and not admin_access(config, headers, request.args):

@@ -59,3 +59,15 @@ def admin_access(config: Config, headers: HeaderLookup, args: Mapping[str, str])
     """Whether a request presents the admin token (an empty one, as in a config never given
     to a daemon, matches nothing: the daemon always has one, admin.token)."""
     return tokens_equal(presented_admin_token(headers, args), config.server.admin_token)
+
+
+def is_admin_host(host: str | None, config: Config) -> bool:
+    """Whether a request's ``Host`` is ``admin.host`` (its port compared only when the setting
+    names one); always true when ``admin.host`` is empty (management on every host)."""
+    wanted = config.admin.host.lower()
+    if not wanted:
+        return True
+    host = (host or "").lower()
+    if ":" not in wanted.rsplit("]", 1)[-1]:
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return host == wanted

@@ -17,6 +17,7 @@ from ..httpheaders import untrusted_response_headers
 from ..tunnel.asgi import Message, Receive, Scope, Send, header, send_json_error
 from ..tunnel.proxy import PREFIX as TUNNEL_PREFIX
 from ..tunnel.proxy import route
+from .auth import is_admin_host
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -62,6 +63,10 @@ class UntrustedContent:
             return
         if not is_untrusted(self.hub, scope["path"]):
             await self.app(scope, receive, send)
+            return
+        if self.hub.config.admin.host and is_admin_host(header(scope, b"host"), self.hub.config):
+            message = "the admin host serves no content of others (admin.host)"
+            await send_json_error(send, 421, "misdirected_request", message)
             return
 
         async def guarded(message: Message) -> None:
