@@ -24,6 +24,7 @@ from .browser import Browser
 from .conftest import RunningDaemon, StartDaemon, create_room, join_room, send
 from .evilsite import EvilSite, start_evil_site
 from .marketplace_server import start_marketplace
+from .test_ops_cli import admin
 
 OpenBrowser = Callable[..., Awaitable[Browser]]
 ADMIN_PAGE_LOADED = "document.body.dataset.loaded === '1'"
@@ -183,9 +184,12 @@ async def test_management_on_a_host_of_its_own(
             refused = await client.get(path, headers=on_admin)
             assert refused.status_code == 421, path
         assert (await client.get("/_t/evil/page", headers=public)).status_code == 404
+    printed = await admin(daemon, "--json", "admin", "token")
+    login = json.loads(printed.stdout)["url"]
+    assert login == f"{admin_url}/admin#admin_token={daemon.admin_token}"
     browser = await open_browser()
     with trio.fail_after(40):
-        await browser.get(f"{admin_url}/admin#admin_token={daemon.admin_token}")
+        await browser.get(login)
         await browser.wait_js(ADMIN_PAGE_LOADED)
         await browser.click('tr[data-service="chat"] button.disable')
         await browser.wait_js(

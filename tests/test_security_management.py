@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from wstund.admin.token import token_path
+from wstund.admin.token import login_url, token_path
 from wstund.httpheaders import UNTRUSTED_SANDBOX, untrusted_response_headers
 from wstund.marketplace.fetch import is_public_address
 
@@ -291,3 +291,24 @@ async def test_reload_keeps_the_made_token_and_a_deleted_one_is_replaced(
         path = "/_api/tunnel/clients"
         assert (await client.get(path, headers={"X-Admin-Token": first})).status_code == 403
         assert (await client.get(path, headers={"X-Admin-Token": second})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("base", "host", "url"),
+    [
+        ("http://127.0.0.1:8080", "", "http://127.0.0.1:8080/admin#admin_token=T"),
+        (
+            "http://127.0.0.1:8080/",
+            "admin.example",
+            "http://admin.example:8080/admin#admin_token=T",
+        ),
+        ("https://w.example", "admin.example", "https://admin.example/admin#admin_token=T"),
+        (
+            "http://127.0.0.1:8080",
+            "admin.example:9000",
+            "http://admin.example:9000/admin#admin_token=T",
+        ),
+    ],
+)
+def test_login_url_names_the_admin_host(base: str, host: str, url: str) -> None:
+    assert login_url(base, "T", host) == url

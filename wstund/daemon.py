@@ -146,7 +146,9 @@ class Daemon:
             log.error("reload refused, keeping the running config: %s", exc)
             return ReloadOutcome(errors=exc.errors)
         if admin_token.apply(config, self.hub.state_dir):  # admin.token was deleted: a new one
-            url = admin_token.login_url(self._public_base(), config.server.admin_token)
+            url = admin_token.login_url(
+                self._public_base(), config.server.admin_token, config.admin.host
+            )
             log.warning("new admin token; admin page (log in once with this URL): %s", url)
         old = self.hub.config
         restart_needed = keep_restart_only(old, config)
@@ -232,7 +234,9 @@ class Daemon:
         """Log the admin page's login URL once, when the admin token was just made."""
         base = self._public_base()
         if self.admin_token_made:
-            url = admin_token.login_url(base, self.hub.config.server.admin_token)
+            url = admin_token.login_url(
+                base, self.hub.config.server.admin_token, self.hub.config.admin.host
+            )
             log.warning("admin page (log in once with this URL): %s", url)
         else:
             log.info("admin page at %s/admin; `wstunctl admin token` prints its login URL", base)

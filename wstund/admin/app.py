@@ -73,7 +73,8 @@ def create_admin_app(
     async def show_admin_token() -> Response:
         # Only here, never on the public app: the socket's owner and group are who may see it.
         token = hub.config.server.admin_token
-        return jsonify({"token": token, "url": admin_token.login_url(public_base(), token)})
+        url = admin_token.login_url(public_base(), token, hub.config.admin.host)
+        return jsonify({"token": token, "url": url})
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

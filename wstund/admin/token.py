@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..config import Config
 
@@ -50,7 +51,13 @@ def apply(config: Config, state: Path) -> bool:
     return created
 
 
-def login_url(base: str, token: str) -> str:
+def login_url(base: str, token: str, admin_host: str = "") -> str:
     """The ``/admin`` URL that logs a browser in: the token in the fragment, which browsers
-    never send to a server, and which the page trades for a cookie and then removes."""
+    never send to a server, and which the page trades for a cookie and then removes. With
+    ``admin_host`` (``admin.host``) the URL names that host, keeping ``base``'s scheme and port
+    unless ``admin_host`` has its own."""
+    if admin_host:
+        parts = urlsplit(base)
+        port = f":{parts.port}" if parts.port and ":" not in admin_host.rsplit("]", 1)[-1] else ""
+        base = f"{parts.scheme or 'http'}://{admin_host}{port}"
     return f"{base.rstrip('/')}/admin{LOGIN_FRAGMENT}{token}"
