@@ -196,3 +196,31 @@ async def test_management_on_a_host_of_its_own(
             "document.querySelector('tr[data-service=\"chat\"] .state')?.textContent === 'disabled'"
         )
     assert not daemon.hub.services.get("chat").enabled  # type: ignore[union-attr]
+
+
+HOST_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>host</title>
+<script src="/libwstun.js"></script></head><body><p id="room"></p><script>
+const host = WSTun.createInstanceHost({ service: "roomsvc", name: "Sandboxed",
+  onInstanceCreated: p => { document.getElementById("room").textContent = p.uuid; } });
+host.connect();
+</script></body></html>"""
+
+
+async def test_a_sandboxed_marketplace_page_still_hosts_a_room(
+    start_daemon: StartDaemon, open_browser: OpenBrowser, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    market = await start_marketplace(nursery, tmp_path / "market")
+    market.publish("roomsvc", "1.0.0", {"service.html": HOST_PAGE})
+    daemon = await start_daemon(marketplace={"urls": [market.url]})
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.admin_headers) as http:
+        installed = await http.post("/_api/marketplace/install", json={"name": "roomsvc"})
+        assert installed.status_code == 200, installed.text
+        assert (await http.post("/_api/services/roomsvc/enable")).status_code == 200
+        page = await http.get("/roomsvc/service")
+        assert page.headers.get_list("Content-Security-Policy")[-1].startswith("sandbox ")
+    browser = await open_browser()
+    with trio.fail_after(40):
+        await browser.get(daemon.url + "/roomsvc/service")
+        uuid = await browser.wait_js("document.getElementById('room').textContent")
+        assert await browser.js("return self.origin") == "null"  # an opaque origin
+    assert daemon.hub.instances[uuid].name == "Sandboxed"
