@@ -1,7 +1,8 @@
 """Headless Chromium as the attacker: other origins and content wstund serves try to manage it.
 
 The admin is logged in to /admin in the same browser (its cookie is there to be abused), and
-the attacks come from a page on another origin, a fileshare member's 404 download, a tunnelled
+the attacks come from a page on another origin, a fileshare member's 404 download, a
+registered program's 500 answer, a tunnelled
 app under /_t/ and an installed marketplace page. None may read or write the management API
 or register a service worker; when the admin logs in again, the token must not leak.
 """
@@ -21,7 +22,7 @@ import trio_websocket
 from wstund.agent import Agent, AgentConfig
 
 from .browser import Browser
-from .conftest import RunningDaemon, StartDaemon, create_room, join_room, send
+from .conftest import RunningDaemon, StartDaemon, connect, create_room, join_room, recv, send
 from .evilsite import EvilSite, start_evil_site
 from .marketplace_server import start_marketplace
 from .test_ops_cli import admin
@@ -49,6 +50,23 @@ async def answer_downloads(member: trio_websocket.WebSocketConnection, evil: Evi
         await send(member, "http_response_start", start)
         chunk = {"request_id": rid, "chunk_base64": base64.b64encode(body).decode(), "done": True}
         await send(member, "http_response_chunk", chunk)
+
+
+async def answer_program(program: trio_websocket.WebSocketConnection, evil: EvilSite) -> None:
+    """A registered program ``evilprog`` answering with the attacker's page (status 500) and
+    its worker (with Service-Worker-Allowed: /)."""
+    while True:
+        message = json.loads(await program.get_message())
+        if message.get("type") != "http_request":
+            continue
+        request = message["payload"]
+        if request["path"].endswith("/sw.js"):
+            status, ctype, body = 200, "text/javascript", evil.worker()
+        else:
+            status, ctype, body = 500, "text/html", evil.attack_page("/evilprog/sw.js")
+        headers = {"Content-Type": ctype, "Service-Worker-Allowed": "/"}
+        reply = {"request_id": request["request_id"], "status": status, "headers": headers}
+        await send(program, "http_response", {**reply, "body": body.decode()})
 
 
 async def attack(browser: Browser, url: str) -> dict[str, Any]:
@@ -135,8 +153,13 @@ async def test_untrusted_content_cannot_manage_nor_steal_the_admin_token(
     host, uuid = await create_room(daemon, "fileshare", "Files")
     member = await join_room(daemon, uuid, "mallory", service="fileshare", host=host)
     nursery.start_soon(answer_downloads, member, evil)
+    program = await connect(daemon)
+    await send(program, "register", {"name": "evilprog"}, msg_id="r")
+    assert (await recv(program))["payload"]["success"]
+    nursery.start_soon(answer_program, program, evil)
     pages = {
         "404 download": daemon.url + "/fileshare/download/mallory/page",
+        "registered program": daemon.url + "/evilprog/page",
         "tunnelled app": daemon.url + "/_t/evil/page",
         "marketplace page": daemon.url + "/evilsvc/main",
     }
