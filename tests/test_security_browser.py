@@ -1,10 +1,10 @@
 """Headless Chromium as the attacker: other origins and content wstund serves try to manage it.
 
 The admin is logged in to /admin in the same browser (its cookie is there to be abused), and
-the attacks come from a page on another origin, a fileshare member's 404 download, a
-registered program's 500 answer, a tunnelled
-app under /_t/ and an installed marketplace page. None may read or write the management API
-or register a service worker; when the admin logs in again, the token must not leak.
+the attacks come from a page on another origin, a fileshare member's 404 download, a registered
+program's 500 answer, a tunnelled app under /_t/ and an installed marketplace page. None may
+read or write the management API or register a service worker; when the admin logs in again,
+the token must not leak.
 """
 
 from __future__ import annotations
