@@ -60,10 +60,17 @@ async def test_first_start_makes_a_0600_token_logs_its_url_once_and_wstunctl_pri
         assert listing.status_code == 403
 
 
-async def test_a_configured_admin_token_makes_no_file(start_daemon: StartDaemon) -> None:
-    daemon = await start_daemon(server={"admin_token": "adm"})
+async def test_a_configured_admin_token_makes_no_file_and_guards_the_client_list(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = await start_daemon(server={"admin_token": "adm", "token": "srv"})
     assert daemon.admin_token == "adm"
     assert not token_path(daemon.hub.state_dir).exists()
+    async with httpx.AsyncClient(base_url=daemon.url) as client:
+        path = "/_api/tunnel/clients"
+        server_only = await client.get(path, headers={"Authorization": "Bearer srv"})
+        assert (server_only.status_code, server_only.json()["error"]) == (403, "forbidden")
+        assert (await client.get(path, headers={"Authorization": "Bearer adm"})).status_code == 200
     printed = await admin(daemon, "--json", "admin", "token")
     assert printed.exit_code == 0, printed.stderr
     assert json.loads(printed.stdout)["token"] == "adm"
