@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import signal
 import stat
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from wstund.marketplace.fetch import is_public_address
 from .conftest import RunningDaemon, StartDaemon, create_room, join_room, recv, send
 from .marketplace_server import start_marketplace
 from .test_ops_cli import admin
+from .test_ops_systemd import notify_socket, start_wstund
 
 EVIL = "http://evil.example"
 
@@ -319,3 +321,34 @@ async def test_reload_keeps_the_made_token_and_a_deleted_one_is_replaced(
 )
 def test_login_url_names_the_admin_host(base: str, host: str, url: str) -> None:
     assert login_url(base, "T", host) == url
+
+
+async def test_a_default_install_logs_its_admin_url_and_nothing_else_manages(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The real ``wstund`` program on its defaults, as a new user starts it."""
+    async with notify_socket() as notify:
+        proc, port, lines = await start_wstund(nursery, tmp_path, notify, watchdog_usec=None)
+        try:
+            token = (tmp_path / "admin.token").read_text().strip()
+            url = f"http://127.0.0.1:{port}/admin#admin_token={token}"
+            with trio.fail_after(10):  # logged right after "listening on"
+                while not any("with this URL" in line for line in lines):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            assert [line for line in lines if token in line] == [
+                next(line for line in lines if line.endswith(f"with this URL): {url}"))
+            ]
+            assert stat.S_IMODE((tmp_path / "admin.token").stat().st_mode) == 0o600
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                simple = await client.post(
+                    "/_api/tunnel/clients",
+                    content=b'{"id": "x"}',
+                    headers={"Content-Type": "text/plain", "Origin": EVIL},
+                )
+                assert simple.status_code == 403
+            proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
