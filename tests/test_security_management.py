@@ -22,10 +22,12 @@ from wstund.admin.token import login_url, token_path
 from wstund.httpheaders import UNTRUSTED_SANDBOX, untrusted_response_headers
 from wstund.marketplace.fetch import is_public_address
 
-from .conftest import RunningDaemon, StartDaemon, create_room, join_room, recv, send
+from .conftest import RunningDaemon, StartDaemon, connect, create_room, join_room, recv, send
+from .evilsite import start_evil_site
 from .marketplace_server import start_marketplace
 from .test_ops_cli import admin
 from .test_ops_systemd import notify_socket, start_wstund
+from .test_security_browser import add_tunnel
 
 EVIL = "http://evil.example"
 
@@ -352,3 +354,32 @@ async def test_a_default_install_logs_its_admin_url_and_nothing_else_manages(
         finally:
             if proc.returncode is None:
                 proc.kill()
+
+
+async def test_admin_credentials_are_never_passed_on(
+    wstund: RunningDaemon, nursery: trio.Nursery
+) -> None:
+    evil = await start_evil_site(nursery, wstund.url)
+    await add_tunnel(nursery, wstund, evil)
+    program = await connect(wstund)
+    await send(program, "register", {"name": "prog"}, msg_id="r")
+    assert (await recv(program))["payload"]["success"]
+    token = wstund.admin_token
+    sent = {"Cookie": f"a=1; wstun_admin={token}; b=2", "X-Admin-Token": token}
+    async with httpx.AsyncClient(base_url=wstund.url, timeout=10) as client:
+        tunnelled = await client.get("/_t/evil/echo", headers=sent)
+        assert tunnelled.status_code == 200
+        async with trio.open_nursery() as answering:
+
+            async def answer() -> None:
+                request = (await recv(program))["payload"]
+                reply = {"request_id": request["request_id"], "status": 200, "headers": {}}
+                await send(program, "http_response", {**reply, "body": json.dumps(request)})
+
+            answering.start_soon(answer)
+            relayed = await client.get("/prog/x", headers=sent)
+    seen = [entry for entry in evil.loot if entry.startswith("/echo?")]
+    assert len(seen) == 1 and token not in seen[0] and "cookie=a=1; b=2" in seen[0]
+    assert token not in relayed.text
+    headers = {k.lower(): v for k, v in relayed.json()["headers"].items()}
+    assert headers["cookie"] == "a=1; b=2" and "x-admin-token" not in headers

@@ -5,8 +5,9 @@ Untrusted paths are a relay download (``/fileshare/download/…``), a registered
 path (``/_t/{id}/…``). Every response on them, of any status and from whichever layer answers,
 gets the headers of ``httpheaders.untrusted_response_headers``. A request for a service worker
 script (the ``Service-Worker`` header browsers send) is refused on every path of this origin:
-wstund's own pages register none. A tunnel reached by host (``{id}.{host_suffix}``) is an
-origin of its own and passes untouched.
+wstund's own pages register none. Requests to untrusted paths lose the admin's credentials
+(``X-Admin-Token``, the login cookie) before anything passes them on. A tunnel reached by host
+(``{id}.{host_suffix}``) is an origin of its own and passes untouched.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from ..httpheaders import untrusted_response_headers
 from ..tunnel.asgi import Message, Receive, Scope, Send, header, send_json_error
 from ..tunnel.proxy import PREFIX as TUNNEL_PREFIX
 from ..tunnel.proxy import route
-from .auth import is_admin_host
+from .auth import ADMIN_COOKIE, is_admin_host
 
 if TYPE_CHECKING:
     from ..hub import Hub
 
 DOWNLOAD_PREFIX = "/fileshare/download/"
+ADMIN_HEADER = b"x-admin-token"
 RESPONSE_STARTS = frozenset({"http.response.start", "websocket.http.response.start"})
 
 
@@ -35,6 +37,25 @@ def is_untrusted(hub: Hub, path: str) -> bool:
         return True
     service = hub.services.get(first)
     return service is not None and not service.builtin
+
+
+def without_admin_credentials(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Request headers minus the admin's credentials (``X-Admin-Token``, the login cookie), so
+    that what is passed on to a program or a tunnel never carries them, even when a client
+    sends them where they do not belong."""
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == ADMIN_HEADER:
+            continue
+        if lowered == b"cookie":
+            crumbs = [c.strip() for c in value.split(b";")]
+            crumbs = [c for c in crumbs if c and c.split(b"=", 1)[0] != ADMIN_COOKIE.encode()]
+            if not crumbs:
+                continue
+            value = b"; ".join(crumbs)
+        kept.append((name, value))
+    return kept
 
 
 class UntrustedContent:
@@ -68,6 +89,8 @@ class UntrustedContent:
             message = "the admin host serves no content of others (admin.host)"
             await send_json_error(send, 421, "misdirected_request", message)
             return
+
+        scope = {**scope, "headers": without_admin_credentials(list(scope["headers"]))}
 
         async def guarded(message: Message) -> None:
             if message["type"] in RESPONSE_STARTS:
