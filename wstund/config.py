@@ -55,6 +55,8 @@ class AdminConfig(_Section):
     socket: str = ""
     mode: str = "0660"
     group: str = ""
+    login_max_age: int = 7 * 24 * 3600
+    host: str = ""
 
 
 class RelayConfig(_Section):
@@ -105,6 +107,7 @@ class MarketplaceConfig(_Section):
     urls: list[str] = msgspec.field(default_factory=list)
     timeout: float = 10.0
     max_redirects: int = 3
+    allow_private_addresses: bool = False
     max_file_size: int = 5 * 1024 * 1024
     max_service_size: int = 20 * 1024 * 1024
     max_files: int = 64
@@ -183,6 +186,7 @@ _NON_NEGATIVE = {
     "tunnel.ping_interval",
     "tunnel.idle_timeout",
     "tunnel.stats_flush_interval",
+    "admin.login_max_age",
 }
 _LOOPBACK_BIND_RE = re.compile(r"^(127(\.\d{1,3}){3}|\[::1\]|localhost):\d+$")
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")
