@@ -219,7 +219,9 @@ class Daemon:
                     self.binds = await servers.start(
                         serve_app,
                         TrustedProxies(
-                            FinishResponses(AccessLog(BatchSend(self.public_app()), latency, "public")),
+                            FinishResponses(
+                                AccessLog(BatchSend(self.public_app()), latency, "public")
+                            ),
                             lambda: self.hub.config.server.trusted_proxies,
                         ),
                         self.hyper,
@@ -267,7 +269,9 @@ class Daemon:
         else:
             log.info("admin page at %s/admin; `wstunctl admin token` prints its login URL", base)
 
-    async def _serve_admin(self, servers: trio.Nursery, done: trio.Event, app: FinishResponses) -> None:
+    async def _serve_admin(
+        self, servers: trio.Nursery, done: trio.Event, app: FinishResponses
+    ) -> None:
         """Start the admin app on its unix socket and give the socket its mode and group."""
         try:
             self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
