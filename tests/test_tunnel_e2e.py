@@ -405,7 +405,8 @@ async def test_ten_thousand_requests_leave_nothing_behind(tunnel: Tunnel) -> Non
     assert session.streams == {} and tunnel.agent.streams == {}
     assert hub.inflight.count == 0
     assert session.record.requests == 10_000
-    assert session._posted.statistics().current_buffer_used == 0
+    assert session.writer.posted == 0 and session.writer.queued == 0
+    assert len(session.exchanges) == 0 and session.exchanges.held == 0
 
 
 async def test_a_long_response_outlives_the_websocket_idle_timeout(

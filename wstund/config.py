@@ -101,6 +101,8 @@ class TunnelConfig(_Section):
     ping_interval: float = 20.0
     idle_timeout: float = 60.0
     stats_flush_interval: float = 5.0
+    max_requests_per_address: int = 32
+    body_timeout: float = 15.0
 
 
 class MarketplaceConfig(_Section):
@@ -165,6 +167,7 @@ _POSITIVE_INTS = {
     "tunnel.window_size",
     "tunnel.max_frame_size",
     "tunnel.max_streams_per_client",
+    "tunnel.max_requests_per_address",
     "tunnel.auth_failures_per_minute",
 }
 _NON_NEGATIVE = {
@@ -187,6 +190,7 @@ _NON_NEGATIVE = {
     "tunnel.idle_timeout",
     "tunnel.stats_flush_interval",
     "admin.login_max_age",
+    "tunnel.body_timeout",
 }
 _LOOPBACK_BIND_RE = re.compile(r"^(127(\.\d{1,3}){3}|\[::1\]|localhost):\d+$")
 _BIND_RE = re.compile(r"^(unix:.+|fd://\d+|\[[0-9a-fA-F:.]+\]:\d+|[^:\s]+:\d+)$")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from ..tunnel.frames import (
     encode_control,
     encode_text,
 )
+from ..tunnel.writer import FrameWriter, WriterClosed
 from .backoff import reconnect_delay
 from .forward import forward_http, forward_websocket
 from .streams import AgentStream, StreamAborted
@@ -161,18 +163,44 @@ class Agent:
         self.online = True
         self.sessions += 1
         self._notify()
+        # Every write goes through one task: a stream cancelled by ABORT mid-frame would
+        # otherwise leave a torn frame on the socket and wstund would drop every stream.
+        overdraft = max(hello.max_frame, hello.max_message)
+        self._writer = FrameWriter(
+            self._write_to(ws), max_queued=2 * overdraft, max_posted=4 * overdraft
+        )
         try:
             async with trio.open_nursery() as nursery:
+                self._session_scope = nursery.cancel_scope
+                nursery.start_soon(self._writer.run)
                 nursery.start_soon(self._keepalive, ws, hello, nursery.cancel_scope)
                 await self._read(ws, hello, client, nursery)
                 nursery.cancel_scope.cancel()
         finally:
+            self._writer.close()
             for stream in list(self.streams.values()):
                 stream.abort()
             self.streams.clear()
             self.online = False
             self._notify()
         return True
+
+    @staticmethod
+    def _write_to(
+        ws: trio_websocket.WebSocketConnection,
+    ) -> Callable[[str | bytes], Awaitable[None]]:
+        async def write(data: str | bytes) -> None:
+            with contextlib.suppress(trio_websocket.ConnectionClosed):  # the reader notices
+                await ws.send_message(data)
+
+        return write
+
+    def _post(self, ws: trio_websocket.WebSocketConnection, data: str | bytes) -> None:
+        """Queue a control frame; a wstund that leaves too many unread is given up."""
+        if not self._writer.post(data):
+            log.warning("wstund is not reading its socket, reconnecting")
+            self._writer.close()
+            self._session_scope.cancel()
 
     def _log_close(self, ws: trio_websocket.WebSocketConnection, exc: BaseException) -> None:
         reason = ws.closed
@@ -202,7 +230,7 @@ class Agent:
                 if isinstance(message, str):
                     control = decode_control(message)
                     if isinstance(control, Ping):
-                        await ws.send_message(encode_control(Pong()))
+                        self._post(ws, encode_control(Pong()))
                     continue
                 await self._on_frame(ws, decode(message), hello, client, nursery)
             except FrameError as exc:
@@ -240,7 +268,7 @@ class Agent:
                 log.warning("stream %d: %s", stream.id, exc)
                 self.streams.pop(stream.id, None)
                 stream.abort()
-                await ws.send_message(encode_text(stream.id, Kind.ABORT, "credit overrun"))
+                self._post(ws, encode_text(stream.id, Kind.ABORT, "credit overrun"))
 
     async def _forward(
         self,
@@ -252,7 +280,10 @@ class Agent:
         """Run one stream; a failure aborts only this stream."""
 
         async def send(data: bytes) -> None:
-            await ws.send_message(data)
+            try:
+                await self._writer.send(data)  # handed over whole, or not at all
+            except WriterClosed:
+                raise StreamAborted() from None
 
         try:
             with stream.cancel_scope:
@@ -265,8 +296,7 @@ class Agent:
         except* Exception as group:
             log.warning("stream %d failed: %r", stream.id, group.exceptions[0])
             if not stream.aborted:
-                with trio.move_on_after(1), contextlib.suppress(trio_websocket.ConnectionClosed):
-                    await ws.send_message(encode_text(stream.id, Kind.ABORT, "agent error"))
+                self._post(ws, encode_text(stream.id, Kind.ABORT, "agent error"))
         finally:
             self.streams.pop(stream.id, None)
 
@@ -276,8 +306,7 @@ class Agent:
         """Ping every ``ping_interval``; give the session up when wstund is silent too long."""
 
         async def ping() -> None:
-            with contextlib.suppress(trio_websocket.ConnectionClosed):  # the reader notices
-                await ws.send_message(encode_control(Ping()))
+            self._post(ws, encode_control(Ping()))
 
         await keep_alive(
             lambda: (hello.ping_interval, hello.idle_timeout), lambda: self._last_heard, ping

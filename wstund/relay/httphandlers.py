@@ -176,7 +176,6 @@ async def handle_binary(hub: Hub, peer: Peer, data: bytes) -> bool:
     exchange = hub.http_relay.find(peer, frame.request_id)
     if exchange is None:
         return False
-    exchange.binary = True
     if frame.kind == binframe.ABORT:
         reason = bytes(frame.payload[:200]).decode("utf-8", "replace")
         exchange.fail(f"owner error: {reason}")

@@ -1,31 +1,31 @@
-"""The HTTP-through-relay engine (DESIGN 3.3): an HTTP request parked under an id whose
-response comes back over a relay connection, streamed to the caller with bounded memory.
+"""HTTP through the relay (DESIGN 3.3): requests parked under an id and answered over a relay
+connection, on the shared exchange engine (``wstund.exchange``).
 
-One ``Exchange`` per request. The owner side (the relay connection answering) feeds it
-``start`` / ``feed`` / ``end`` / ``fail``; the caller side awaits the head, then iterates
-the body. Bytes pass through a channel bounded both in chunks (``channel_size``) and in bytes
-(``window``); on top of it the owner gets a credit window (``http_window`` messages, in bytes)
-so a page that honours it never has more than ``window`` bytes in flight, and one that ignores
-it is slowed by the bounds (its socket's reader blocks, and TCP pushes back). Timeouts: no
-head within ``start_timeout`` is a 504, no chunk for ``chunk_timeout`` truncates. Owner gone
-before the head is a 502; after it the body is cut short, so the caller sees a truncated
-response.
+The owner side (the relay connection answering) calls ``start`` / ``feed`` / ``end`` / ``fail``
+on an ``Exchange``; the caller side awaits the head, then iterates the body. The owner gets a
+credit window (``http_window`` messages, in bytes) so a page that honours it never has more than
+``window`` bytes in flight; one that ignores it is slowed (``feed`` waits, its socket's reader
+with it, and TCP pushes back), never cut. Timeouts: no head within ``start_timeout`` is a 504,
+no chunk for ``chunk_timeout`` truncates. Owner gone before the head is a 502; after it the body
+is cut short, so the caller sees a truncated response. Every ``http_abort`` goes out at once.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import trio
-
+from .. import exchange as engine
+from ..exchange import ExchangeFailed, FailKind, Head, Limits, Truncated
 from ..httpheaders import InvalidHead, check_headers, end_to_end
 from . import protocol
 
 if TYPE_CHECKING:
     from .peer import Peer
+
+__all__ = ["Exchange", "ExchangeFailed", "Head", "HttpRelay", "RelayFailure", "Truncated"]
 
 
 class RelayFailure(Exception):
@@ -34,18 +34,6 @@ class RelayFailure(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-class Truncated(Exception):
-    """The body stopped before its end (owner gone, owner error, idle timeout)."""
-
-
-@dataclass
-class Head:
-    """Status and headers the owner answered with."""
-
-    status: int
-    headers: list[tuple[str, str]]
 
 
 def clean_headers(headers: dict[str, Any], also_drop: Iterable[str] = ()) -> list[tuple[str, str]]:
@@ -68,170 +56,66 @@ def _header_text(value: object) -> str:
     return str(value)
 
 
-class Exchange:
-    """One parked HTTP request and the stream of its response."""
+class RelayLink:
+    """The way back to a relay owner: ``http_window`` credit and ``http_abort``."""
 
-    def __init__(
-        self,
-        relay: HttpRelay,
-        request_id: str,
-        owner: Peer,
-        *,
-        window: int,
-        channel_size: int,
-    ) -> None:
-        self.id = request_id
-        self.owner = owner
-        self.window = window
-        self.head: Head | None = None
-        self.failure: str | None = None
-        self.finished = False
-        self.binary = False
-        self.received = 0
-        self.delivered = 0
-        self.buffered = 0
-        self._relay = relay
-        self._head_ready = trio.Event()
-        self._send, self._recv = trio.open_memory_channel[bytes](channel_size)
-        self._ungranted = 0
-        self._closed = False
-        self._drained = trio.Event()  # set whenever queued bytes leave (or the exchange ends)
+    def grant(self, exchange: engine.Exchange[Any], credit: int) -> None:
+        """Give the owner ``credit`` more bytes."""
+        payload = {"request_id": exchange.id, "bytes": credit}
+        _owner(exchange).offer(protocol.encode("http_window", payload))
+
+    def abort(self, exchange: engine.Exchange[Any], reason: str) -> None:
+        """Tell the owner to stop, with the reason codes the relay has always sent."""
+        failure = exchange.failure
+        if failure is not None:
+            if failure.kind is FailKind.TIMEOUT:
+                reason = "timeout" if exchange.head is None else "idle timeout"
+            elif failure.kind is FailKind.STALLED:
+                reason = "caller stopped reading"
+            elif failure.kind is FailKind.CALLER and reason == engine.CALLER_GONE:
+                reason = "caller went away"
+        payload = {"request_id": exchange.id, "reason": reason}
+        _owner(exchange).offer(protocol.encode("http_abort", payload))
+
+
+def _owner(exchange: engine.Exchange[Any]) -> Peer:
+    owner: Peer = exchange.owner  # type: ignore[assignment]
+    return owner
+
+
+class Exchange(engine.Exchange[str]):
+    """One parked request: the relay owner's conveniences on top of the engine's exchange."""
 
     @property
-    def done(self) -> bool:
-        """True once the owner ended or failed the response (no more bytes will come)."""
-        return self.finished or self.failure is not None
-
-    # -- owner side -------------------------------------------------------------------------
+    def window(self) -> int:
+        """The owner's credit window, bytes (announced in the request)."""
+        return self.core.limits.window
 
     def start(self, status: int, headers: list[tuple[str, str]]) -> None:
-        """The owner's response head."""
+        """The owner's response head; RelayFailure when it comes twice or too late."""
         if self.head is not None or self.done:
             raise RelayFailure(502, "already_started", "response head sent twice")
-        self.head = Head(status, headers)
-        self._head_ready.set()
+        self.on_head(status, headers)
 
     async def feed(self, data: bytes, timeout: float) -> None:
-        """Queue body bytes; waits (up to ``timeout``) while the caller is behind."""
-        if self.done or not data:
-            return
-        if self.head is None:
-            self.start(200, [])
-        self.received += len(data)
-        with trio.move_on_after(timeout) as waited:
-            # Bytes bound: an owner that ignores its credit waits here (its socket's reader
-            # with it) until the caller has taken the queue below ``window``.
-            while self.buffered and self.buffered + len(data) > self.window and not self.done:
-                if self._drained.is_set():
-                    self._drained = trio.Event()
-                await self._drained.wait()
-        if self.done:
-            return
-        if waited.cancelled_caught:
-            self.fail("the caller stopped reading")
-            self.abort_owner("caller stopped reading")
-            return
-        self.buffered += len(data)
-        self._relay.note_buffered(len(data))
-        try:
-            try:
-                self._send.send_nowait(data)
-                return
-            except trio.WouldBlock:
-                pass
-            with trio.move_on_after(timeout):
-                await self._send.send(data)
-                return
-            self._unbuffer(len(data))
-            self.fail("the caller stopped reading")
-            self.abort_owner("caller stopped reading")
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            self._unbuffer(len(data))
+        """Queue body bytes (an implicit 200 head first); waits while the caller is behind."""
+        if self.head is None and not self.done:
+            self.on_head(200, [])
+        await super().feed(data, timeout)
 
     def end(self) -> None:
         """The owner finished the body."""
-        if self.done:
-            return
-        if self.head is None:
-            self.start(200, [])
-        self.finished = True
-        self._send.close()
+        if self.head is None and not self.done:
+            self.on_head(200, [])
+        self.on_end()
 
     def fail(self, reason: str) -> None:
         """The response cannot complete: before the head a 502, after it a truncated body."""
-        if self.done:
-            return
-        self.failure = reason
-        self._send.close()
-        self._head_ready.set()
-        self._drained.set()
+        self.on_error(reason)
 
     def abort_owner(self, reason: str) -> None:
         """Tell the owner to stop sending (``http_abort``)."""
-        self.owner.offer(protocol.encode("http_abort", {"request_id": self.id, "reason": reason}))
-
-    # -- caller side ------------------------------------------------------------------------
-
-    async def wait_head(self, timeout: float) -> Head:
-        """The response head, or RelayFailure: 504 when none came in time, 502 on failure."""
-        with trio.move_on_after(timeout):
-            await self._head_ready.wait()
-        if self.head is not None:
-            return self.head
-        if self.failure is not None:
-            raise RelayFailure(502, "owner_failed", f"the owner did not answer: {self.failure}")
-        self.fail("no response head in time")
-        self.abort_owner("timeout")
-        raise RelayFailure(504, "owner_timeout", f"no response from the owner within {timeout:g}s")
-
-    async def body(self, chunk_timeout: float) -> AsyncIterator[bytes]:
-        """Yield the body; raises Truncated when it stops short. Grants credit as it goes."""
-        while True:
-            with trio.move_on_after(chunk_timeout) as idle:
-                try:
-                    data = await self._recv.receive()
-                except trio.EndOfChannel:
-                    if self.failure is not None:
-                        raise Truncated(self.failure) from None
-                    return
-            if idle.cancelled_caught:
-                self.fail(f"no data for {chunk_timeout:g}s")
-                self.abort_owner("idle timeout")
-                raise Truncated(self.failure)
-            self._unbuffer(len(data))
-            yield data
-            self.delivered += len(data)
-            self._grant(len(data))
-
-    def _grant(self, count: int) -> None:
-        self._ungranted += count
-        if self.done or self._ungranted < max(1, self.window // 4):
-            return
-        self.owner.offer(
-            protocol.encode("http_window", {"request_id": self.id, "bytes": self._ungranted})
-        )
-        self._ungranted = 0
-
-    def _unbuffer(self, count: int) -> None:
-        self.buffered -= count
-        self._relay.note_buffered(-count)
-        self._drained.set()
-
-    def close(self) -> None:
-        """The caller is done (finished, failed or gone): forget the exchange, free its bytes."""
-        if self._closed:
-            return
-        self._closed = True
-        if not self.done:
-            self.fail("the caller went away")
-            self.abort_owner("caller went away")
-        self._recv.close()
-        while True:
-            try:
-                self._unbuffer(len(self._recv.receive_nowait()))
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-        self._relay.forget(self)
+        self.link.abort(self, reason)
 
 
 @dataclass
@@ -248,41 +132,39 @@ class HttpRelay:
     """Every parked exchange and registered program; one per Hub."""
 
     def __init__(self, new_id: Callable[[], str] = lambda: secrets.token_urlsafe(12)) -> None:
-        self.exchanges: dict[str, Exchange] = {}
+        self.table: engine.ExchangeTable[str] = engine.ExchangeTable(new_id, Exchange)
         self.programs: dict[str, Program] = {}
-        self.buffered = 0
-        self.peak_buffered = 0
-        self._new_id = new_id
+        self._link = RelayLink()
+
+    @property
+    def exchanges(self) -> dict[str, engine.Exchange[str]]:
+        """The live exchanges by request id."""
+        return self.table.exchanges
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held between owners and callers."""
+        return self.table.held
+
+    @property
+    def peak_buffered(self) -> int:
+        """The most bytes ever held at once."""
+        return self.table.peak_held
 
     def open(self, owner: Peer, *, window: int, channel_size: int) -> Exchange:
-        """Park a new request answered by ``owner``."""
-        request_id = self._new_id()
-        while request_id in self.exchanges:
-            request_id = self._new_id()
-        exchange = Exchange(self, request_id, owner, window=window, channel_size=channel_size)
-        self.exchanges[request_id] = exchange
+        """Park a new request answered by ``owner`` (slowed, never cut, past ``window``)."""
+        limits = Limits(window, overdraft=None, grant_at=window // 4, max_chunks=channel_size)
+        exchange = self.table.open(owner, self._link, limits)
+        assert isinstance(exchange, Exchange)
         return exchange
 
     def find(self, owner: Peer, request_id: str) -> Exchange | None:
         """The live exchange ``request_id`` if ``owner`` is the one answering it."""
-        exchange = self.exchanges.get(request_id)
-        if exchange is None or exchange.owner is not owner:
-            return None
-        return exchange
-
-    def forget(self, exchange: Exchange) -> None:
-        """Drop a closed exchange from the map."""
-        if self.exchanges.get(exchange.id) is exchange:
-            del self.exchanges[exchange.id]
-
-    def note_buffered(self, delta: int) -> None:
-        """Track the bytes held between owners and callers (and their peak)."""
-        self.buffered += delta
-        self.peak_buffered = max(self.peak_buffered, self.buffered)
+        exchange = self.table.find(owner, request_id)
+        return exchange if isinstance(exchange, Exchange) else None
 
     def peer_gone(self, peer: Peer) -> None:
         """A relay connection closed: its exchanges fail, its programs are unregistered."""
-        for exchange in [e for e in self.exchanges.values() if e.owner is peer]:
-            exchange.fail("the owner disconnected")
+        self.table.owner_lost(peer)
         for name in [n for n, p in self.programs.items() if p.owner is peer]:
             del self.programs[name]

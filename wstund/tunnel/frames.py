@@ -20,7 +20,9 @@ Session control (hello, ping, pong) travels in text messages holding a JSON obje
 direction (announced in ``hello``); a BODY or TEXT frame costs max(1, len(payload)) credit; a
 sender may send one while its credit is positive (so it may overdraw by at most one frame); the
 receiver grants credit back with WINDOW as its consumer takes the bytes. A stalled consumer
-therefore holds at most window + one frame. Frames of an unknown (finished) stream are ignored.
+therefore holds at most window + one frame. HEAD, END, ABORT and ERROR cost no credit, so each
+counts once per stream: a second HEAD costs the agent that stream (an ABORT with the reason), and
+nothing after END, ABORT or ERROR is kept. Frames of an unknown (finished) stream are ignored.
 """
 
 from __future__ import annotations

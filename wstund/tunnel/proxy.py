@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import trio
 
+from ..exchange import Exchange, ExchangeFailed, FailKind, TooLarge, Truncated
 from ..httpheaders import (
     BodyLimit,
     InvalidHead,
@@ -82,8 +84,9 @@ class Refusal(Exception):
         self.status, self.error, self.message = status, error, message
 
 
-def open_stream(hub: Hub, client_id: str) -> tuple[TunnelSession, Stream]:
-    """The connected session of ``client_id`` and a new stream on it; Refusal otherwise."""
+def open_stream(hub: Hub, client_id: str, http: bool = False) -> tuple[TunnelSession, Stream]:
+    """The connected session of ``client_id`` and a new stream on it (``http``: its response
+    through the exchange engine); Refusal otherwise."""
     tunnels = hub.tunnels
     if tunnels.registry.get(client_id) is None:
         raise Refusal(404, "client_not_found", f"no tunnel client named {client_id!r}")
@@ -91,7 +94,7 @@ def open_stream(hub: Hub, client_id: str) -> tuple[TunnelSession, Stream]:
     if session is None:
         raise Refusal(503, "client_offline", f"tunnel client {client_id!r} is not connected")
     try:
-        return session, session.open_stream()
+        return session, session.open_stream(http)
     except (SessionLost, SessionFull):
         raise Refusal(
             503, "client_unavailable", f"tunnel client {client_id!r} cannot take a request now"
@@ -175,17 +178,27 @@ def accounted(hub: Hub, session: TunnelSession, stream: Stream) -> Iterator[list
         hub.metrics.tunnel_request_seconds.observe(time.monotonic() - started)
 
 
+class BodyTimeout(Exception):
+    """The caller sent no request-body bytes for ``tunnel.body_timeout`` seconds."""
+
+
 async def _upload(
     session: TunnelSession,
     stream: Stream,
     receive: Receive,
     caller_gone: trio.CancelScope,
     body: bool,
+    body_timeout: float,
 ) -> None:
-    """Stream the caller's body as BODY frames within credit, then END; watch for a disconnect."""
+    """Stream the caller's body as BODY frames within credit, then END; watch for a disconnect.
+    BodyTimeout when the caller leaves the body idle for ``body_timeout`` seconds."""
     max_frame = session.limits.max_frame
     while True:
-        message = await receive()
+        message = None
+        with trio.move_on_after(body_timeout if body and body_timeout > 0 else math.inf):
+            message = await receive()
+        if message is None:
+            raise BodyTimeout()
         if message["type"] == "http.disconnect":
             caller_gone.cancel()
             return
@@ -203,30 +216,72 @@ async def _upload(
             body = False
 
 
+@contextmanager
+def per_address(hub: Hub, scope: Scope) -> Iterator[bool]:
+    """Count a tunnelled request against its caller's address; yields False over the cap."""
+    client = scope.get("client")
+    address = str(client[0]) if client else ""
+    counts = hub.tunnels.requests_by_address
+    if counts.get(address, 0) >= hub.config.tunnel.max_requests_per_address:
+        yield False
+        return
+    counts[address] = counts.get(address, 0) + 1
+    try:
+        yield True
+    finally:
+        counts[address] -= 1
+        if not counts[address]:
+            del counts[address]
+
+
 async def proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, send: Send) -> None:
     """Carry one HTTP request to the client's agent and stream (or buffer) the answer back."""
+    with per_address(hub, scope) as admitted:
+        if not admitted:
+            cap = hub.config.tunnel.max_requests_per_address
+            await send_json_error(
+                send,
+                429,
+                "too_many_requests",
+                f"over tunnel.max_requests_per_address ({cap}) tunnelled requests in flight"
+                " from your address",
+                headers=[(b"retry-after", b"1")],
+            )
+            return
+        await _proxy_http(hub, where, scope, receive, send)
+
+
+async def _proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, send: Send) -> None:
     try:
-        session, stream = open_stream(hub, where.client_id)
+        session, stream = open_stream(hub, where.client_id, http=True)
     except Refusal as refusal:
         await send_json_error(send, refusal.status, refusal.error, refusal.message)
         return
     head, buffered = request_head(scope, where, websocket=False)
     buffered = buffered or where.client_id in hub.config.tunnel.buffered_clients
+    body_timeout = hub.config.tunnel.body_timeout
     answer = Answer(send)
-    lost = False
+    lost = timed_out = False
     with hub.inflight.track(), accounted(hub, session, stream) as status:
         try:
             with trio.CancelScope() as caller_gone:
                 async with trio.open_nursery() as nursery:
                     await session.send(encode_request_head(stream.id, head))
-                    nursery.start_soon(_upload, session, stream, receive, caller_gone, head.body)
+                    nursery.start_soon(
+                        _upload, session, stream, receive, caller_gone, head.body, body_timeout
+                    )
                     await _respond(hub, session, stream, answer, buffered)
                     nursery.cancel_scope.cancel()
-        except* (SessionLost, StreamGone):
+        except* (SessionLost, StreamGone, Truncated):
             # The agent left mid-response: returning without the body's end makes Hypercorn
             # drop the connection, so the caller sees a truncated response (never a hang).
             lost = True
             log.info("tunnel %s: agent lost mid-response", where.client_id)
+        except* BodyTimeout:
+            timed_out = True  # the stream is freed (and aborted at the agent) on the way out
+        if timed_out and not answer.status:
+            message = f"no request body bytes for {body_timeout:g} s (tunnel.body_timeout)"
+            await send_json_error(answer, 408, "body_timeout", message)
         # 499 (nginx's "client closed request"): the caller left before the answer was complete.
         status[0] = answer.status if answer.complete else 502 if lost else 499
 
@@ -251,23 +306,44 @@ class Answer:
         await self._send(message)
 
 
+async def exchange_head(hub: Hub, stream: Stream) -> ResponseHead:
+    """An HTTP stream's response head; Refusal 504 after request_timeout, 502 on failure."""
+    assert stream.exchange is not None
+    timeout = hub.config.tunnel.request_timeout
+    try:
+        await stream.exchange.wait_head(timeout)
+    except ExchangeFailed as failed:
+        if failed.kind is FailKind.TIMEOUT:
+            raise Refusal(504, "agent_timeout", f"no response head within {timeout:g} s") from None
+        if failed.kind is FailKind.LOST:
+            raise Refusal(502, "agent_lost", "the tunnel agent went away") from None
+        raise Refusal(502, "agent_error", str(failed)) from None
+    assert stream.response is not None
+    return stream.response
+
+
 async def _respond(
     hub: Hub, session: TunnelSession, stream: Stream, send: Send, buffered: bool
 ) -> None:
     """Relay the agent's answer (or a JSON error) to the caller."""
+    exchange = stream.exchange
+    assert exchange is not None
     try:
-        response, _ = await response_head(hub, stream)
+        response = await exchange_head(hub, stream)
         drop = ("content-length", *RESPONSE_STAMPED) if buffered else RESPONSE_STAMPED
         headers = to_bytes(response_headers(response, drop))
     except Refusal as refusal:
         await send_json_error(send, refusal.status, refusal.error, refusal.message)
         return
     if buffered:
-        await _relay_buffered(hub, session, stream, send, response.status, headers)
+        await _relay_buffered(hub, session, exchange, send, response.status, headers)
         return
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     limit = BodyLimit(response.headers)
-    async for payload in _body(session, stream):
+    # Truncated propagates when the agent goes away (or breaks the rules) before END: the
+    # caller of a streamed response then sees a truncated body, as Hypercorn cuts it.
+    async for payload in exchange.body(0):
+        session.record.bytes_out += len(payload)
         await send({"type": "http.response.body", "body": limit.take(payload), "more_body": True})
         if limit.over:  # the rest is dropped; finishing the stream aborts it at the agent
             log.warning("tunnel stream %d: response longer than its Content-Length", stream.id)
@@ -275,52 +351,31 @@ async def _respond(
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _body(session: TunnelSession, stream: Stream) -> AsyncIterator[bytes]:
-    """The response body's chunks as the agent sends them, granting credit as each is taken.
-
-    SessionLost when the agent goes away (or breaks the protocol) before END: the caller of a
-    streamed response then sees a truncated body, as Hypercorn cuts the connection.
-    """
-    while True:
-        frame = await stream.next_frame()
-        if frame.kind == Kind.BODY:
-            yield frame.payload
-            session.took(stream, frame.payload)
-        elif frame.kind == Kind.END:
-            stream.finished = True
-            return
-        else:
-            raise SessionLost()
-
-
 async def _relay_buffered(
     hub: Hub,
     session: TunnelSession,
-    stream: Stream,
+    exchange: Exchange[int],
     send: Send,
     status: int,
     headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Collect the whole body (up to tunnel.max_buffered_bytes), answer with Content-Length."""
     cap = hub.config.tunnel.max_buffered_bytes
-    parts: list[bytes] = []
-    size = 0
     try:
-        async for payload in _body(session, stream):
-            size += len(payload)
-            if size > cap:
-                await send_json_error(
-                    send,
-                    502,
-                    "response_too_large",
-                    f"the response is over tunnel.max_buffered_bytes ({cap} bytes) in buffered"
-                    " mode; ask without _buffer=1 to stream it",
-                )
-                return
-            parts.append(payload)
-    except SessionLost:
+        body = await exchange.collect(cap, 0)
+    except TooLarge:
+        await send_json_error(
+            send,
+            502,
+            "response_too_large",
+            f"the response is over tunnel.max_buffered_bytes ({cap} bytes) in buffered"
+            " mode; ask without _buffer=1 to stream it",
+        )
+        return
+    except Truncated:
         await send_json_error(send, 502, "agent_lost", "the tunnel agent went away mid-response")
         return
-    headers = [*headers, (b"content-length", str(size).encode())]
+    session.record.bytes_out += len(body)
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

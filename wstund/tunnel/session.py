@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import trio
 
 from .. import closecodes
+from ..exchange import Exchange, ExchangeTable, FailKind, Limits
 from ..keepalive import keep_alive
 from .asgi import ServerWebSocket, WebSocketClosed
 from .flow import ReceiveWindow, SendCredit, frame_cost
@@ -20,14 +20,17 @@ from .frames import (
     Kind,
     Ping,
     Pong,
+    ResponseHead,
     decode,
     decode_control,
+    decode_response_head,
     decode_window,
     encode_control,
     encode_text,
     encode_window,
 )
 from .registry import ClientRecord
+from .writer import FrameWriter, WriterClosed
 
 log = logging.getLogger("wstund.tunnel")
 
@@ -53,22 +56,40 @@ class SessionLimits:
 
 
 class Stream:
-    """One request in flight: frames from the agent queue in ``inbox``, bounded by credit."""
+    """One request in flight. An HTTP request's response goes through the exchange engine
+    (``exchange``); a WebSocket's frames queue in ``inbox``, bounded by credit."""
 
-    def __init__(self, stream_id: int, limits: SessionLimits) -> None:
+    def __init__(
+        self, stream_id: int, limits: SessionLimits, exchange: Exchange[int] | None = None
+    ) -> None:
         self.id = stream_id
+        self.exchange = exchange
+        self.response: ResponseHead | None = None  # the agent's head (HTTP streams)
         overdraft = max(limits.max_frame, limits.max_message)
         self.window = ReceiveWindow(limits.window, overdraft)
         # Every BODY/TEXT frame holds at least one byte of credit, so the credit rule bounds the
-        # number of queued frames too; HEAD/END/ABORT/ERROR add a handful.
+        # number of queued frames too; the credit-free kinds come once each (``deliver``).
         self._inbox_in, self._inbox = trio.open_memory_channel[Frame](self.window.limit + 8)
         self.credit = SendCredit(limits.window)
         self.finished = False  # both directions ended normally: no ABORT needed
         self.closed = False  # finish() ran
+        self._headed = False  # a HEAD was queued
+        self._ended = False  # END, ABORT or ERROR was queued: nothing more is
 
-    def deliver(self, frame: Frame) -> None:
-        """Queue a frame from the agent (reader task; never blocks)."""
+    def deliver(self, frame: Frame) -> bool:
+        """Queue a frame from the agent (reader task; never blocks). A HEAD, END, ABORT or
+        ERROR costs no credit, so each is taken once: False for a second HEAD (the stream
+        breaks), and nothing is queued after the end."""
+        if self._ended:
+            return True
+        if frame.kind == Kind.HEAD:
+            if self._headed:
+                return False
+            self._headed = True
+        elif frame.kind in (Kind.END, Kind.ABORT, Kind.ERROR):
+            self._ended = True
         self._inbox_in.send_nowait(frame)
+        return True
 
     def fail(self) -> None:
         """The session is gone: wake the stream's owner in both directions."""
@@ -92,6 +113,30 @@ class Stream:
             raise SessionLost() from None
 
 
+class AgentLink:
+    """The engine's way back to the agent: WINDOW grants and ABORT frames, queued."""
+
+    def __init__(self, session: TunnelSession) -> None:
+        self.session = session
+
+    def grant(self, exchange: Exchange[int], credit: int) -> None:
+        """Give the agent ``credit`` more bytes on the stream."""
+        self.session.post(encode_window(exchange.id, credit))
+
+    def abort(self, exchange: Exchange[int], reason: str) -> None:
+        """Tell the agent to give the stream up."""
+        failure = exchange.failure
+        if failure is not None and failure.kind is not FailKind.CALLER:
+            log.warning("tunnel %s stream %d: %s", self.session.client_id, exchange.id, reason)
+            if failure.kind is FailKind.OVERRUN:
+                reason = "credit overrun"
+        self.session.post(encode_text(exchange.id, Kind.ABORT, reason[:200]))
+
+
+def _no_id() -> int:
+    raise AssertionError("tunnel exchanges take their stream's id")
+
+
 class TunnelSession:
     """An authenticated agent socket: a reader demultiplexing frames, keepalive, a writer."""
 
@@ -109,16 +154,24 @@ class TunnelSession:
         self.last_heard = trio.current_time()
         self._last_id = 0
         self._cancel_scope: trio.CancelScope | None = None
-        # Bounded by the number of streams (one ABORT each) plus keepalive traffic.
-        self._posted_in, self._posted = trio.open_memory_channel[str | bytes](math.inf)
+        # Every write to the agent goes through one task, so no frame is ever torn; control
+        # frames (ABORT, WINDOW, pong) are bounded by the streams in flight plus keepalive.
+        overdraft = max(limits.max_frame, limits.max_message)
+        self.writer = FrameWriter(
+            ws.send, max_queued=2 * overdraft, max_posted=64 * 1024 + 256 * limits.max_streams
+        )
+        self.exchanges: ExchangeTable[int] = ExchangeTable(_no_id)
+        self.exchange_limits = Limits(limits.window, overdraft, grant_at=limits.window // 2)
+        self._link = AgentLink(self)
 
     def __repr__(self) -> str:
         return f"<TunnelSession {self.client_id} streams={len(self.streams)}>"
 
     # -- streams -------------------------------------------------------------------------------
 
-    def open_stream(self) -> Stream:
-        """Allocate a stream id; SessionLost if the agent is gone, SessionFull at the limit."""
+    def open_stream(self, http: bool = False) -> Stream:
+        """Allocate a stream id (``http``: its response through the exchange engine);
+        SessionLost if the agent is gone, SessionFull at the limit."""
         if self.lost or self.close_code is not None:
             raise SessionLost()
         if len(self.streams) >= self.limits.max_streams:
@@ -127,7 +180,12 @@ class TunnelSession:
             self._last_id = self._last_id % MAX_STREAM_ID + 1
             if self._last_id not in self.streams:
                 break
-        stream = Stream(self._last_id, self.limits)
+        exchange = None
+        if http:
+            exchange = self.exchanges.open(
+                self, self._link, self.exchange_limits, exchange_id=self._last_id
+            )
+        stream = Stream(self._last_id, self.limits, exchange)
         self.streams[stream.id] = stream
         return stream
 
@@ -138,7 +196,9 @@ class TunnelSession:
         stream.closed = True
         self.streams.pop(stream.id, None)
         stream.fail()
-        if not stream.finished and not self.lost:
+        if stream.exchange is not None:
+            stream.exchange.close(reason)  # ABORT at once unless the response ended
+        elif not stream.finished and not self.lost:
             self.post(encode_text(stream.id, Kind.ABORT, reason))
 
     def took(self, stream: Stream, payload: bytes) -> None:
@@ -149,15 +209,21 @@ class TunnelSession:
             self.post(encode_window(stream.id, grant))
 
     async def send(self, data: bytes) -> None:
-        """Send one frame to the agent (backpressured by its socket); SessionLost if gone."""
+        """Hand one frame to the writer (waits while the socket is behind); SessionLost if
+        gone. Cancel-safe: a frame handed over is written whole."""
         if self.lost:
             raise SessionLost()
-        await self.ws.send(data)
+        try:
+            await self.writer.send(data)
+        except WriterClosed:
+            raise SessionLost() from None
 
     def post(self, data: str | bytes) -> None:
-        """Queue a small control frame for the writer task (usable from sync code)."""
-        if not self.lost:
-            self._posted_in.send_nowait(data)
+        """Queue a small control frame for the writer (usable from sync code); an agent that
+        leaves too many unread is closed."""
+        if not self.lost and not self.writer.post(data):
+            log.warning("tunnel %s: agent not reading its socket, closing", self.client_id)
+            self.close(closecodes.POLICY_VIOLATION, "not reading")
 
     def close(self, code: int, reason: str) -> None:
         """End the session: in-flight streams fail, the agent gets ``code``."""
@@ -185,12 +251,14 @@ class TunnelSession:
                 if self.close_code is not None:
                     nursery.cancel_scope.cancel()
                 await self.ws.send(encode_control(hello))
-                nursery.start_soon(self._write_posted)
+                nursery.start_soon(self.writer.run)
                 nursery.start_soon(self._keepalive)
                 await self._read()
                 nursery.cancel_scope.cancel()
         finally:
             self.lost = True
+            self.writer.close()
+            self.exchanges.owner_lost(self)
             for stream in list(self.streams.values()):
                 stream.fail()
             if self.close_code is not None:
@@ -227,6 +295,9 @@ class TunnelSession:
         if frame.kind == Kind.WINDOW:
             stream.credit.grant(decode_window(frame.payload))
             return
+        if stream.exchange is not None:
+            self._on_response(stream, stream.exchange, frame)
+            return
         if frame.kind in (Kind.BODY, Kind.TEXT):
             try:
                 stream.window.received(frame_cost(frame.payload))
@@ -235,11 +306,38 @@ class TunnelSession:
                 stream.discard()
                 self.finish(stream, "credit overrun")
                 return
-        stream.deliver(frame)
+        if not stream.deliver(frame):
+            log.warning("tunnel %s stream %d: second HEAD", self.client_id, stream.id)
+            stream.discard()
+            self.finish(stream, "protocol error")
 
-    async def _write_posted(self) -> None:
-        async for data in self._posted:
-            await self.ws.send(data)
+    def _on_response(self, stream: Stream, exchange: Exchange[int], frame: Frame) -> None:
+        """An HTTP stream's frame, fed to the exchange engine (which bounds every kind)."""
+        kind = frame.kind
+        if kind == Kind.HEAD:
+            if exchange.head is not None or exchange.done:
+                exchange.on_head(0, [])  # a second head: the engine breaks the stream
+                return
+            try:
+                stream.response = decode_response_head(frame.payload)
+            except FrameError as exc:
+                exchange.on_error(str(exc))
+                self._link.abort(exchange, "bad response head")
+                return
+            exchange.on_head(stream.response.status, stream.response.headers)
+        elif kind == Kind.BODY:
+            exchange.on_data(frame.payload)
+        elif kind == Kind.END:
+            exchange.on_end()
+            stream.finished = exchange.core.finished
+        elif kind == Kind.ERROR:
+            text = frame.payload[:200].decode(errors="replace")
+            exchange.on_error(text or "the agent gave up the request")
+        elif kind == Kind.ABORT:
+            exchange.on_error("the agent gave up the request")
+        else:
+            exchange.on_error(f"unexpected {kind.name} frame on an HTTP stream")
+            self._link.abort(exchange, "protocol error")
 
     async def _keepalive(self) -> None:
         """Ping every ``ping_interval``; drop an agent silent for ``idle_timeout``."""

@@ -28,6 +28,7 @@ class Tunnels:
         self.hub = hub
         self.registry = Registry(hub.state_dir)
         self.sessions: dict[str, TunnelSession] = {}
+        self.requests_by_address: dict[str, int] = {}  # tunnelled requests in flight
         # Failed agent logins per client address (tunnel.auth_failures_per_minute).
         self.failed_logins = SlidingWindow(60.0)
         self.node = platform.node()

@@ -12,10 +12,11 @@ from urllib.parse import unquote
 
 from quart import Blueprint, Response, request
 
+from ..exchange import ExchangeFailed, FailKind
 from ..httpheaders import BodyLimit
 from ..hub import Hub
 from ..relay import protocol
-from ..relay.httprelay import Exchange, Program, RelayFailure
+from ..relay.httprelay import Exchange, Program
 from ..relay.peer import Peer
 from .errors import json_error
 
@@ -41,9 +42,12 @@ async def relay_response(hub: Hub, exchange: Exchange) -> Response:
     try:
         with hub.inflight.track():
             head = await exchange.wait_head(settings.start_timeout)
-    except RelayFailure as failure:
+    except ExchangeFailed as failed:
         exchange.close()
-        return json_error(failure.status, failure.code, failure.message)
+        if failed.kind is FailKind.TIMEOUT:
+            message = f"no response from the owner within {settings.start_timeout:g}s"
+            return json_error(504, "owner_timeout", message)
+        return json_error(502, "owner_failed", f"the owner did not answer: {failed}")
     except BaseException:
         exchange.close()  # the caller left while waiting (a cancellation)
         raise
