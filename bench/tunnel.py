@@ -104,7 +104,8 @@ def start(
     daemon, direct = f"http://127.0.0.1:{daemon_port}", f"http://127.0.0.1:{app_port}"
     wait_http(daemon)
     wait_http(direct)
-    r = httpx.post(f"{daemon}/_api/tunnel/clients", json={"id": CLIENT}, timeout=5)
+    admin = {"X-Admin-Token": (tmp / "state" / "admin.token").read_text().strip()}
+    r = httpx.post(f"{daemon}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=5)
     r.raise_for_status()
     agent = [str(BIN / "wstund-agent"), "--server", daemon, "--client-id", CLIENT]
     agent += ["--log-level", "warning", direct]

@@ -138,6 +138,10 @@ async def main(names: list[str]) -> None:
                     if names and name not in names:
                         continue
                     with trio.fail_after(30):
+                        if path == "/admin":  # log in with the URL the daemon logs
+                            token = daemon.hub.config.server.admin_token
+                            await pages.get(f"{url}/admin#admin_token={token}")
+                            await pages.wait_js(READY)
                         await pages.get(url + path)
                         await pages.wait_js(READY)
                         await trio.sleep(0.5)  # let fonts and the first refresh settle

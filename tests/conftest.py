@@ -49,6 +49,21 @@ class RunningDaemon:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_token(self) -> str:
+        """The admin token: configured, or the one the daemon made (admin.token)."""
+        return self.hub.config.server.admin_token
+
+    @property
+    def admin_login_url(self) -> str:
+        """The URL that logs a browser in to /admin (what the daemon logs at first start)."""
+        return f"{self.url}/admin#admin_token={self.admin_token}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """Headers that make an HTTP request an admin's."""
+        return {"X-Admin-Token": self.admin_token}
+
     def ws_url(self, path: str = "/ws", query: str = "") -> str:
         return f"ws://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
 

@@ -54,9 +54,14 @@ class SubDaemon:
                 self.process.wait(timeout=START_GUARD)
 
 
+# The admin token every daemon written by ``write_config`` has: management needs one.
+ADMIN_TOKEN = "subdaemon-admin-token"
+
+
 def write_config(path: Path, state: Path, admin_socket: Path, extra: str = "") -> Path:
     path.write_text(
         f'[server]\nbind = ["127.0.0.1:0"]\nstate_dir = "{state}"\nshutdown_grace = 1.0\n'
+        f'admin_token = "{ADMIN_TOKEN}"\n'
         f'[admin]\nsocket = "{admin_socket}"\n{extra}'
     )
     return path

@@ -82,7 +82,7 @@ async def test_admin_token_guards_management(start_daemon: StartDaemon) -> None:
 async def test_rest_api_services_and_instances(wstund: RunningDaemon) -> None:
     host, uuid = await create_room(wstund)
     member = await join_room(wstund, uuid, "ann", host=host)
-    async with httpx.AsyncClient(base_url=wstund.url) as client:
+    async with httpx.AsyncClient(base_url=wstund.url, headers=wstund.admin_headers) as client:
         names = [s["name"] for s in (await client.get("/_api/services")).json()["services"]]
         assert names == ["chat", "fileshare"]
         shown = (await client.get("/_api/services/chat")).json()

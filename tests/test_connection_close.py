@@ -57,7 +57,7 @@ async def test_keep_alive_request_after_a_413_sees_the_end(wstund: RunningDaemon
     too_big = wstund.hub.config.relay.max_message_size + 1
     request = (
         b"POST /_api/marketplace/url HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % too_big
+        b"X-Admin-Token: %s\r\nContent-Length: %d\r\n\r\n" % (wstund.admin_token.encode(), too_big)
     )
     stream = await trio.open_tcp_stream("127.0.0.1", wstund.port)
     received = bytearray()

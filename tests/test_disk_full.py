@@ -13,7 +13,7 @@ import httpx
 import trio
 
 from .marketplace_server import Marketplace, start_marketplace
-from .subdaemon import SubDaemon, launch, write_config
+from .subdaemon import ADMIN_TOKEN, SubDaemon, launch, write_config
 
 FILES = {"main.html": b"<p>main</p>", "service.html": b"<p>service</p>"}
 
@@ -32,7 +32,7 @@ async def in_namespace(daemon: SubDaemon, *command: str) -> None:
 
 async def call(http: httpx.AsyncClient, method: str, path: str, body: Any = None) -> httpx.Response:
     with trio.fail_after(30):
-        return await http.request(method, path, json=body)
+        return await http.request(method, path, json=body, headers={"X-Admin-Token": ADMIN_TOKEN})
 
 
 async def test_full_disk_answers_507_and_keeps_state_whole(
@@ -47,7 +47,7 @@ async def test_full_disk_answers_507_and_keeps_state_whole(
             tmp_path / "c.toml",
             state,
             Path(short) / "a.sock",
-            f'[marketplace]\nurls = ["{market.url}"]\n',
+            f'[marketplace]\nurls = ["{market.url}"]\nallow_private_addresses = true\n',
         )
         daemon = launch(tmp_path, config, tmpfs=(state, "size=2m"))
         try:

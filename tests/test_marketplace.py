@@ -25,9 +25,12 @@ async def market(nursery: trio.Nursery, tmp_path: Path) -> Marketplace:
     return await start_marketplace(nursery, tmp_path / "market")
 
 
-async def api(daemon: RunningDaemon, method: str, path: str, body: Any = None) -> httpx.Response:
+async def api(
+    daemon: RunningDaemon, method: str, path: str, body: Any = None, *, admin: bool = True
+) -> httpx.Response:
+    headers = daemon.admin_headers if admin else {}
     with trio.fail_after(TIMEOUT):
-        async with httpx.AsyncClient(base_url=daemon.url) as client:
+        async with httpx.AsyncClient(base_url=daemon.url, headers=headers) as client:
             return await client.request(method, path, json=body)
 
 
@@ -284,7 +287,9 @@ async def test_marketplace_urls_and_a_failing_marketplace(
     start_daemon: StartDaemon, market: Marketplace
 ) -> None:
     market.publish("echo", "1", V1)
-    daemon = await start_daemon(marketplace={"urls": ["http://127.0.0.1:9/"]})
+    daemon = await start_daemon(
+        marketplace={"urls": ["http://127.0.0.1:9/"], "allow_private_addresses": True}
+    )
     assert (await api(daemon, "GET", "/_api/marketplace/url")).json() == {
         "urls": ["http://127.0.0.1:9"]
     }
@@ -312,7 +317,7 @@ async def test_marketplace_urls_and_a_failing_marketplace(
 async def test_writes_need_the_admin_token(start_daemon: StartDaemon, market: Marketplace) -> None:
     market.publish("echo", "1", V1)
     daemon = await start_daemon(server={"admin_token": "adm"}, marketplace={"urls": [market.url]})
-    refused = await api(daemon, "POST", "/_api/marketplace/install", {"name": "echo"})
+    refused = await api(daemon, "POST", "/_api/marketplace/install", {"name": "echo"}, admin=False)
     assert refused.status_code == 403
     with trio.fail_after(TIMEOUT):
         async with httpx.AsyncClient(base_url=daemon.url) as client:

@@ -16,7 +16,7 @@ import trio
 
 from .conftest import RunningDaemon, StartDaemon, connect
 from .marketplace_server import Marketplace, start_marketplace
-from .subdaemon import launch, write_config
+from .subdaemon import ADMIN_TOKEN, launch, write_config
 
 FILES = {"main.html": b"<p>main</p>", "service.html": b"<p>service</p>"}
 
@@ -27,9 +27,12 @@ async def market(nursery: trio.Nursery, tmp_path: Path) -> Marketplace:
 
 
 async def install(daemon: RunningDaemon | str, name: Any) -> httpx.Response:
-    url = daemon if isinstance(daemon, str) else daemon.url
+    if isinstance(daemon, str):  # a daemon of subdaemon.write_config's
+        url, headers = daemon, {"X-Admin-Token": ADMIN_TOKEN}
+    else:
+        url, headers = daemon.url, daemon.admin_headers
     with trio.fail_after(30):
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
             return await http.post(f"{url}/_api/marketplace/install", json={"name": name})
 
 

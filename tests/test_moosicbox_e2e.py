@@ -635,20 +635,21 @@ document.title = String(window.origin) + "|" + storage;
 </script>"""
 
 
+@pytest.mark.parametrize(
+    "policy", ["default-src * 'unsafe-inline'", "sandbox allow-same-origin allow-scripts"]
+)
 async def test_a_senders_page_runs_sandboxed_in_chromium(
     nursery: trio.Nursery,
     start_daemon: StartDaemon,
     open_browser: Callable[..., Awaitable[Browser]],
+    policy: str,
 ) -> None:
     """A signature link opened in a browser shows what the MoosicBox server sent on wstund's
     origin; a page in it gets an opaque origin: no storage, no cookies, no API of this origin
     (even when it names a policy of its own)."""
 
     async def evil(sender: FakeSender, frame: Frame) -> None:
-        headers = {
-            "content-type": "text/html",
-            "content-security-policy": "default-src * 'unsafe-inline'",
-        }
+        headers = {"content-type": "text/html", "content-security-policy": policy}
         await sender.respond(frame.data["request_id"], 200, headers, PROBE_PAGE)
 
     s = await setup(nursery, start_daemon, handler=evil)

@@ -77,7 +77,8 @@ async def test_install_errors_and_explicit_url(
     start_daemon: StartDaemon, market: Marketplace
 ) -> None:
     market.publish("echo", "1.0.0", V1)
-    daemon = await start_daemon()  # no marketplace configured
+    # no marketplace configured; the test's marketplace is on loopback
+    daemon = await start_daemon(marketplace={"allow_private_addresses": True})
     none = await admin(daemon, "services", "install", "echo")
     assert none.exit_code == 1 and "no marketplace" in none.stderr
     missing = await admin(daemon, "services", "update", "echo")

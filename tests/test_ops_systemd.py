@@ -166,7 +166,8 @@ async def test_sigterm_drains_an_in_flight_tunnel_download(
         try:
             base = f"http://127.0.0.1:{port}"
             local = await start_local_app(nursery)
-            async with httpx.AsyncClient(timeout=10) as http:
+            admin = {"X-Admin-Token": (tmp_path / "admin.token").read_text().strip()}
+            async with httpx.AsyncClient(timeout=10, headers=admin) as http:
                 added = await http.post(f"{base}/_api/tunnel/clients", json={"id": "drain"})
                 secret = added.json()["secret"]
                 config = AgentConfig(

@@ -36,7 +36,7 @@ class Tunnel:
 
 async def register(daemon: RunningDaemon, client_id: str = CLIENT) -> str:
     """Register a tunnel client over REST and return its secret."""
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=daemon.admin_headers) as http:
         with trio.fail_after(5):
             r = await http.post(f"{daemon.url}/_api/tunnel/clients", json={"id": client_id})
     assert r.status_code in (200, 201), r.text
@@ -449,7 +449,8 @@ async def test_tunnel_traffic_needs_no_server_token(
     """The server token guards wstund's own pages, not the tunnelled app (nor the agent)."""
     daemon = await start_daemon(server={"token": "srv"})
     local = await start_local_app(nursery)
-    async with httpx.AsyncClient(timeout=10, headers={"authorization": "Bearer srv"}) as admin:
+    headers = {"authorization": "Bearer srv", **daemon.admin_headers}
+    async with httpx.AsyncClient(timeout=10, headers=headers) as admin:
         added = await admin.post(f"{daemon.url}/_api/tunnel/clients", json={"id": CLIENT})
     await run_agent(nursery, agent_for(daemon, added.json()["secret"], local))
     async with httpx.AsyncClient(timeout=10) as http:

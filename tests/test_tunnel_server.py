@@ -31,7 +31,9 @@ async def test_rest_add_list_rotate_remove(start_daemon: StartDaemon) -> None:
             for bad in ({"id": "Not.A.Label"}, {"name": "x"}):
                 invalid = await client.post("/_api/tunnel/clients", json=bad, headers=ADMIN)
                 assert invalid.status_code == 400, bad
-            listed = (await client.get("/_api/tunnel/clients")).json()["clients"]
+            unlisted = await client.get("/_api/tunnel/clients")  # the admin's alone
+            assert unlisted.status_code == 403 and unlisted.json()["error"] == "forbidden"
+            listed = (await client.get("/_api/tunnel/clients", headers=ADMIN)).json()["clients"]
             assert [c["id"] for c in listed] == ["laptop"]
             assert listed[0]["connected"] is False and listed[0]["requests"] == 0
             assert listed[0]["node"] is None
@@ -46,10 +48,12 @@ async def test_rest_add_list_rotate_remove(start_daemon: StartDaemon) -> None:
             assert gone.status_code == 404 and gone.json()["error"] == "client_not_found"
             missing = await client.post("/_api/tunnel/clients/nobody/rotate", headers=ADMIN)
             assert missing.status_code == 404
-            assert (await client.get("/_api/tunnel/clients")).json() == {"clients": []}
+            listed_again = await client.get("/_api/tunnel/clients", headers=ADMIN)
+            assert listed_again.json() == {"clients": []}
 
 
 async def _register_as(daemon: RunningDaemon, client_id: str, headers: dict[str, str]) -> str:
+    headers = {**daemon.admin_headers, **headers}
     async with httpx.AsyncClient(base_url=daemon.url, headers=headers) as client:
         added = await client.post("/_api/tunnel/clients", json={"id": client_id})
         assert added.status_code == 201

@@ -55,6 +55,8 @@ class AdminConfig(_Section):
     socket: str = ""
     mode: str = "0660"
     group: str = ""
+    login_max_age: int = 7 * 24 * 3600
+    host: str = ""
 
 
 class RelayConfig(_Section):
@@ -124,6 +126,7 @@ class MarketplaceConfig(_Section):
     urls: list[str] = msgspec.field(default_factory=list)
     timeout: float = 10.0
     max_redirects: int = 3
+    allow_private_addresses: bool = False
     max_file_size: int = 5 * 1024 * 1024
     max_service_size: int = 20 * 1024 * 1024
     max_files: int = 64
@@ -216,6 +219,7 @@ _NON_NEGATIVE = {
     "moosicbox.request_timeout",
     "moosicbox.ping_interval",
     "moosicbox.idle_timeout",
+    "admin.login_max_age",
     "tunnel.body_timeout",
 }
 _LOOPBACK_BIND_RE = re.compile(r"^(127(\.\d{1,3}){3}|\[::1\]|localhost):\d+$")

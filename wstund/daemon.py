@@ -23,6 +23,7 @@ from hypercorn.utils import wrap_app
 
 from . import __version__, buildinfo, hypercorn_guard, hypercorn_ws, sdnotify, statelock
 from .admin import collector
+from .admin import token as admin_token
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
 from .config import Config, ConfigError, bind_problems, load, state_dir
@@ -37,6 +38,7 @@ from .web import failures, health
 from .web.access import AccessLog
 from .web.app import create_app
 from .web.closing import FinishResponses
+from .web.untrusted import UntrustedContent
 
 log = logging.getLogger("wstund")
 # Seconds Hypercorn keeps connections past shutdown_grace, for the 1001 close handshakes.
@@ -122,6 +124,7 @@ class Daemon:
 
     def __init__(self, config: Config) -> None:
         self.hub = Hub(config, state_dir(config))
+        self.admin_token_made = admin_token.apply(config, self.hub.state_dir)
         marketplace_store.load_installed(self.hub)
         self.app = create_app(self.hub)
         self.binds: list[str] = []
@@ -129,7 +132,7 @@ class Daemon:
         self.config_path: Path | None = None
         self.hyper = hypercorn_config(config)
         self.admin_socket = socket_path(config)
-        self.admin_app = create_admin_app(self.hub, self._reload_current)
+        self.admin_app = create_admin_app(self.hub, self._reload_current, self._public_base)
         self.app.register_blueprint(ops_blueprint(self.hub, self._reload_current, over_tcp=True))
         self.build = buildinfo.build_id()
         self.hub.metrics.build_info.info({"version": __version__, "build": self.build})
@@ -139,6 +142,11 @@ class Daemon:
             failures.install(app)
         collector.register(self.hub)
         self.notifier = sdnotify.Notifier()
+
+    def public_app(self) -> UntrustedContent:
+        """The public ASGI stack: untrusted content fenced, the tunnel's paths, MoosicBox's,
+        then Quart."""
+        return UntrustedContent(TunnelFront(MoosicBoxFront(self.app, self.hub), self.hub), self.hub)
 
     def stop(self) -> None:
         """Begin a graceful stop (what SIGTERM does)."""
@@ -155,6 +163,11 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return ReloadOutcome(errors=exc.errors)
+        if admin_token.apply(config, self.hub.state_dir):  # admin.token was deleted: a new one
+            url = admin_token.login_url(
+                self._public_base(), config.server.admin_token, config.admin.host
+            )
+            log.warning("new admin token; admin page (log in once with this URL): %s", url)
         old = self.hub.config
         restart_needed = keep_restart_only(old, config)
         for key in restart_needed:
@@ -205,12 +218,13 @@ class Daemon:
                 nursery.start_soon(self._watch_signals, config_path)
                 async with trio.open_nursery() as servers:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
-                    front = BatchSend(TunnelFront(MoosicBoxFront(self.app, self.hub), self.hub))
-                    public = AccessLog(front, latency, "public")
                     self.binds = await servers.start(
                         serve_app,
                         TrustedProxies(
-                            FinishResponses(public), lambda: self.hub.config.server.trusted_proxies
+                            FinishResponses(
+                                AccessLog(BatchSend(self.public_app()), latency, "public")
+                            ),
+                            lambda: self.hub.config.server.trusted_proxies,
                         ),
                         self.hyper,
                         sockets,
@@ -225,6 +239,7 @@ class Daemon:
                     log.info("wstund %s listening on %s", __version__, ", ".join(self.binds))
                     log.info("admin socket at %s", self.admin_socket)
                     self.hub.phase = "ready"
+                    self._announce_admin_page()
                     task_status.started(self.binds)
                     await self._notify_ready(nursery)
                     await self._stop.wait()
@@ -240,6 +255,21 @@ class Daemon:
             self.notifier.close()
             with contextlib.suppress(OSError):
                 self.admin_socket.unlink()
+
+    def _public_base(self) -> str:
+        """Where people reach this server: ``server.public_url``, else the first listener."""
+        return self.hub.config.server.public_url or (self.binds[0] if self.binds else "")
+
+    def _announce_admin_page(self) -> None:
+        """Log the admin page's login URL once, when the admin token was just made."""
+        base = self._public_base()
+        if self.admin_token_made:
+            url = admin_token.login_url(
+                base, self.hub.config.server.admin_token, self.hub.config.admin.host
+            )
+            log.warning("admin page (log in once with this URL): %s", url)
+        else:
+            log.info("admin page at %s/admin; `wstunctl admin token` prints its login URL", base)
 
     async def _serve_admin(
         self, servers: trio.Nursery, done: trio.Event, app: FinishResponses

@@ -107,3 +107,39 @@ class BodyLimit:
             chunk, self.over = chunk[: self.remaining], True
         self.remaining -= len(chunk)
         return chunk
+
+
+# Content from someone else (relay downloads, registered programs, tunnelled apps under /_t/,
+# installed marketplace pages) shares the management origin, so it runs in a sandbox without
+# ``allow-same-origin``: its origin is opaque, it cannot read or write this origin's API,
+# cookies or storage, nor register a service worker.
+UNTRUSTED_SANDBOX = (
+    "sandbox allow-scripts allow-forms allow-popups allow-popups-to-escape-sandbox "
+    "allow-modals allow-downloads"
+)
+# Response headers an untrusted answer may not give: widening a service worker's scope.
+UNTRUSTED_DROPPED = frozenset({b"service-worker-allowed"})
+
+
+def untrusted_response_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Raw (ASGI) headers of an untrusted response, of any status, made harmless to this origin:
+    a CSP ``sandbox`` (unless the response already has a sandboxing CSP of its own, which
+    stays: it may be stricter), ``X-Content-Type-Options: nosniff``, no
+    ``Service-Worker-Allowed``."""
+    kept = [
+        (name, value)
+        for name, value in headers
+        if name.lower() not in UNTRUSTED_DROPPED and name.lower() != b"x-content-type-options"
+    ]
+    sandboxed = any(
+        name.lower() == b"content-security-policy" and _sandboxes(value) for name, value in kept
+    )
+    if not sandboxed:
+        kept.append((b"content-security-policy", UNTRUSTED_SANDBOX.encode()))
+    kept.append((b"x-content-type-options", b"nosniff"))
+    return kept
+
+
+def _sandboxes(policy: bytes) -> bool:
+    """Whether a CSP value has a ``sandbox`` directive."""
+    return any(d.split()[:1] == [b"sandbox"] for d in policy.lower().split(b";"))

@@ -24,6 +24,7 @@ from ..tunnel import routes as tunnel_routes
 from ..web import api
 from ..web.auth import admin_access, presented_token, tokens_equal
 from ..web.errors import forbidden, json_error
+from . import token as admin_token
 from .reload import ReloadOutcome
 
 Reload = Callable[[], ReloadOutcome]
@@ -63,16 +64,25 @@ def ops_blueprint(hub: Hub, reload: Reload, *, over_tcp: bool) -> Blueprint:
     return ops
 
 
-def create_admin_app(hub: Hub, reload: Reload) -> QuartTrio:
+def create_admin_app(
+    hub: Hub, reload: Reload, public_base: Callable[[], str] = lambda: ""
+) -> QuartTrio:
     """The app served on the admin unix socket: whoever can open the socket may manage."""
     app = QuartTrio("wstund-admin", static_folder=None)
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.register_blueprint(api.create_blueprint(hub))
     app.register_blueprint(ops_blueprint(hub, reload, over_tcp=False))
-    app.register_blueprint(marketplace_routes.create_blueprint(hub))
+    app.register_blueprint(marketplace_routes.create_blueprint(hub, trusted=True))
     app.register_blueprint(tunnel_routes.create_blueprint(hub))
     app.register_blueprint(moosicbox_routes.create_blueprint(hub))
+
+    @app.get("/_api/admin/token")
+    async def show_admin_token() -> Response:
+        # Only here, never on the public app: the socket's owner and group are who may see it.
+        token = hub.config.server.admin_token
+        url = admin_token.login_url(public_base(), token, hub.config.admin.host)
+        return jsonify({"token": token, "url": url})
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

@@ -170,6 +170,23 @@ def main(
     )
 
 
+# -- admin token -------------------------------------------------------------------------------
+
+
+@main.group()
+def admin() -> None:
+    """The admin token of the web admin page."""
+
+
+@admin.command("token")
+@json_option
+@pass_ctl
+def admin_token(ctl: Ctl) -> None:
+    """Print the admin token and the /admin URL that logs a browser in (admin socket only)."""
+    data = ctl.call("GET", "/_api/admin/token")
+    emit(ctl, data, lambda d: f"{d['token']}\nlog in at: {d['url']}")
+
+
 # -- status, version, reload, config ---------------------------------------------------------
 
 

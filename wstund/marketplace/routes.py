@@ -5,6 +5,7 @@ from __future__ import annotations
 import mimetypes
 from typing import Any
 
+import httpx
 import msgspec
 import trio
 from quart import Blueprint, Response, request
@@ -72,10 +73,27 @@ async def serve(hub: Hub, service: Service, page: str) -> Response:
     return response
 
 
-def create_blueprint(hub: Hub) -> Blueprint:
-    """Marketplace routes; writes need the admin token (``web.app._is_management``)."""
+def create_blueprint(hub: Hub, *, trusted: bool = False) -> Blueprint:
+    """Marketplace routes; writes need the admin token (``web.app._is_management``).
+
+    Over HTTP (not ``trusted``) a request may name only a known marketplace (configured or
+    added with ``POST /_api/marketplace/url``), so the API never fetches an arbitrary URL;
+    the admin socket (``trusted``) may name any.
+    """
     bp = Blueprint("marketplace", __name__)
     busy = hub.installing  # shared with the admin socket's copy of these routes
+
+    def known(url: str) -> str:
+        """``url`` normalised; refused over HTTP unless it is a known marketplace."""
+        normalised = fetch.normalise_url(url)
+        if not trusted and normalised not in store.marketplace_urls(hub):
+            raise MarketplaceError(
+                400,
+                "unknown_marketplace",
+                f"{normalised!r} is not a known marketplace; add it first "
+                "(POST /_api/marketplace/url)",
+            )
+        return normalised
 
     @bp.errorhandler(MarketplaceError)
     async def refused(exc: MarketplaceError) -> Response:
@@ -88,12 +106,17 @@ def create_blueprint(hub: Hub) -> Blueprint:
     @bp.post("/_api/marketplace/url")
     async def add_url() -> Response:
         body = await _body(UrlRequest)
-        return _json({"urls": await store.add_url(hub, body.url)})
+        url = fetch.normalise_url(body.url)
+        with trio.move_on_after(max(hub.config.marketplace.timeout, 1.0)) as waited:
+            await fetch.address_guard(hub.config.marketplace)(httpx.Request("GET", url))
+        if waited.cancelled_caught:
+            raise MarketplaceError(504, "upstream_timeout", f"resolving {url}: took too long")
+        return _json({"urls": await store.add_url(hub, url)})
 
     @bp.post("/_api/marketplace/list")
     async def list_services() -> Response:
         body = await _body(ListRequest)
-        urls = [fetch.normalise_url(body.url)] if body.url else store.marketplace_urls(hub)
+        urls = [known(body.url)] if body.url else store.marketplace_urls(hub)
         found: dict[str, list[ListEntry]] = {}
         errors: list[dict[str, str]] = []
 
@@ -126,7 +149,7 @@ def create_blueprint(hub: Hub) -> Blueprint:
             raise MarketplaceError(
                 409, "already_installed", f"{body.name!r} is installed; use update"
             )
-        return await _install(body.name, body.url, enabled=False)
+        return await _install(body.name, known(body.url) if body.url else None, enabled=False)
 
     @bp.post("/_api/marketplace/update")
     async def update() -> Response:
@@ -135,7 +158,7 @@ def create_blueprint(hub: Hub) -> Blueprint:
         service = hub.services.get(body.name)
         if service is None:
             raise MarketplaceError(404, "service_not_found", f"{body.name!r} is not installed")
-        url = body.url or store.installed_source(service)
+        url = known(body.url) if body.url else store.installed_source(service)
         return await _install(body.name, url, enabled=service.enabled)
 
     async def _install(name: str, url: str | None, *, enabled: bool) -> Response:

@@ -11,9 +11,17 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..exchange import Exchange, ExchangeFailed, FailKind, Head, TooLarge, Truncated
-from ..httpheaders import BodyLimit, InvalidHead, check_headers, check_status, end_to_end, to_bytes
+from ..httpheaders import (
+    UNTRUSTED_DROPPED,
+    UNTRUSTED_SANDBOX,
+    BodyLimit,
+    InvalidHead,
+    check_headers,
+    check_status,
+    end_to_end,
+    to_bytes,
+)
 from ..tunnel.asgi import Receive, Send, send_json_error
-from ..web.relayhttp import PROGRAM_CSP
 from .sender import SenderBusy, SenderLost
 from .wire import check_json, http_frame
 
@@ -140,14 +148,18 @@ async def proxy(hub: Hub, call: Call, receive: Receive, send: Send) -> None:
 def _response_headers(head: Head, blocking: bool) -> list[tuple[bytes, bytes]]:
     """The sender's status and headers, checked; InvalidHead when they cannot be passed on."""
     check_status(head.status)
-    drop = ("content-length",) if blocking else ()
+    drop = {name.decode() for name in UNTRUSTED_DROPPED} | {"x-content-type-options"}
+    if blocking:
+        drop.add("content-length")
     headers = check_headers(end_to_end(head.headers, also_drop=drop))
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", "application/octet-stream"))
     # What a MoosicBox server sends shares wstund's origin (a signature link can be opened in a
-    # browser): it runs sandboxed, with no access to this origin's cookies, storage or API. A
-    # policy of the sender's own stays too: a browser enforces every policy given.
-    headers.append(("content-security-policy", PROGRAM_CSP))
+    # browser): it runs sandboxed, with no access to this origin's cookies, storage or API.
+    # Ours is added whatever the sender's own policy says (a browser enforces every policy
+    # given, so a sender's "sandbox allow-same-origin" cannot lift it).
+    headers.append(("content-security-policy", UNTRUSTED_SANDBOX))
+    headers.append(("x-content-type-options", "nosniff"))
     return to_bytes(headers)
 
 

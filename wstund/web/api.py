@@ -110,6 +110,18 @@ def create_blueprint(hub: Hub) -> Blueprint:
             return json_error(404, "instance_not_found", f"no instance {uuid!r}")
         return jsonify({"success": True, "uuid": uuid})
 
+    @api.post("/_api/instances/<uuid>/kick")
+    async def kick_member(uuid: str) -> Response:
+        instance = hub.instances.get(uuid)
+        if instance is None:
+            return json_error(404, "instance_not_found", f"no instance {uuid!r}")
+        body = await request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("userId"), str):
+            return json_error(400, "invalid_request", 'expected JSON {"userId": str}')
+        if not hub.kick(instance, body["userId"], "kicked by admin"):
+            return json_error(404, "user_not_found", f"no user {body['userId']!r} in {uuid}")
+        return jsonify({"success": True, "userId": body["userId"], "instanceUuid": uuid})
+
     @api.get("/<svc>/service/api/status")
     async def service_status(svc: str) -> Response:
         service = hub.services.get(svc)

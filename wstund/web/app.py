@@ -13,21 +13,29 @@ from ..marketplace import routes as marketplace_routes
 from ..moosicbox import routes as moosicbox_routes
 from ..relay import endpoint
 from ..tunnel import routes as tunnel_routes
-from . import api, pages, relayhttp
-from .auth import PUBLIC_PATHS, admin_access, server_access
-from .errors import forbidden, json_error, unauthorized
-from .prompt import admin_refusal
+from . import api, login, pages, relayhttp
+from .auth import PUBLIC_PATHS, admin_access, is_admin_host, server_access
+from .errors import forbidden, json_error, misdirected, unauthorized
+from .writes import write_refusal
 
 log = logging.getLogger("wstund.web")
 RELAY_PATHS = ("/ws", "/websocket")
 
 
+# Reads that show secrets or fetch from elsewhere: the admin token, like every write.
+ADMIN_READS = ("/_api/tunnel/clients",)
+
+
 def _is_management(method: str, path: str) -> bool:
-    """Management requests need the admin token when one is set."""
-    if path == "/admin":
-        return True
-    writes = method not in ("GET", "HEAD", "OPTIONS")
-    return writes and (path.startswith("/_api/") or "/service/api/" in path)
+    """Management requests need the admin token (a daemon always has one: admin.token)."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return path.startswith(ADMIN_READS)
+    return path.startswith("/_api/") or "/service/api/" in path
+
+
+def _own_origin() -> str:
+    """This request's own origin, as a browser's ``Origin`` header would name it."""
+    return f"{request.scheme}://{request.host}"
 
 
 def create_app(hub: Hub) -> QuartTrio:
@@ -44,27 +52,34 @@ def create_app(hub: Hub) -> QuartTrio:
     app.register_blueprint(pages.create_blueprint(hub))
     app.register_blueprint(tunnel_routes.create_blueprint(hub))
     app.register_blueprint(moosicbox_routes.create_blueprint(hub))
+    app.register_blueprint(login.create_blueprint(hub))
 
     @app.before_request
     async def check_tokens() -> Response | None:
         config = hub.config
-        if request.path in PUBLIC_PATHS or pages.is_public_asset(hub, request.path):
+        path, method, headers = request.path, request.method, request.headers
+        if path in PUBLIC_PATHS or pages.is_public_asset(hub, path):
             return None
-        server_ok = server_access(config, request.headers, request.args)
-        management = _is_management(request.method, request.path)
-        if (
-            management
-            and request.path == "/admin"
-            and not (server_ok and admin_access(config, request.headers, request.args))
+        login_path = path in login.LOGIN_PATHS  # it checks the admin token it is given itself
+        management = _is_management(method, path)
+        if (path == "/admin" or login_path or management) and not is_admin_host(
+            request.host, config
         ):
-            return admin_refusal(
-                server_denied=not server_ok, admin_token_set=bool(config.server.admin_token)
-            )
-        if not server_ok:
+            return misdirected(f"management is served at host {config.admin.host!r} only")
+        if path == "/admin":
+            return login.admin_gate(config)
+        if not login_path and not server_access(config, headers, request.args):
             return unauthorized()
-        if management and not admin_access(config, request.headers, request.args):
+        if management and not admin_access(config, headers, request.args):
             return forbidden()
+        if management or login_path:
+            return write_refusal(method, headers, _own_origin(), config.server.allowed_origins)
         return None
+
+    @app.after_request
+    async def no_sniffing(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

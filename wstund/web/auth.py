@@ -6,6 +6,7 @@ import hmac
 from collections.abc import Mapping
 
 from werkzeug.datastructures import Headers
+from werkzeug.http import parse_cookie
 
 from ..config import Config
 
@@ -13,6 +14,10 @@ HeaderLookup = Mapping[str, str] | Headers
 
 # Paths anyone may fetch even when a server token is set (/metrics checks its own tokens).
 PUBLIC_PATHS = frozenset({"/libwstun.js", "/health", "/ready", "/metrics"})
+# The cookie a browser gets for the admin token at login (web.login): HttpOnly, SameSite=Strict,
+# and only on the management paths, so it never reaches a tunnel, a program or a download.
+ADMIN_COOKIE = "wstun_admin"
+ADMIN_COOKIE_PATHS = ("/admin", "/_api")
 
 
 def tokens_equal(given: str | None, expected: str) -> bool:
@@ -30,9 +35,15 @@ def presented_token(headers: HeaderLookup, args: Mapping[str, str]) -> str | Non
     return args.get("token")
 
 
+def admin_cookie(headers: HeaderLookup) -> str | None:
+    """The admin token in the login cookie, if the request carries it."""
+    return parse_cookie(headers.get("Cookie", "")).get(ADMIN_COOKIE) or None
+
+
 def presented_admin_token(headers: HeaderLookup, args: Mapping[str, str]) -> str | None:
-    """The admin token: ``X-Admin-Token``, ``?admin_token=``, or the bearer token."""
-    return headers.get("X-Admin-Token") or args.get("admin_token") or presented_token(headers, args)
+    """The admin token: ``X-Admin-Token``, the bearer token, or the login cookie. Never the
+    query string: a token in a URL ends up in logs, history and Referer headers."""
+    return headers.get("X-Admin-Token") or presented_token(headers, {}) or admin_cookie(headers)
 
 
 def server_access(config: Config, headers: HeaderLookup, args: Mapping[str, str]) -> bool:
@@ -41,14 +52,22 @@ def server_access(config: Config, headers: HeaderLookup, args: Mapping[str, str]
     if not expected:
         return True
     token = presented_token(headers, args)
-    return tokens_equal(token, expected) or tokens_equal(
-        presented_admin_token(headers, args), config.server.admin_token
-    )
+    return tokens_equal(token, expected) or admin_access(config, headers, args)
 
 
 def admin_access(config: Config, headers: HeaderLookup, args: Mapping[str, str]) -> bool:
-    """Whether a request may manage the server: no admin token set, or it is presented."""
-    expected = config.server.admin_token
-    if not expected:
+    """Whether a request presents the admin token (an empty one, as in a config never given
+    to a daemon, matches nothing: the daemon always has one, admin.token)."""
+    return tokens_equal(presented_admin_token(headers, args), config.server.admin_token)
+
+
+def is_admin_host(host: str | None, config: Config) -> bool:
+    """Whether a request's ``Host`` is ``admin.host`` (its port compared only when the setting
+    names one); always true when ``admin.host`` is empty (management on every host)."""
+    wanted = config.admin.host.lower()
+    if not wanted:
         return True
-    return tokens_equal(presented_admin_token(headers, args), expected)
+    host = (host or "").lower()
+    if ":" not in wanted.rsplit("]", 1)[-1]:
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return host == wanted

@@ -29,3 +29,8 @@ def forbidden(message: str = "a valid admin token is required") -> Response:
     response = json_error(403, "forbidden", message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="wstun-admin"'
     return response
+
+
+def misdirected(message: str) -> Response:
+    """421: the request is for a path this host name does not serve (``admin.host``)."""
+    return json_error(421, "misdirected_request", message)

@@ -14,6 +14,7 @@ from quart import Blueprint, Response, request
 from ..hub import Hub
 from ..marketplace import routes as marketplace_routes
 from ..relay.services import static_root
+from . import login
 from .errors import json_error
 from .files import send_static
 from .relayhttp import forward_to_program
@@ -63,7 +64,7 @@ def create_blueprint(hub: Hub) -> Blueprint:
 
     @pages.get("/admin")
     async def admin() -> Response:
-        return await _file(root / "admin.html")
+        return await login.admin_page(root / "admin.html")
 
     @pages.get("/libwstun.js")
     async def libwstun() -> Response:

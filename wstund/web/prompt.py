@@ -1,64 +1,65 @@
-"""The small HTML token prompt a browser gets at ``/admin`` without a valid admin token."""
+"""The small HTML login page a browser gets at ``/admin`` without the admin token.
+
+Its script takes the token from the URL fragment (``/admin#admin_token=…``, the URL the daemon
+logs) or from the form, posts it as JSON to ``/admin/login`` (which answers with an HttpOnly
+cookie), drops the fragment from the address bar and history, and opens ``/admin``.
+"""
 
 from __future__ import annotations
 
-import html
-
-from quart import Response, request
-
-from .errors import forbidden, unauthorized
-
-PROMPT = """<!doctype html>
+PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>wstund admin: token required</title>
+<meta name="referrer" content="no-referrer">
+<title>wstund admin: log in</title>
 <style>
-body {{ font: 15px/1.45 system-ui, sans-serif; background: #f4f6f8; margin: 0; }}
-form {{ max-width: 360px; margin: 12vh auto; background: #fff; padding: 20px 24px;
-        border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.1); }}
-input {{ width: 100%; box-sizing: border-box; padding: 7px; margin: 8px 0 12px; }}
-.error {{ color: #a42020; }}
+body { font: 15px/1.45 system-ui, sans-serif; background: #f4f6f8; margin: 0; }
+form { max-width: 380px; margin: 12vh auto; background: #fff; padding: 20px 24px;
+       border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.1); }
+input { width: 100%; box-sizing: border-box; padding: 7px; margin: 8px 0 12px; }
+.error { color: #a42020; } code { font-size: 13px; }
 </style></head>
-<body><form id="token-form" method="get" action="/admin">
+<body><form id="token-form">
 <h1>wstund admin</h1>
-<p>{message}</p>
-<label for="admin_token">{label}</label>
-<input id="admin_token" name="{field}" type="password" autocomplete="current-password"
+<p id="message">MESSAGE</p>
+<label for="admin_token">Admin token</label>
+<input id="admin_token" name="admin_token" type="password" autocomplete="current-password"
  autofocus required>
-{hidden}<button type="submit">Open the admin page</button>
-</form></body></html>
+<button type="submit">Log in</button>
+<p>The server printed the login URL when it first started;
+<code>wstunctl admin token</code> prints it again.</p>
+</form>
+<script>
+"use strict";
+const message = document.getElementById("message");
+async function login(token) {
+  const response = await fetch("/admin/login", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token }), credentials: "same-origin",
+  });
+  if (response.ok) { location.replace("/admin"); return; }
+  message.textContent = "That token was not accepted.";
+  message.className = "error";
+}
+function fromFragment() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("admin_token");
+  if (token === null) return;
+  history.replaceState(null, "", location.pathname);  // the token leaves the address bar
+  login(token);
+}
+fromFragment();
+addEventListener("hashchange", fromFragment);  // the login URL opened over this very page
+document.getElementById("token-form").addEventListener("submit", ev => {
+  ev.preventDefault();
+  login(document.getElementById("admin_token").value);
+});
+</script>
+</body></html>
 """
+NOT_ACCEPTED = '<span class="error">That token was not accepted.</span>'
+ASK = "This page needs the server's admin token."
 
 
-def wants_html() -> bool:
-    """Whether the client prefers HTML over JSON (a browser navigating to the page)."""
-    accept = request.accept_mimetypes
-    return accept.quality("text/html") > accept.quality("application/json")
-
-
-def admin_refusal(*, server_denied: bool, admin_token_set: bool) -> Response:
-    """401 with an HTML token prompt for browsers; the usual JSON 401/403 for others.
-
-    Without an admin token configured, the server token is what the page needs (``?token=``).
-    """
-    if not wants_html():
-        return unauthorized() if server_denied else forbidden()
-    field = "admin_token" if admin_token_set else "token"
-    tried = bool(request.args.get(field) or request.headers.get("Authorization"))
-    message = (
-        '<span class="error">That token was not accepted.</span>'
-        if tried
-        else f"This page needs the server's {'admin' if admin_token_set else 'server'} token."
-    )
-    server_token = request.args.get("token") if admin_token_set else None
-    hidden = (
-        f'<input type="hidden" name="token" value="{html.escape(server_token)}">\n'
-        if server_token
-        else ""
-    )
-    label = "Admin token" if admin_token_set else "Server token"
-    page = PROMPT.format(message=message, hidden=hidden, field=field, label=label)
-    response = Response(page, 401, mimetype="text/html")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="wstun-admin"'
-    response.headers["Cache-Control"] = "no-store"
-    return response
+def login_page(*, tried: bool) -> str:
+    """The login page's HTML; ``tried`` says a token was given and refused."""
+    return PAGE.replace("MESSAGE", NOT_ACCEPTED if tried else ASK)
