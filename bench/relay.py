@@ -794,6 +794,7 @@ ROWS = [
     ("rss_per_idle_connection_kib", "RSS per idle joined connection, KiB ({i})", ".1f"),
     ("idle_rss_before_kib", "RSS before idle connections, KiB", ",.0f"),
     ("peak_rss_kib", "RSS at end of load, KiB", ",.0f"),
+    ("load_1min", "machine load average (1 min) when done", ".1f"),
 ]
 
 SHORT = {
@@ -804,34 +805,68 @@ SHORT = {
 }
 
 
-def table(results: dict[str, dict[str, Any]], opts: argparse.Namespace) -> str:
-    """One column per server, then wstund ÷ each other server."""
-    labels = {
-        key: label.format(n=opts.members, m=opts.members - 1, w=opts.window, i=opts.idle)
-        for key, label, _ in ROWS
-    }
-    width = max(len(label) for label in labels.values())
-    names = list(results)
-    peers = [name for name in names if name != "wstund"] if "wstund" in results else []
-    head = f"{'':{width}}" + "".join(f"  {name:>15}" for name in names)
-    head += "".join(f"  {'w÷' + SHORT[p]:>10}" for p in peers)
+def ratio_table(
+    runs: list[dict[str, dict[str, Any]]],
+    rows: Sequence[tuple[str, str, str]],
+    short: dict[str, str],
+    ours: str = "wstund",
+) -> str:
+    """One column per server, then ``ours`` ÷ each other server. With several runs a cell is the
+    median ± half the spread (max − min) in % of it, and the ratios are of the medians."""
+    names = list(runs[0])
+    width = max(len(label) for _, label, _ in rows)
+    cell = 15 if len(runs) == 1 else 20
+    others = [n for n in names if n != ours] if ours in names else []
+    head = f"{'':{width}}" + "".join(f"  {n:>{cell}}" for n in names)
+    head += "".join(f"  {ours[0] + '÷' + short.get(n, n):>10}" for n in others)
     lines = [head, "-" * len(head)]
-    for key, _, fmt in ROWS:
-        row = f"{labels[key]:{width}}" + "".join(f"  {results[n][key]:>15{fmt}}" for n in names)
-        for peer in peers:
-            ours, theirs = results["wstund"][key], results[peer][key]
-            row += f"  {ours / theirs:>10.2f}" if theirs else f"  {'-':>10}"
-        lines.append(row)
-    if peers:
-        lines.append(
-            "w÷X = wstund's figure divided by X's (rates: higher is better for wstund; "
-            "µs, latency, KiB: lower)"
+
+    def median(name: str, key: str) -> float:
+        values = sorted(float(run[name][key]) for run in runs)
+        return (
+            values[len(values) // 2]
+            if len(values) % 2
+            else sum(values[len(values) // 2 - 1 : len(values) // 2 + 1]) / 2
         )
-    for name, figs in results.items():
-        for error in figs["errors"]:
-            lines.append(f"{name} error: {error}")
-        if figs["exit_code"] not in (0, -signal.SIGTERM):
-            lines.append(f"{name} exited with {figs['exit_code']}")
+
+    for key, label, fmt in rows:
+        row = f"{label:{width}}"
+        for name in names:
+            values = [float(run[name][key]) for run in runs]
+            mid = median(name, key)
+            if mid != mid:  # NaN: the figure does not apply
+                text = "-"
+            elif len(runs) == 1:
+                text = f"{mid:{fmt}}"
+            else:
+                half = 50 * (max(values) - min(values)) / mid if mid else 0.0
+                text = f"{mid:{fmt}} ±{half:.0f}%"
+            row += f"  {text:>{cell}}"
+        for other in others:
+            a, b = median(ours, key), median(other, key)
+            row += f"  {a / b:>10.2f}" if b and a == a and b == b else f"  {'-':>10}"
+        lines.append(row)
+    if others:
+        lines.append(f"{ours[0]}÷X = {ours}'s figure divided by X's")
+    if len(runs) > 1:
+        lines.append(f"cells: median of {len(runs)} runs ± half the spread (max − min), in %")
+    return "\n".join(lines)
+
+
+def table(runs: list[dict[str, dict[str, Any]]], opts: argparse.Namespace) -> str:
+    """The relay figures of every run, then their errors and unexpected exit codes."""
+    rows = [
+        (key, label.format(n=opts.members, m=opts.members - 1, w=opts.window, i=opts.idle), fmt)
+        for key, label, fmt in ROWS
+    ]
+    lines = [ratio_table(runs, rows, SHORT)]
+    lines.append("rates: higher is better for wstund; µs, latency, KiB: lower")
+    for run in runs:
+        for name, figs in run.items():
+            for error in figs["errors"]:
+                lines.append(f"{name} error: {error}")
+            if figs["exit_code"] not in (0, -signal.SIGTERM):
+                lines.append(f"{name} exited with {figs['exit_code']}")
     return "\n".join(lines)
 
 
@@ -842,19 +877,27 @@ def print_profile(path: str, limit: int = 30) -> None:
     stats.sort_stats("cumulative").print_stats(limit)
 
 
-async def run(opts: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+async def run(opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """``opts.runs`` rounds, each measuring every server once (in turn, so that a noisy minute
+    on the shared machine spreads over the servers instead of falling on one)."""
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="wstund-bench-") as tmp:
-        for name in opts.servers:
-            server = STARTERS[name](Path(tmp), opts)
-            try:
-                result = await measure(server, opts)
-            finally:
-                if server.proc.poll() is None:
-                    server.proc.kill()
-                    server.proc.wait()
-            results[result.name] = figures(result)
-    return results
+        for round_ in range(opts.runs):
+            results: dict[str, Any] = {}
+            if opts.runs > 1:
+                log(f"run {round_ + 1}/{opts.runs}")
+            for name in opts.servers:
+                server = STARTERS[name](Path(tmp), opts)
+                try:
+                    result = await measure(server, opts)
+                finally:
+                    if server.proc.poll() is None:
+                        server.proc.kill()
+                        server.proc.wait()
+                results[result.name] = figures(result)
+                results[result.name]["load_1min"] = os.getloadavg()[0]
+            runs.append(results)
+    return runs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -874,6 +917,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, default=2000, help="idle connections (2000)")
     parser.add_argument("--round-trips", type=int, default=2000, help="round trips (2000)")
     parser.add_argument("--phase-timeout", type=float, default=30.0, help="bound per phase, s")
+    parser.add_argument("--runs", type=int, default=1, help="rounds over every server (1)")
     parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
     parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="don't pin server and generator CPUs"
@@ -910,24 +954,23 @@ def main() -> None:
         psutil.Process().cpu_affinity(generator)
     load_before = load_average()
     started = time.perf_counter()
-    results = trio.run(run, opts)
+    runs = trio.run(run, opts)
     elapsed = time.perf_counter() - started
-    text = table(results, opts)
+    text = table(runs, opts)
     header = (
-        f"wstund relay benchmark: 1 owner + {opts.members} members, {opts.messages} messages "
-        f"per load phase, {opts.window} in flight, ~{opts.size} B frames, {opts.idle} idle "
-        f"connections; {os.cpu_count()} CPUs, servers pinned to {server_cpus(opts)}, "
-        f"generator to {generator}; load average {load_before} before, {load_average()} after; "
-        f"run took {elapsed:.0f}s"
+        f"wstund relay benchmark, {opts.runs} run(s): 1 owner + {opts.members} members, "
+        f"{opts.messages} messages per load phase, {opts.window} in flight, ~{opts.size} B "
+        f"frames, {opts.idle} idle connections; {os.cpu_count()} CPUs, servers pinned to "
+        f"{server_cpus(opts)}, generator to {generator}; load average {load_before} before, "
+        f"{load_average()} after; run took {elapsed:.0f}s"
     )
     if versions:
         header += "\npeers: " + "; ".join(versions)
     if opts.json:
         log(f"{header}\n{text}")
         out = {"options": vars(opts), "elapsed_s": elapsed, "versions": versions}
-        print(
-            json.dumps({**out, "load_average": [load_before, load_average()], **results}, indent=2)
-        )
+        out["load_average"] = [load_before, load_average()]
+        print(json.dumps({**out, "runs": runs}, indent=2))
     else:
         print(f"{header}\n{text}")
     if opts.profile:

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
 
 from httpclient import LeanHTTP  # noqa: E402
-from relay import free_port, load_average, log, print_profile, wstund_argv  # noqa: E402
+from relay import (  # noqa: E402
+    free_port,
+    load_average,
+    log,
+    print_profile,
+    ratio_table,
+    wstund_argv,
+)
 
 BIN = Path(sys.executable).parent
 CLIENT = "bench"
@@ -280,7 +288,7 @@ async def small_requests(
         "rps": done / clock.wall,
         "p50_ms": q[49] * 1000,
         "p99_ms": q[98] * 1000,
-        "proxy_cpu_ms_per_request": 1000 * clock.proxy / done if route.proxies else float("nan"),
+        "proxy_cpu_ms_per_request": 1000 * clock.proxy / done if route.proxies else nan,
         "origin_cpu_ms_per_request": 1000 * clock.origin_cpu / done,
         "generator_cpu_pct": 100 * clock.generator / clock.wall,
         "requests": done,
@@ -319,28 +327,33 @@ async def download(
     return {
         "MB_per_s": count * size / clock.wall / 1e6,
         "downloads": count,
-        "download_proxy_cpu_pct": 100 * clock.proxy / clock.wall,
+        "download_proxy_cpu_pct": 100 * clock.proxy / clock.wall if route.proxies else nan,
         "download_generator_cpu_pct": 100 * clock.generator / clock.wall,
     }
 
 
 async def measure(
     opts: argparse.Namespace, routes: dict[str, Route], origin: psutil.Process
-) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    for name, route in routes.items():
-        log(f"{name}: small GETs for {opts.seconds}s, {opts.concurrency} callers")
-        small = await small_requests(route, origin, opts.seconds, opts.concurrency)
-        log(
-            f"{name}: {opts.single} single GETs, then {opts.size} MiB downloads for {opts.seconds}s"
-        )
-        single = await single_requests(route, opts.single)
-        big = await download(route, origin, opts.size * 1024 * 1024, opts.seconds)
-        results[name] = {**small, "single_p50_ms": single, **big}
-    direct = results["direct"]["single_p50_ms"]
-    for figures in results.values():
-        figures["added_p50_ms"] = figures["single_p50_ms"] - direct
-    return results
+) -> list[dict[str, Any]]:
+    """``opts.runs`` rounds, each over every path in turn."""
+    runs = []
+    for round_ in range(opts.runs):
+        if opts.runs > 1:
+            log(f"run {round_ + 1}/{opts.runs}")
+        results: dict[str, Any] = {}
+        for name, route in routes.items():
+            log(f"{name}: small GETs for {opts.seconds}s, {opts.concurrency} callers")
+            small = await small_requests(route, origin, opts.seconds, opts.concurrency)
+            log(f"{name}: {opts.single} single GETs, then {opts.size} MiB downloads")
+            single = await single_requests(route, opts.single)
+            big = await download(route, origin, opts.size * 1024 * 1024, opts.seconds)
+            load = os.getloadavg()[0]
+            results[name] = {**small, "single_p50_ms": single, **big, "load_1min": load}
+        direct = results["direct"]["single_p50_ms"]
+        for figures in results.values():
+            figures["added_p50_ms"] = figures["single_p50_ms"] - direct
+        runs.append(results)
+    return runs
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -358,31 +371,13 @@ ROWS = [
     ("download_generator_cpu_pct", "download: generator CPU %", ".0f"),
     ("single_p50_ms", "single request p50, ms", ".3f"),
     ("added_p50_ms", "single request p50 added to direct, ms", ".3f"),
+    ("load_1min", "machine load average (1 min) when done", ".1f"),
 ]
 
 
-def table(results: dict[str, dict[str, Any]], opts: argparse.Namespace) -> str:
-    """One column per path, then wstund ÷ each other path."""
-    labels = {key: label.format(c=opts.concurrency, s=opts.size) for key, label, _ in ROWS}
-    width = max(len(label) for label in labels.values())
-    names = list(results)
-    others = [n for n in names if n != "wstund"] if "wstund" in results else []
-    head = f"{'':{width}}" + "".join(f"  {n:>10}" for n in names)
-    head += "".join(f"  {'w÷' + n:>9}" for n in others)
-    lines = [head, "-" * len(head)]
-    for key, _, fmt in ROWS:
-        cells = [results[n][key] for n in names]
-        row = f"{labels[key]:{width}}" + "".join(
-            f"  {v:>10{fmt}}" if v == v else f"  {'-':>10}" for v in cells
-        )
-        for other in others:
-            ours, theirs = results["wstund"][key], results[other][key]
-            ok = theirs and theirs == theirs and ours == ours  # not zero, not NaN
-            row += f"  {ours / theirs:>9.2f}" if ok else f"  {'-':>9}"
-        lines.append(row)
-    if others:
-        lines.append("w÷X = wstund's figure divided by X's (req/s, MB/s: higher is better)")
-    return "\n".join(lines)
+def table(runs: list[dict[str, dict[str, Any]]], opts: argparse.Namespace) -> str:
+    rows = [(key, label.format(c=opts.concurrency, s=opts.size), fmt) for key, label, fmt in ROWS]
+    return ratio_table(runs, rows, {}) + "\nreq/s, MB/s: higher is better for wstund; ms: lower"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -396,6 +391,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--single", type=int, default=500, help="single GETs one at a time (500)")
     parser.add_argument("--size", type=int, default=100, help="download size, MiB (100)")
+    parser.add_argument("--runs", type=int, default=1, help="rounds over every path (1)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
@@ -416,7 +412,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="wstun-bench-") as tmp:
         try:
             routes, origin = start_all(procs, Path(tmp), opts, nginx)
-            results = trio.run(measure, opts, routes, origin)
+            runs = trio.run(measure, opts, routes, origin)
         finally:
             for proc in reversed(procs):
                 proc.terminate()
@@ -427,19 +423,19 @@ def main() -> None:
                     proc.kill()
                     proc.wait()
     header = (
-        f"wstund tunnel benchmark: origin nginx {version} (static files); per path {opts.seconds}s "
-        f"of small GETs ({len(SMALL_BODY)} B) by {opts.concurrency} callers and of {opts.size} MiB "
-        "downloads, "
-        f"{opts.single} single GETs; {os.cpu_count()} CPUs, nothing pinned; load average "
-        f"{load_before} before, {load_average()} after; run took "
-        f"{time.perf_counter() - started:.0f}s"
+        f"wstund tunnel benchmark, {opts.runs} run(s): origin nginx {version} (static files); "
+        f"per path {opts.seconds}s of small GETs ({len(SMALL_BODY)} B) by {opts.concurrency} "
+        f"callers and of {opts.size} MiB downloads, {opts.single} single GETs; "
+        f"{os.cpu_count()} CPUs, nothing pinned; load average {load_before} before, "
+        f"{load_average()} after; run took {time.perf_counter() - started:.0f}s"
     )
+    text = table(runs, opts)
     if opts.json:
-        log(header)
+        log(f"{header}\n{text}")
         out = {"options": vars(opts), "nginx": version, "load_average": load_before}
-        print(json.dumps({**out, **results}, indent=2))
+        print(json.dumps({**out, "runs": runs}, indent=2))
     else:
-        print(f"{header}\n{table(results, opts)}")
+        print(f"{header}\n{text}")
     if opts.profile:
         print_profile(opts.profile)
 
