@@ -33,6 +33,7 @@ import json
 import os
 import pstats
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,21 +70,52 @@ def log(message: str) -> None:
 # -- the peers, installed by the bench itself -----------------------------------------------------
 
 
+def ensure_command(name: str, packages: list[str], also: Sequence[str] = ()) -> str:
+    """The path of command ``name`` (or of one of ``also``), installing Debian ``packages`` with
+    apt-get when it is missing. A package's own service start is held back (policy-rc.d exit
+    101), so that no server runs but those a bench starts and stops by pid."""
+    found = shutil.which(name) or next((p for p in also if Path(p).exists()), None)
+    if found:
+        return found
+    log(f"installing {' '.join(packages)} with apt-get")
+    sudo = ["sudo"] if os.geteuid() != 0 and shutil.which("sudo") else []
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    policy = Path("/usr/sbin/policy-rc.d")
+    made = not policy.exists() and not sudo
+    if made:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        install = [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+        if subprocess.run(install, env=env, stdin=subprocess.DEVNULL).returncode != 0:
+            subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, check=True)
+            subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=True)
+    finally:
+        if made:
+            policy.unlink()
+    found = shutil.which(name) or next((p for p in also if Path(p).exists()), None)
+    if not found:
+        raise SystemExit(f"{name} is still missing after installing {packages}")
+    return found
+
+
 def ensure_socketio() -> str:
     """socket.io 4.8 in bench/.peers/node from the npm registry (once); returns its version."""
     package = NODE_DIR / "node_modules" / "socket.io" / "package.json"
+    node = ensure_command("node", ["nodejs", "npm"])
+    npm = ensure_command("npm", ["npm"])
     if not package.exists():
         log(f"installing {SOCKETIO_SPEC} into {NODE_DIR} with npm")
         NODE_DIR.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["npm", "install", "--prefix", str(NODE_DIR), SOCKETIO_SPEC]
+            [npm, "install", "--prefix", str(NODE_DIR), SOCKETIO_SPEC]
             + ["--no-audit", "--no-fund", "--loglevel=error"],
             check=True,
             stdin=subprocess.DEVNULL,
             timeout=600,
         )
-    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True)
-    return f"socket.io {json.loads(package.read_text())['version']}, node {node.stdout.strip()}"
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    return f"socket.io {json.loads(package.read_text())['version']}, node {version.stdout.strip()}"
 
 
 def ensure_python_socketio() -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ sys.path[:0] = [str(ROOT / "bench")]
 
 from httpclient import LeanHTTP  # noqa: E402
 from relay import (  # noqa: E402
+    ensure_command,
     free_port,
     load_average,
     log,
@@ -69,27 +69,7 @@ PATHS = ["direct", "nginx", "wstund"]
 
 def ensure_nginx() -> tuple[str, str]:
     """Debian's nginx, installed with apt-get when missing; returns (binary, version)."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
-        log("installing nginx with apt-get")
-        sudo = ["sudo"] if os.geteuid() != 0 and shutil.which("sudo") else []
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        # Debian's package starts its service on install; policy-rc.d (exit 101) forbids that,
-        # so the only nginx running is the ones this bench starts and stops by pid.
-        policy = Path("/usr/sbin/policy-rc.d")
-        made = not policy.exists() and not sudo
-        if made:
-            policy.write_text("#!/bin/sh\nexit 101\n")
-            policy.chmod(0o755)
-        try:
-            install = [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx"]
-            if subprocess.run(install, env=env, stdin=subprocess.DEVNULL).returncode != 0:
-                subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, check=True)
-                subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=True)
-        finally:
-            if made:
-                policy.unlink()
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = ensure_command("nginx", ["nginx"], also=["/usr/sbin/nginx"])
     version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
     return nginx, version.removeprefix("nginx version: ")
 
