@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -480,6 +481,7 @@ class Phase:
     server_cpu: float = 0.0
     client_cpu: float = 0.0
     server_cpu_seconds: float = 0.0
+    client_cpu_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     def rate(self, count: int) -> float:
@@ -519,7 +521,8 @@ class CpuClock:
         mine = self.me.cpu_times()
         self.server_seconds = self.server.cpu() - self.server_cpu
         self.server_pct = 100 * self.server_seconds / wall
-        self.client_pct = 100 * (mine.user + mine.system - self.client_cpu) / wall
+        self.client_seconds = mine.user + mine.system - self.client_cpu
+        self.client_pct = 100 * self.client_seconds / wall
 
 
 class BenchPayload(msgspec.Struct):
@@ -591,6 +594,7 @@ async def room_traffic(
     phase.seconds = (last[0] or time.perf_counter()) - start
     phase.server_cpu, phase.client_cpu = cpu.server_pct, cpu.client_pct
     phase.server_cpu_seconds = cpu.server_seconds
+    phase.client_cpu_seconds = cpu.client_seconds
     for client in receivers:
         client.sink = lambda frame, now: None
         if client.closed:
@@ -758,6 +762,11 @@ def figures(result: ServerResult) -> dict[str, Any]:
         "broadcast_deliveries_per_server_cpu_s": r.broadcast.per_server_cpu_second(
             r.broadcast.deliveries
         ),
+        "broadcast_client_us_per_delivery": 1e6
+        * r.broadcast.client_cpu_seconds
+        / r.broadcast.deliveries
+        if r.broadcast.deliveries
+        else nan,
         "fanout_messages_per_s": r.fanout.rate(r.fanout.messages),
         "fanout_deliveries_per_s": r.fanout.rate(r.fanout.deliveries),
         "fanout_latency_p50_ms": r.fanout.percentile(50),
@@ -766,6 +775,9 @@ def figures(result: ServerResult) -> dict[str, Any]:
         "fanout_client_cpu_pct": r.fanout.client_cpu,
         "fanout_server_us_per_delivery": r.fanout.server_us_per(r.fanout.deliveries),
         "fanout_deliveries_per_server_cpu_s": r.fanout.per_server_cpu_second(r.fanout.deliveries),
+        "fanout_client_us_per_delivery": 1e6 * r.fanout.client_cpu_seconds / r.fanout.deliveries
+        if r.fanout.deliveries
+        else nan,
         "broadcast_unloaded_latency_p50_ms": r.broadcast_latency.percentile(50),
         "broadcast_unloaded_latency_p99_ms": r.broadcast_latency.percentile(99),
         "fanout_unloaded_latency_p50_ms": r.fanout_latency.percentile(50),
@@ -802,6 +814,7 @@ ROWS = [
     ("fanout_latency_p99_ms", "fan-out: latency p99, ms ({w} in flight)", ".2f"),
     ("fanout_server_cpu_pct", "fan-out: server CPU %", ".0f"),
     ("fanout_client_cpu_pct", "fan-out: generator CPU %", ".0f"),
+    ("fanout_client_us_per_delivery", "fan-out: generator CPU µs per delivery", ".1f"),
     (
         "broadcast_deliveries_per_server_cpu_s",
         "broadcast: deliveries per server CPU-second",
@@ -814,6 +827,7 @@ ROWS = [
     ("broadcast_latency_p99_ms", "broadcast: latency p99, ms ({w} in flight)", ".2f"),
     ("broadcast_server_cpu_pct", "broadcast: server CPU %", ".0f"),
     ("broadcast_client_cpu_pct", "broadcast: generator CPU %", ".0f"),
+    ("broadcast_client_us_per_delivery", "broadcast: generator CPU µs per delivery", ".1f"),
     ("broadcast_unloaded_latency_p50_ms", "broadcast one at a time: latency p50, ms", ".2f"),
     ("broadcast_unloaded_latency_p99_ms", "broadcast one at a time: latency p99, ms", ".2f"),
     ("fanout_unloaded_latency_p50_ms", "fan-out one at a time: latency p50, ms", ".2f"),
