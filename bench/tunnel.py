@@ -192,7 +192,10 @@ def start_all(
         procs.append(daemon)
         url = f"http://127.0.0.1:{port}"
         wait_http(url)
-        r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, timeout=5)
+        # A daemon that keeps an admin token in its state dir wants it on the REST API.
+        token = tmp / "state" / "admin.token"
+        admin = {"X-Admin-Token": token.read_text().strip()} if token.exists() else {}
+        r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=5)
         r.raise_for_status()
         agent_argv = [str(BIN / "wstund-agent"), "--server", url, "--client-id", CLIENT]
         agent_argv += ["--log-level", "warning", f"http://127.0.0.1:{origin_port}"]
