@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -212,16 +213,23 @@ def pinned(argv: list[str], opts: argparse.Namespace) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, cpus)), *argv] if cpus else argv
 
 
-def wstund_argv(args: list[str], profile: str | None = None) -> list[str]:
+def wstund_argv(args: list[str], profile: str | None = None, src: str | None = None) -> list[str]:
     """The command that runs wstund with ``args``, under cProfile writing ``profile`` if given
-    (written when the daemon stops on SIGTERM)."""
-    if not profile:
+    (written when the daemon stops on SIGTERM), from the source tree ``src`` if given (a ``git
+    archive`` of another branch, say, to compare two versions with one bench: ``-S`` keeps this
+    checkout's editable install from shadowing it, the venv's packages stay importable)."""
+    if not profile and not src:
         return [str(Path(sys.executable).parent / "wstund"), *args]
-    code = (
-        "import cProfile, sys; from wstund.daemon import main; "
-        f"sys.argv = ['wstund', *{args!r}]; cProfile.run('main()', {profile!r})"
-    )
-    return [sys.executable, "-c", code]
+    code = "import sys; "
+    flags = []
+    if src:
+        flags = ["-S"]
+        code += f"sys.path[:0] = [{src!r}, {sysconfig.get_paths()['purelib']!r}]; "
+        # The wheel maps the top-level static/ to wstund.static (pyproject's package-dir).
+        code += f"import wstund; wstund.__path__.append({src!r}); "
+    code += f"from wstund.daemon import main; sys.argv = ['wstund', *{args!r}]; "
+    code += f"import cProfile; cProfile.run('main()', {profile!r})" if profile else "main()"
+    return [sys.executable, *flags, "-c", code]
 
 
 def start_wstund(tmp: Path, opts: argparse.Namespace) -> Server:
@@ -230,7 +238,8 @@ def start_wstund(tmp: Path, opts: argparse.Namespace) -> Server:
     (tmp / "state").mkdir(exist_ok=True)
     wstund_config(config, tmp / "state", opts)
     args = ["--bind", f"127.0.0.1:{port}", "--config", str(config)]
-    proc = subprocess.Popen(pinned(wstund_argv(args, opts.profile), opts), stdin=subprocess.DEVNULL)
+    argv = wstund_argv(args, opts.profile, opts.wstund_src)
+    proc = subprocess.Popen(pinned(argv, opts), stdin=subprocess.DEVNULL)
     return Server("wstund", proc, port, WstundDialect(port))
 
 
@@ -970,6 +979,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
+    )
+    parser.add_argument(
+        "--wstund-src", metavar="DIR", help="run wstund from the source tree DIR (holding wstund/)"
     )
     opts = parser.parse_args(argv)
     opts.servers = [name.strip() for name in opts.servers.split(",") if name.strip()]
