@@ -213,13 +213,19 @@ def pinned(argv: list[str], opts: argparse.Namespace) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, cpus)), *argv] if cpus else argv
 
 
-def wstund_argv(args: list[str], profile: str | None = None, src: str | None = None) -> list[str]:
-    """The command that runs wstund with ``args``, under cProfile writing ``profile`` if given
-    (written when the daemon stops on SIGTERM), from the source tree ``src`` if given (a ``git
-    archive`` of another branch, say, to compare two versions with one bench: ``-S`` keeps this
-    checkout's editable install from shadowing it, the venv's packages stay importable)."""
+ENTRY_POINTS = {"wstund": "wstund.daemon", "wstund-agent": "wstund.agent"}
+
+
+def wstund_argv(
+    args: list[str], profile: str | None = None, src: str | None = None, program: str = "wstund"
+) -> list[str]:
+    """The command that runs ``program`` (wstund or wstund-agent) with ``args``, under cProfile
+    writing ``profile`` if given (written when it stops on SIGTERM), from the source tree ``src``
+    if given (a ``git archive`` of another version, say, to compare two with one bench: ``-S``
+    keeps this checkout's editable install from shadowing it, the venv's packages stay
+    importable)."""
     if not profile and not src:
-        return [str(Path(sys.executable).parent / "wstund"), *args]
+        return [str(Path(sys.executable).parent / program), *args]
     code = "import sys; "
     flags = []
     if src:
@@ -227,7 +233,7 @@ def wstund_argv(args: list[str], profile: str | None = None, src: str | None = N
         code += f"sys.path[:0] = [{src!r}, {sysconfig.get_paths()['purelib']!r}]; "
         # The wheel maps the top-level static/ to wstund.static (pyproject's package-dir).
         code += f"import wstund; wstund.__path__.append({src!r}); "
-    code += f"from wstund.daemon import main; sys.argv = ['wstund', *{args!r}]; "
+    code += f"from {ENTRY_POINTS[program]} import main; sys.argv = [{program!r}, *{args!r}]; "
     code += f"import cProfile; cProfile.run('main()', {profile!r})" if profile else "main()"
     return [sys.executable, *flags, "-c", code]
 
@@ -981,7 +987,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
     )
     parser.add_argument(
-        "--wstund-src", metavar="DIR", help="run wstund from the source tree DIR (holding wstund/)"
+        "--wstund-src",
+        metavar="DIR",
+        help="run wstund from the source tree DIR (holding wstund/ and static/)",
     )
     opts = parser.parse_args(argv)
     opts.servers = [name.strip() for name in opts.servers.split(",") if name.strip()]

@@ -187,7 +187,8 @@ def start_all(
             f'[server]\nstate_dir = "{tmp}/state"\n[admin]\nsocket = "{tmp}/admin.sock"\n'
             '[log]\nlevel = "warning"\n'
         )
-        argv = wstund_argv(["--bind", f"127.0.0.1:{port}", "--config", str(config)], opts.profile)
+        bind = ["--bind", f"127.0.0.1:{port}", "--config", str(config)]
+        argv = wstund_argv(bind, opts.profile, opts.wstund_src)
         daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         procs.append(daemon)
         url = f"http://127.0.0.1:{port}"
@@ -197,8 +198,9 @@ def start_all(
         admin = {"X-Admin-Token": token.read_text().strip()} if token.exists() else {}
         r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=5)
         r.raise_for_status()
-        agent_argv = [str(BIN / "wstund-agent"), "--server", url, "--client-id", CLIENT]
-        agent_argv += ["--log-level", "warning", f"http://127.0.0.1:{origin_port}"]
+        agent_args = ["--server", url, "--client-id", CLIENT, "--log-level", "warning"]
+        agent_args.append(f"http://127.0.0.1:{origin_port}")
+        agent_argv = wstund_argv(agent_args, src=opts.wstund_src, program="wstund-agent")
         env = {"WSTUN_TUNNEL_SECRET": r.json()["secret"], "PATH": str(BIN)}
         agent = subprocess.Popen(agent_argv, env=env, stdin=subprocess.DEVNULL)
         procs.append(agent)
@@ -378,6 +380,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
+    )
+    parser.add_argument(
+        "--wstund-src",
+        metavar="DIR",
+        help="run wstund and the agent from the source tree DIR (holding wstund/ and static/)",
     )
     opts = parser.parse_args(argv)
     opts.paths = [p.strip() for p in opts.paths.split(",") if p.strip()]
