@@ -107,24 +107,11 @@ class LeanWebSocket:
         """Open a TCP connection and upgrade it; raises HandshakeError unless the answer is 101."""
         with trio.fail_after(timeout):
             stream = await RawStream.connect(host, port)
-            key = base64.b64encode(os.urandom(16)).decode()
-            request = (
-                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            )
-            await stream.send_all(request.encode())
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = await stream.receive_some(65536)
-                if not chunk or len(data) > 65536:
-                    await stream.aclose()
-                    raise HandshakeError(f"{path}: connection ended in the handshake: {data!r}")
-                data += chunk
-            head, _, rest = data.partition(b"\r\n\r\n")
-            if not head.startswith((b"HTTP/1.1 101", b"HTTP/1.0 101")):
-                await stream.aclose()
-                raise HandshakeError(f"{path}: {head.decode('latin-1').splitlines()[0]}")
+            try:
+                rest = await _upgrade(stream, host, port, path)
+            except BaseException:
+                stream.sock.close()  # a refused or timed-out handshake leaves no socket behind
+                raise
         return cls(stream, rest)
 
     async def send(self, text: str) -> None:
@@ -235,3 +222,24 @@ class LeanWebSocket:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
         await self.stream.aclose()
+
+
+async def _upgrade(stream: RawStream, host: str, port: int, path: str) -> bytes:
+    """Send the upgrade request for ``path`` and read the answer; the bytes after its head."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await stream.send_all(request.encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk or len(data) > 65536:
+            raise HandshakeError(f"{path}: connection ended in the handshake: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if not head.startswith((b"HTTP/1.1 101", b"HTTP/1.0 101")):
+        raise HandshakeError(f"{path}: {head.decode('latin-1').splitlines()[0]}")
+    return rest
