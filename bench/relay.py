@@ -961,6 +961,18 @@ async def run(opts: argparse.Namespace) -> list[dict[str, Any]]:
     return runs
 
 
+def add_wstund_options(parser: argparse.ArgumentParser) -> None:
+    """The flags choosing how wstund (and its agent) run, shared by the benches."""
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
+    )
+    parser.add_argument(
+        "--wstund-src",
+        metavar="DIR",
+        help="run wstund (and the agent) from the source tree DIR, holding wstund/ and static/",
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -983,14 +995,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="don't pin server and generator CPUs"
     )
-    parser.add_argument(
-        "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
-    )
-    parser.add_argument(
-        "--wstund-src",
-        metavar="DIR",
-        help="run wstund from the source tree DIR (holding wstund/ and static/)",
-    )
+    add_wstund_options(parser)
     opts = parser.parse_args(argv)
     opts.servers = [name.strip() for name in opts.servers.split(",") if name.strip()]
     unknown = set(opts.servers) - set(SERVERS)

@@ -47,6 +47,7 @@ sys.path[:0] = [str(ROOT / "bench")]
 
 from httpclient import LeanHTTP  # noqa: E402
 from relay import (  # noqa: E402
+    add_wstund_options,
     ensure_command,
     free_port,
     load_average,
@@ -378,14 +379,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=100, help="download size, MiB (100)")
     parser.add_argument("--runs", type=int, default=1, help="rounds over every path (1)")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument(
-        "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
-    )
-    parser.add_argument(
-        "--wstund-src",
-        metavar="DIR",
-        help="run wstund and the agent from the source tree DIR (holding wstund/ and static/)",
-    )
+    add_wstund_options(parser)
     opts = parser.parse_args(argv)
     opts.paths = [p.strip() for p in opts.paths.split(",") if p.strip()]
     if set(opts.paths) - set(PATHS):
