@@ -110,6 +110,7 @@ class MarketplaceConfig(_Section):
     timeout: float = 10.0
     max_redirects: int = 3
     allow_private_addresses: bool = False
+    trusted_services: list[str] = msgspec.field(default_factory=list)
     max_file_size: int = 5 * 1024 * 1024
     max_service_size: int = 20 * 1024 * 1024
     max_files: int = 64
