@@ -41,6 +41,7 @@ class ServerConfig(_Section):
     allowed_origins: list[str] = msgspec.field(default_factory=list)
     max_connections: int = 10_000
     max_connections_per_ip: int = 256
+    head_timeout: float = 5.0
     state_dir: str = ""
     shutdown_grace: float = 5.0
     send_timeout: float = 30.0
@@ -61,6 +62,8 @@ class RelayConfig(_Section):
     slow_consumer_timeout: float = 5.0
     max_queued_bytes: int = 16 * 1024 * 1024
     write_batch_bytes: int = 64 * 1024
+    permessage_deflate: bool = False
+    send_buffer: int = 128 * 1024
     heartbeat_interval: float = 20.0
     idle_timeout: float = 60.0
     owner_grace: float = 10.0
@@ -148,11 +151,13 @@ _POSITIVE_INTS = {
 }
 _NON_NEGATIVE = {
     "relay.write_batch_bytes",
+    "relay.send_buffer",
     "relay.slow_consumer_timeout",
     "relay.heartbeat_interval",
     "relay.idle_timeout",
     "relay.owner_grace",
     "server.shutdown_grace",
+    "server.head_timeout",
     "server.send_timeout",
     "tunnel.request_timeout",
     "marketplace.timeout",

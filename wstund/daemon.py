@@ -16,18 +16,18 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from . import __version__, hypercorn_guard, hypercorn_ws, sdnotify
+from . import __version__, hypercorn_ws, sdnotify
 from .admin import collector
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
 from .config import Config, ConfigError, load, state_dir
 from .hub import Hub
-from .hypercorn_ws import BatchSend
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
+from .relay import endpoint
+from .transport.server import Lanes, LaneSettings, Transport
 from .tunnel.front import TunnelFront
 from .web.access import AccessLog
 from .web.app import create_app
@@ -65,21 +65,16 @@ def listening_sockets(hyper: HypercornConfig, send_timeout: float) -> Sockets:
     return sockets
 
 
-async def serve_app(
-    app: object,
-    hyper: HypercornConfig,
-    sockets: Sockets,
-    shutdown_trigger: trio.Event,
-    *,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Hypercorn's trio worker on our sockets, inside our own trio.run."""
-    await worker_serve(
-        wrap_app(app, hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
-        hyper,
-        sockets=sockets,
-        shutdown_trigger=shutdown_trigger.wait,
-        task_status=task_status,
+def lane_settings(config: Config) -> LaneSettings:
+    """The transport's limits, read from the live config for each new connection."""
+    return LaneSettings(
+        max_connections=config.server.max_connections,
+        max_connections_per_ip=config.server.max_connections_per_ip,
+        head_timeout=config.server.head_timeout,
+        max_message_size=config.relay.max_message_size,
+        ping_interval=config.relay.heartbeat_interval,
+        idle_timeout=config.relay.idle_timeout,
+        send_buffer=config.relay.send_buffer,
     )
 
 
@@ -122,6 +117,7 @@ class Daemon:
         self.app.register_blueprint(ops_blueprint(self.hub, self._reload_current, over_tcp=True))
         collector.register(self.hub)
         self.notifier = sdnotify.Notifier()
+        self.transport: Transport | None = None
 
     def stop(self) -> None:
         """Begin a graceful stop (what SIGTERM does)."""
@@ -176,7 +172,6 @@ class Daemon:
         """Serve until ``stop()``; then close sockets with 1001 and wait for them to go."""
         self.config_path = config_path
         hypercorn_ws.apply()  # peers' close codes reach the app; idle WebSockets only
-        hypercorn_guard.apply()  # an error in one connection closes that connection only
         servers_done = trio.Event()
         latency = self.hub.metrics.http_request_seconds
         try:
@@ -186,13 +181,17 @@ class Daemon:
                 nursery.start_soon(self._watch_signals, config_path)
                 async with trio.open_nursery() as servers:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
-                    self.binds = await servers.start(
-                        serve_app,
-                        AccessLog(BatchSend(TunnelFront(self.app, self.hub)), latency, "public"),
+                    public = AccessLog(TunnelFront(self.app, self.hub), latency, "public")
+                    self.transport = Transport(
+                        wrap_app(public, self.hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
                         self.hyper,
-                        sockets,
-                        servers_done,
+                        Lanes(
+                            endpoint.lane_route(self.hub),
+                            endpoint.refuse_lane,
+                            lambda: lane_settings(self.hub.config),
+                        ),
                     )
+                    self.binds = await servers.start(self.transport.serve, sockets, servers_done)
                     await self._serve_admin(
                         servers, servers_done, AccessLog(self.admin_app, latency, "admin")
                     )
@@ -203,8 +202,8 @@ class Daemon:
                     await self._stop.wait()
                     await self.notifier.notify("STOPPING=1")
                     log.info("stopping: closing %d connections", self.hub.connection_count)
-                    # Hypercorn closes its listeners now (new connections are refused) and gives
-                    # open ones graceful_timeout; meanwhile in-flight work drains, then 1001.
+                    # The transport closes its listeners now (new connections are refused) and
+                    # gives open ones graceful_timeout; meanwhile in-flight work drains, then 1001.
                     servers_done.set()
                     await self.hub.shutdown(self.hub.config.server.shutdown_grace)
                 nursery.cancel_scope.cancel()

@@ -121,25 +121,48 @@ class AccessLog:
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
-            elapsed = time.perf_counter() - started
-            log.info(
-                "%s WS %s %s code=%s %.3fs in=%dB out=%dB",
+            log_websocket(
+                self.server,
                 _client(scope),
                 scope.get("path", ""),
-                "closed" if accepted else "refused",
-                code if code is not None else "-",
-                elapsed,
-                received,
-                sent,
-                extra={
-                    "kind": "websocket",
-                    "server": self.server,
-                    "client": _client(scope),
-                    "path": scope.get("path", ""),
-                    "accepted": accepted,
-                    "close_code": code,
-                    "bytes_in": received,
-                    "bytes_out": sent,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
+                accepted=accepted,
+                code=code,
+                elapsed=time.perf_counter() - started,
+                received=received,
+                sent=sent,
             )
+
+
+def log_websocket(
+    server: str,
+    client: str,
+    path: str,
+    *,
+    accepted: bool,
+    code: int | None,
+    elapsed: float,
+    received: int,
+    sent: int,
+) -> None:
+    """The access line of one WebSocket's lifetime (Hypercorn's or the lean lane's)."""
+    log.info(
+        "%s WS %s %s code=%s %.3fs in=%dB out=%dB",
+        client,
+        path,
+        "closed" if accepted else "refused",
+        code if code is not None else "-",
+        elapsed,
+        received,
+        sent,
+        extra={
+            "kind": "websocket",
+            "server": server,
+            "client": client,
+            "path": path,
+            "accepted": accepted,
+            "close_code": code,
+            "bytes_in": received,
+            "bytes_out": sent,
+            "duration_ms": round(elapsed * 1000, 3),
+        },
+    )

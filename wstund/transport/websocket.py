@@ -1,0 +1,260 @@
+"""One WebSocket on the lean lane: wsproto on a non-blocking socket, driven by one task.
+
+The connection's own task reads (``receive``) and answers pings and closes. Writes come from
+wherever a frame is routed: ``write_nowait`` puts bytes straight on the socket when nothing
+waits before them and returns at once; only when the socket cannot take them does a writer
+task (``write``) wait for it. A frame partly taken by the socket is finished before any other
+byte, so frames are never torn.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import cast
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from .. import closecodes
+from .frames import PING, Frame, FrameCache, encode_frame
+
+RECEIVE_SIZE = 64 * 1024
+ABNORMAL = 1006
+_PING = encode_frame(PING, b"")
+
+
+class HandshakeFailed(Exception):
+    """The upgrade request could not be read as a WebSocket handshake."""
+
+
+class LaneSocket:
+    """A server WebSocket on ``sock`` (non-blocking), set up from a request head already read."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        tsock: trio.socket.SocketType,
+        head: bytes,
+        cache: FrameCache,
+        *,
+        max_message_size: int,
+    ) -> None:
+        self._sock = sock  # the stdlib socket: writes that must not wait
+        self._trio = tsock  # the same socket wrapped by trio, for waiting
+        self._cache = cache
+        self._ws = WSConnection(ConnectionType.SERVER)
+        self._max_message_size = max_message_size
+        self._owed = b""  # the rest of a frame the socket took only part of
+        self._lock: trio.Lock | None = None  # held by a task waiting to write
+        self._deflate = False
+        self.closed = False  # the socket is gone (closed by us, or broken)
+        self.accepted = False
+        self.close_code: int | None = None  # the first close code seen: the peer's or ours
+        self.last_heard = self.last_ping = trio.current_time()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.request = self._handshake(head)
+
+    def _handshake(self, head: bytes) -> Request:
+        try:
+            self._ws.receive_data(head)
+            event = next(self._ws.events(), None)
+        except RemoteProtocolError as exc:
+            raise HandshakeFailed(str(exc)) from None
+        if not isinstance(event, Request):
+            raise HandshakeFailed("no upgrade request")
+        return event
+
+    # -- handshake ------------------------------------------------------------------------
+
+    async def accept(self, *, permessage_deflate: bool) -> None:
+        """Accept the upgrade; negotiate permessage-deflate only if allowed and offered."""
+        extensions: list[Extension] = [PerMessageDeflate()] if permessage_deflate else []
+        data = self._ws.send(AcceptConnection(extensions=extensions))
+        # wsproto names the extensions it accepted only in the response it wrote.
+        self._deflate = permessage_deflate and PerMessageDeflate.name.encode() in data.lower()
+        self.accepted = True
+        await self._write_raw(data)
+
+    async def reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Answer the upgrade with an HTTP error instead, then close."""
+        self.close_code = status
+        data = self._ws.send(
+            RejectConnection(
+                status_code=status,
+                headers=[*headers, (b"content-length", str(len(body)).encode())],
+                has_body=True,
+            )
+        )
+        data += self._ws.send(RejectData(data=body, body_finished=True))
+        await self._write_raw(data)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def encode(self, frame: Frame) -> bytes:
+        """The wire bytes of a message: shared by every recipient unless compressed."""
+        if self._deflate:
+            message = TextMessage(frame) if isinstance(frame, str) else BytesMessage(frame)
+            return self._ws.send(message)
+        return self._cache.encode(frame)
+
+    @property
+    def owes(self) -> bool:
+        """Part of a frame waits to be written: a writer must ``write`` before anything else."""
+        return bool(self._owed)
+
+    @property
+    def busy(self) -> bool:
+        """Bytes wait, or a task is writing: a new frame must queue behind them."""
+        return bool(self._owed) or (self._lock is not None and self._lock.locked())
+
+    def write_nowait(self, item: Frame) -> bool:
+        """Write ``item`` (from ``encode``) if nothing waits before it; True if the socket took
+        it (the rest of a partly taken frame is owed), False if nothing was written."""
+        data = cast(bytes, item)
+        if self.busy:
+            return False
+        if self.closed:
+            return True  # a closed socket swallows what is sent, as Hypercorn's did
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            return False
+        except OSError:
+            self._broken()
+            return True
+        self.bytes_out += len(data)
+        if sent < len(data):
+            self._owed = data[sent:]
+        return True
+
+    async def write(self, items: list[Frame]) -> None:
+        """Write what is owed, then ``items`` (from ``encode``), in one write; waits for the
+        socket."""
+        wire = cast("list[bytes]", items)
+        if self._lock is None:
+            self._lock = trio.Lock()
+        async with self._lock:
+            data = b"".join([self._owed, *wire]) if len(wire) != 1 or self._owed else wire[0]
+            self._owed = b""
+            for item in items:
+                self.bytes_out += len(item)
+            await self._send_all(data)
+
+    async def _write_raw(self, data: bytes) -> None:
+        if self._lock is None:
+            self._lock = trio.Lock()
+        async with self._lock:
+            data, self._owed = self._owed + data, b""
+            await self._send_all(data)
+
+    async def _send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        await trio.lowlevel.checkpoint()
+        while view and not self.closed:
+            try:
+                sent = self._sock.send(view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._sock)
+                continue
+            except OSError:
+                self._broken()
+                return
+            view = view[sent:]
+
+    def ping_nowait(self) -> None:
+        """Send a ping unless the socket is busy (then the peer is being written to anyway)."""
+        if self.accepted and self._ws.state is ConnectionState.OPEN:
+            self.write_nowait(_PING)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send a close frame (after what is owed) and stop writing."""
+        if self.close_code is None:
+            self.close_code = code
+        if self._ws.state is not ConnectionState.OPEN:
+            return
+        await self._write_raw(self._ws.send(CloseConnection(code=code, reason=reason)))
+        if not self.closed:
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def receive(self) -> Frame | None:
+        """The next message; None once the connection is closed (its code in ``close_code``)."""
+        parts: list[str] | list[bytes] = []
+        size = 0
+        while True:
+            for event in self._ws.events():
+                if isinstance(event, (TextMessage, BytesMessage)):
+                    size += len(event.data)
+                    if size > self._max_message_size:
+                        await self.close(closecodes.MESSAGE_TOO_BIG, "message too big")
+                        return None
+                    parts.append(event.data)  # type: ignore[arg-type]
+                    if event.message_finished:
+                        return "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)  # type: ignore[arg-type]
+                elif isinstance(event, Ping):
+                    await self._write_raw(self._ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    if self.close_code is None:
+                        self.close_code = event.code
+                    if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                        await self._write_raw(self._ws.send(event.response()))
+                    return None
+            if self.closed:
+                return None
+            try:
+                data = await self._trio.recv(RECEIVE_SIZE)
+            except (OSError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                if self.close_code is None:
+                    self.close_code = ABNORMAL
+                return None
+            self.last_heard = self.last_ping = trio.current_time()
+            self.bytes_in += len(data)
+            try:
+                self._ws.receive_data(data)
+            except LocalProtocolError:  # data after the close: ignored
+                return None
+
+    async def drain(self, timeout: float) -> None:
+        """After our close frame: read (and drop) until the peer closes, for up to ``timeout``.
+
+        Closing with unread bytes would send a reset, which can destroy the close frame
+        still on its way to the peer.
+        """
+        with trio.move_on_after(timeout):
+            while not self.closed:
+                try:
+                    if not await self._trio.recv(RECEIVE_SIZE):
+                        return
+                except (OSError, trio.ClosedResourceError):
+                    return
+
+    def _broken(self) -> None:
+        if self.close_code is None:
+            self.close_code = ABNORMAL
+        self.abort()
+
+    def abort(self) -> None:
+        """Close the socket now, waking the reading task (used for silent peers)."""
+        if not self.closed:
+            self.closed = True
+            self._trio.close()
