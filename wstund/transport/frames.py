@@ -40,15 +40,17 @@ class FrameCache:
     """Encodes a message, remembering the last one: a fan-out offers the same object to every
     member in a row, so all but the first get the bytes already made."""
 
-    __slots__ = ("_frame", "_wire")
+    __slots__ = ("_frame", "_wire", "encoded")
 
     def __init__(self) -> None:
         self._frame: Frame | None = None
         self._wire = b""
+        self.encoded = 0  # messages encoded (not served from the cache)
 
     def encode(self, frame: Frame) -> bytes:
         """The wire bytes of ``frame``, encoded at most once while it is the latest."""
         if frame is not self._frame:
             self._wire = encode_message(frame)
             self._frame = frame
+            self.encoded += 1
         return self._wire
