@@ -240,9 +240,7 @@ async def test_a_broadcast_is_encoded_once_for_fifty_members_in_order(
 async def test_a_member_past_max_queued_bytes_gets_4008_while_others_receive(
     start_daemon: StartDaemon,
 ) -> None:
-    daemon = await start_daemon(
-        relay={"max_queued_bytes": 400 * 1024, "slow_consumer_timeout": 60}
-    )
+    daemon = await start_daemon(relay={"max_queued_bytes": 400 * 1024, "slow_consumer_timeout": 60})
     host, uuid = await create_room(daemon)
     readers = [await join_room(daemon, uuid, f"m{i}", host=host) for i in range(5)]
     stalled = await connect_stalled(daemon)
@@ -268,3 +266,49 @@ async def test_a_member_past_max_queued_bytes_gets_4008_while_others_receive(
                 await stalled.get_message()
         except trio_websocket.ConnectionClosed as closed:
             assert closed.reason.code == closecodes.SLOW_CONSUMER
+
+
+async def _upgrade(daemon: RunningDaemon, offer: bool) -> tuple[WSConnection, trio.SocketStream]:
+    """A wsproto client on /ws, offering permessage-deflate or not, after the 101."""
+    from wsproto.events import AcceptConnection, Request
+    from wsproto.extensions import PerMessageDeflate
+
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    client = WSConnection(ConnectionType.CLIENT)
+    extensions = [PerMessageDeflate()] if offer else []
+    await stream.send_all(client.send(Request(host="x", target="/ws", extensions=extensions)))
+    while True:
+        client.receive_data(await stream.receive_some())
+        events = list(client.events())
+        if events:
+            assert isinstance(events[0], AcceptConnection), events
+            return client, stream
+
+
+async def _roundtrip(client: WSConnection, stream: trio.SocketStream) -> tuple[str, bytes]:
+    """Send the relay's ping; return the pong's text and the raw bytes it came in."""
+    await stream.send_all(client.send(TextMessage(json.dumps({"type": "ping"}))))
+    raw = b""
+    while True:
+        data = await stream.receive_some()
+        raw += data
+        client.receive_data(data)
+        for event in client.events():
+            if isinstance(event, TextMessage):
+                return event.data, raw
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_permessage_deflate_only_when_configured(
+    start_daemon: StartDaemon, enabled: bool
+) -> None:
+    """Offered by the client, permessage-deflate is accepted only with relay.permessage_deflate;
+    either way the relay answers."""
+    daemon = await start_daemon(relay={"permessage_deflate": enabled})
+    with trio.fail_after(10):
+        client, stream = await _upgrade(daemon, offer=True)
+        text, raw = await _roundtrip(client, stream)
+    assert json.loads(text)["type"] == "pong"
+    compressed = bool(raw[0] & 0x40)  # RSV1 marks a compressed message
+    assert compressed is enabled
+    await stream.aclose()

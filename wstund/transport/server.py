@@ -227,7 +227,7 @@ class Transport:
             head = parse_head(raw)
             handler = self.lanes.route(head) if head is not None else None
             if verdict is Verdict.REFUSE:
-                await self._refuse(sock, tsock, raw, handler is not None, reason)
+                await self._refuse(sock, tsock, raw, head if handler else None, reason)
             elif handler is not None and head is not None:
                 await self._serve_lane(sock, tsock, raw, head, handler, address, release)
             else:
@@ -258,14 +258,15 @@ class Transport:
         sock: socket.socket,
         tsock: trio.socket.SocketType,
         raw: bytes,
-        lane: bool,
+        head: Head | None,
         reason: str,
     ) -> None:
-        """Tell a client past the caps why it is refused: the lane's way, or an HTTP 503."""
+        """Tell a client past the caps why it is refused: the lane's way (``head`` given), or
+        an HTTP 503."""
         with trio.move_on_after(self.lanes.settings().head_timeout):
-            if lane:
+            if head is not None:
                 try:
-                    ws = LaneSocket(sock, tsock, raw, self.cache, max_message_size=1024)
+                    ws = LaneSocket(sock, tsock, head, self.cache, max_message_size=1024)
                 except HandshakeFailed:
                     pass
                 else:
@@ -288,7 +289,7 @@ class Transport:
         settings = self.lanes.settings()
         try:
             ws = LaneSocket(
-                sock, tsock, raw, self.cache, max_message_size=settings.max_message_size
+                sock, tsock, head, self.cache, max_message_size=settings.max_message_size
             )
         except HandshakeFailed:
             await self._serve_hypercorn(tsock, raw)  # Hypercorn answers a broken upgrade

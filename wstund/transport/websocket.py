@@ -13,23 +13,16 @@ import socket
 from typing import cast
 
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from wsproto.utilities import LocalProtocolError
 
 from .. import closecodes
 from .frames import PING, Frame, FrameCache, encode_frame
+from .handshake import accept_response, reject_response, upgrade_key
+from .head import Head
 
 RECEIVE_SIZE = 64 * 1024
 ABNORMAL = 1006
@@ -47,7 +40,7 @@ class LaneSocket:
         self,
         sock: socket.socket,
         tsock: trio.socket.SocketType,
-        head: bytes,
+        head: Head,
         cache: FrameCache,
         *,
         max_message_size: int,
@@ -55,7 +48,7 @@ class LaneSocket:
         self._sock = sock  # the stdlib socket: writes that must not wait
         self._trio = tsock  # the same socket wrapped by trio, for waiting
         self._cache = cache
-        self._ws = WSConnection(ConnectionType.SERVER)
+        self._ws = Connection(ConnectionType.SERVER)  # replaced at accept, with extensions
         self._max_message_size = max_message_size
         self._owed = b""  # the rest of a frame the socket took only part of
         self._lock: trio.Lock | None = None  # held by a task waiting to write
@@ -66,41 +59,27 @@ class LaneSocket:
         self.last_heard = self.last_ping = trio.current_time()
         self.bytes_in = 0
         self.bytes_out = 0
-        self.request = self._handshake(head)
-
-    def _handshake(self, head: bytes) -> Request:
-        try:
-            self._ws.receive_data(head)
-            event = next(self._ws.events(), None)
-        except RemoteProtocolError as exc:
-            raise HandshakeFailed(str(exc)) from None
-        if not isinstance(event, Request):
-            raise HandshakeFailed("no upgrade request")
-        return event
+        self.head = head
+        key = upgrade_key(head)
+        if key is None:
+            raise HandshakeFailed("not a valid WebSocket upgrade request")
+        self._key = key
 
     # -- handshake ------------------------------------------------------------------------
 
     async def accept(self, *, permessage_deflate: bool) -> None:
         """Accept the upgrade; negotiate permessage-deflate only if allowed and offered."""
-        extensions: list[Extension] = [PerMessageDeflate()] if permessage_deflate else []
-        data = self._ws.send(AcceptConnection(extensions=extensions))
-        # wsproto names the extensions it accepted only in the response it wrote.
-        self._deflate = permessage_deflate and PerMessageDeflate.name.encode() in data.lower()
+        supported: list[Extension] = [PerMessageDeflate()] if permessage_deflate else []
+        data, extensions = accept_response(self.head, self._key, supported)
+        self._ws = Connection(ConnectionType.SERVER, extensions)
+        self._deflate = bool(extensions)
         self.accepted = True
         await self._write_raw(data)
 
     async def reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """Answer the upgrade with an HTTP error instead, then close."""
         self.close_code = status
-        data = self._ws.send(
-            RejectConnection(
-                status_code=status,
-                headers=[*headers, (b"content-length", str(len(body)).encode())],
-                has_body=True,
-            )
-        )
-        data += self._ws.send(RejectData(data=body, body_finished=True))
-        await self._write_raw(data)
+        await self._write_raw(reject_response(status, headers, body))
 
     # -- writing --------------------------------------------------------------------------
 
@@ -184,7 +163,7 @@ class LaneSocket:
         """Send a close frame (after what is owed) and stop writing."""
         if self.close_code is None:
             self.close_code = code
-        if self._ws.state is not ConnectionState.OPEN:
+        if not self.accepted or self._ws.state is not ConnectionState.OPEN:
             return
         await self._write_raw(self._ws.send(CloseConnection(code=code, reason=reason)))
         if not self.closed:
