@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio_websocket
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.utils import wrap_app
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import BytesMessage, TextMessage
 
 from wstund import closecodes
+from wstund.relay.endpoint import refuse_lane
 from wstund.transport.admission import (
     REFUSAL_SLOTS,
     REFUSAL_SLOTS_PER_ADDRESS,
@@ -23,6 +27,7 @@ from wstund.transport.admission import (
 )
 from wstund.transport.frames import FrameCache, encode_frame, encode_message
 from wstund.transport.head import parse_head
+from wstund.transport.server import Lanes, LaneSettings, Transport
 
 from .conftest import (
     RunningDaemon,
@@ -312,3 +317,52 @@ async def test_permessage_deflate_only_when_configured(
     compressed = bool(raw[0] & 0x40)  # RSV1 marks a compressed message
     assert compressed is enabled
     await stream.aclose()
+
+
+async def upgrade_without_request(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app answering /bad with status 101 to a plain request (h11 refuses it, and
+    Hypercorn's fallback 500 then raises outside any handler); everything else is 200."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    status = 101 if scope["path"] == "/bad" else 200
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_an_error_escaping_hypercorn_closes_only_its_connection(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = config.errorlog = None
+    sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+    settings = LaneSettings(
+        max_connections=10,
+        max_connections_per_ip=10,
+        head_timeout=5.0,
+        max_message_size=1024,
+        ping_interval=0,
+        idle_timeout=0,
+        send_buffer=0,
+    )
+    transport = Transport(
+        wrap_app(upgrade_without_request, None, "asgi"),
+        config,
+        Lanes(lambda head: None, refuse_lane, lambda: settings),
+    )
+    stop = trio.Event()
+    binds = await nursery.start(transport.serve, sockets, stop)
+    async with httpx.AsyncClient(base_url=binds[0]) as client:
+        with trio.fail_after(10):
+            for _ in range(3):
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.get("/bad")
+                assert (await client.get("/ok")).text == "ok"
+    assert any("dropped after an error" in r.getMessage() for r in caplog.records)
+    stop.set()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
 import signal
@@ -15,7 +14,6 @@ import click
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
-from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.utils import wrap_app
 
 from . import __version__, hypercorn_ws, sdnotify
@@ -215,14 +213,17 @@ class Daemon:
     async def _serve_admin(self, servers: trio.Nursery, done: trio.Event, app: AccessLog) -> None:
         """Start the admin app on its unix socket and give the socket its mode and group."""
         self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
-        await servers.start(
-            functools.partial(
-                hypercorn_serve,
-                app,  # type: ignore[arg-type]
-                admin_hypercorn_config(self.hub.config, self.admin_socket),
-                shutdown_trigger=done.wait,
-            )
+        hyper = admin_hypercorn_config(self.hub.config, self.admin_socket)
+        sockets = hyper.create_sockets()
+        for sock in sockets.insecure_sockets:
+            sock.listen(hyper.backlog)
+        # Its own accept loop and counts: the public sockets never take the admin's places.
+        admin = Transport(
+            wrap_app(app, hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
+            hyper,
+            Lanes(lambda head: None, endpoint.refuse_lane, lambda: lane_settings(self.hub.config)),
         )
+        await servers.start(admin.serve, sockets, done)
         try:
             secure_socket(self.admin_socket, self.hub.config)
         except (LookupError, OSError) as exc:

@@ -232,8 +232,10 @@ class Transport:
                 await self._serve_lane(sock, tsock, raw, head, handler, address, release)
             else:
                 await self._serve_hypercorn(tsock, raw)
-        except Exception as exc:  # one connection's failure ends that connection only
-            log.error("connection from %s dropped after an error", address, exc_info=exc)
+        except* Exception as group:  # one connection's failure ends that connection only
+            # (Hypercorn's own worker lets some escape into its listener's nursery, ending it.)
+            error = group.exceptions[0] if len(group.exceptions) == 1 else group
+            log.error("connection from %s dropped after an error", address, exc_info=error)
         finally:
             release()
             tsock.close()

@@ -10,8 +10,6 @@ from typing import Any
 
 from prometheus_client import Histogram
 
-from ..hypercorn_ws import SEND_BATCH
-
 log = logging.getLogger("wstund.access")
 
 Scope = MutableMapping[str, Any]
@@ -29,8 +27,6 @@ def _client(scope: Scope) -> str:
 
 
 def _frame_size(message: Message) -> int:
-    if message["type"] == SEND_BATCH:
-        return sum(len(frame) for frame in message["frames"])
     data = message.get("bytes") or message.get("text") or b""
     return len(data)
 
@@ -108,7 +104,7 @@ class AccessLog:
 
         async def counting_send(message: Message) -> None:
             nonlocal sent, code, accepted
-            if message["type"] in ("websocket.send", SEND_BATCH):
+            if message["type"] == "websocket.send":
                 sent += _frame_size(message)
             elif message["type"] == "websocket.accept":
                 accepted = True
