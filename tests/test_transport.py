@@ -3,8 +3,11 @@ and quiet, the admin socket keeps answering; the lean relay lane encodes a frame
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import resource
 from typing import Any
 
 import httpx
@@ -366,3 +369,36 @@ async def test_an_error_escaping_hypercorn_closes_only_its_connection(
                 assert (await client.get("/ok")).text == "ok"
     assert any("dropped after an error" in r.getMessage() for r in caplog.records)
     stop.set()
+
+
+async def test_out_of_descriptors_accept_pauses_with_one_line_and_recovers(
+    start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the process out of descriptors, accept() fails with EMFILE: the daemon logs one
+    line (no traceback), pauses, and serves again once descriptors are free."""
+    caplog.set_level(logging.WARNING, "wstund.transport")
+    daemon = await start_daemon()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    clients: list[trio.socket.SocketType] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        with trio.fail_after(10):
+            while not any("accept failed" in r.getMessage() for r in caplog.records):
+                try:
+                    sock = trio.socket.socket()
+                except OSError as exc:
+                    assert exc.errno == errno.EMFILE
+                    await trio.sleep(0.05)
+                    continue
+                clients.append(sock)
+                await sock.connect(("127.0.0.1", daemon.port))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for sock in clients:
+            sock.close()
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=daemon.url) as client:
+            assert (await client.get("/_api/status")).status_code == 200
+    failures = [r for r in caplog.records if "accept failed" in r.getMessage()]
+    assert len(failures) == 1 and "Too many open files" in failures[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]

@@ -25,6 +25,7 @@ from .hub import Hub
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
 from .relay import endpoint
+from .transport.fdlimit import ensure_fd_limit
 from .transport.server import Lanes, LaneSettings, Transport
 from .tunnel.front import TunnelFront
 from .web.access import AccessLog
@@ -172,6 +173,15 @@ class Daemon:
         hypercorn_ws.apply()  # peers' close codes reach the app; idle WebSockets only
         servers_done = trio.Event()
         latency = self.hub.metrics.http_request_seconds
+        limit, needed = ensure_fd_limit(self.hub.config.server.max_connections)
+        if limit < needed:
+            log.warning(
+                "only %d file descriptors for server.max_connections = %d (%d wanted): raise "
+                "LimitNOFILE (ulimit -n) or lower max_connections",
+                limit,
+                self.hub.config.server.max_connections,
+                needed,
+            )
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.hub.run)
