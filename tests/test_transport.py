@@ -116,6 +116,9 @@ def test_head_parsing() -> None:
     )
     assert head is not None and head.is_websocket_upgrade
     assert head.path == "/ws" and head.args() == {"token": "a"} and head.header(b"host") == b"x"
+    assert head.rest == b""
+    early = parse_head(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n\x81\x80")
+    assert early is not None and early.rest == b"\x81\x80"
     plain = parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert plain is not None and not plain.is_websocket_upgrade
     h2 = parse_head(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # Hypercorn's to answer
@@ -291,6 +294,29 @@ async def _upgrade(daemon: RunningDaemon, offer: bool) -> tuple[WSConnection, tr
         if events:
             assert isinstance(events[0], AcceptConnection), events
             return client, stream
+
+
+async def test_a_frame_sent_right_behind_the_upgrade_is_read(start_daemon: StartDaemon) -> None:
+    """A client that sends its first frame without waiting for the 101 is still heard."""
+    from wsproto.events import AcceptConnection, Request
+
+    daemon = await start_daemon()
+    client = WSConnection(ConnectionType.CLIENT)
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    upgrade = client.send(Request(host="x", target="/ws"))
+    # wsproto sends frames only once open: encode the ping as a client would, masked.
+    from wsproto.frame_protocol import FrameProtocol
+
+    ping = FrameProtocol(client=True, extensions=[]).send_data(json.dumps({"type": "ping"}))
+    await stream.send_all(upgrade + ping)
+    got: list[object] = []
+    with trio.fail_after(10):
+        while not any(isinstance(e, TextMessage) for e in got):
+            client.receive_data(await stream.receive_some())
+            got.extend(client.events())
+    assert isinstance(got[0], AcceptConnection)
+    assert json.loads(next(e.data for e in got if isinstance(e, TextMessage)))["type"] == "pong"
+    await stream.aclose()
 
 
 async def _roundtrip(client: WSConnection, stream: trio.SocketStream) -> tuple[str, bytes]:

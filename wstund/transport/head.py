@@ -19,6 +19,7 @@ class Head:
     method: bytes
     target: bytes
     headers: list[tuple[bytes, bytes]]
+    rest: bytes = b""  # bytes read after the head (a WebSocket client may not wait for 101)
 
     @property
     def path(self) -> str:
@@ -72,4 +73,5 @@ def parse_head(data: bytes) -> Head | None:
     if not isinstance(event, h11.Request):
         return None
     headers = [(bytes(name), bytes(value)) for name, value in event.headers]
-    return Head(bytes(event.method), bytes(event.target), headers)
+    rest, _closed = connection.trailing_data
+    return Head(bytes(event.method), bytes(event.target), headers, bytes(rest))

@@ -74,6 +74,9 @@ class LaneSocket:
         self._ws = Connection(ConnectionType.SERVER, extensions)
         self._deflate = bool(extensions)
         self.accepted = True
+        if self.head.rest:  # frames sent right behind the request
+            self.bytes_in += len(self.head.rest)
+            self._ws.receive_data(self.head.rest)
         await self._write_raw(data)
 
     async def reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
