@@ -59,11 +59,25 @@ async def refuse_lane(ws: LaneSocket, reason: str) -> None:
     await ws.close(closecodes.RATE_LIMITED, "too many connections")
 
 
-async def serve_lane(hub: Hub, ws: LaneSocket, head: Head, address: str) -> None:
-    """The relay on the lean lane: the same token and origin checks as the Quart route."""
+def _lane_refusal(hub: Hub, head: Head) -> int | None:
+    """The status (401) or close code (1008) refusing a relay upgrade, or None: the checks of
+    the Quart route."""
     config = hub.config
     headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers])
     if not server_access(config, headers, head.args()):
+        return 401
+    origins = config.server.allowed_origins
+    origin = headers.get("Origin")
+    if origins and origin is not None and origin not in origins:
+        return closecodes.POLICY_VIOLATION
+    return None
+
+
+async def serve_lane(hub: Hub, ws: LaneSocket, head: Head, address: str) -> None:
+    """The relay on the lean lane: the same token and origin checks as the Quart route."""
+    refusal = _lane_refusal(hub, head)
+    del head  # an open socket keeps no request head
+    if refusal == 401:
         await ws.reject(
             401,
             [
@@ -73,13 +87,11 @@ async def serve_lane(hub: Hub, ws: LaneSocket, head: Head, address: str) -> None
             _UNAUTHORIZED,
         )
         return
-    origins = config.server.allowed_origins
-    origin = headers.get("Origin")
-    if origins and origin is not None and origin not in origins:
+    if refusal == closecodes.POLICY_VIOLATION:
         await ws.accept(permessage_deflate=False)
         await ws.close(closecodes.POLICY_VIOLATION, "origin not allowed")
         return
-    await ws.accept(permessage_deflate=config.relay.permessage_deflate)
+    await ws.accept(permessage_deflate=hub.config.relay.permessage_deflate)
     await _serve(hub, ws, address, ws.receive)
 
 

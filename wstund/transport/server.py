@@ -229,7 +229,13 @@ class Transport:
             if verdict is Verdict.REFUSE:
                 await self._refuse(sock, tsock, raw, head if handler else None, reason)
             elif handler is not None and head is not None:
-                await self._serve_lane(sock, tsock, raw, head, handler, address, release)
+                ws = self._lane_socket(sock, tsock, head)
+                if ws is not None:
+                    serving = self._serve_lane(ws, head, handler, address, release)
+                    del raw, head  # an open socket keeps no request head
+                    await serving
+                else:
+                    await self._serve_hypercorn(tsock, raw)  # Hypercorn answers a bad upgrade
             else:
                 await self._serve_hypercorn(tsock, raw)
         except* Exception as group:  # one connection's failure ends that connection only
@@ -277,38 +283,44 @@ class Transport:
                     return
             await tsock.send(refusal_response(reason))
 
-    async def _serve_lane(
-        self,
-        sock: socket.socket,
-        tsock: trio.socket.SocketType,
-        raw: bytes,
-        head: Head,
-        handler: LaneHandler,
-        address: str,
-        release: Callable[[], None],
-    ) -> None:
-        """Run ``handler`` on a lean WebSocket; one access line when it ends."""
+    def _lane_socket(
+        self, sock: socket.socket, tsock: trio.socket.SocketType, head: Head
+    ) -> LaneSocket | None:
+        """A lean WebSocket for ``head``; None when it is no valid upgrade request."""
         settings = self.lanes.settings()
         try:
             ws = LaneSocket(
                 sock, tsock, head, self.cache, max_message_size=settings.max_message_size
             )
         except HandshakeFailed:
-            await self._serve_hypercorn(tsock, raw)  # Hypercorn answers a broken upgrade
-            return
+            return None
         if settings.send_buffer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer)
+        return ws
+
+    async def _serve_lane(
+        self,
+        ws: LaneSocket,
+        head: Head,
+        handler: LaneHandler,
+        address: str,
+        release: Callable[[], None],
+    ) -> None:
+        """Run ``handler`` on a lean WebSocket; one access line when it ends."""
+        path = head.path
         started = time.perf_counter()
         self.lane_sockets.add(ws)
         try:
-            await handler(ws, head, address)
+            serving = handler(ws, head, address)
+            del head
+            await serving
         finally:
             self.lane_sockets.discard(ws)
             release()
             log_websocket(
                 "public",
                 address,
-                head.path,
+                path,
                 accepted=ws.accepted,
                 code=ws.close_code,
                 elapsed=time.perf_counter() - started,

@@ -59,7 +59,7 @@ class LaneSocket:
         self.last_heard = self.last_ping = trio.current_time()
         self.bytes_in = 0
         self.bytes_out = 0
-        self.head = head
+        self._head: Head | None = head  # until accepted: an open socket keeps no head
         key = upgrade_key(head)
         if key is None:
             raise HandshakeFailed("not a valid WebSocket upgrade request")
@@ -70,13 +70,15 @@ class LaneSocket:
     async def accept(self, *, permessage_deflate: bool) -> None:
         """Accept the upgrade; negotiate permessage-deflate only if allowed and offered."""
         supported: list[Extension] = [PerMessageDeflate()] if permessage_deflate else []
-        data, extensions = accept_response(self.head, self._key, supported)
+        assert self._head is not None, "accepted twice"
+        head, self._head = self._head, None
+        data, extensions = accept_response(head, self._key, supported)
         self._ws = Connection(ConnectionType.SERVER, extensions)
         self._deflate = bool(extensions)
         self.accepted = True
-        if self.head.rest:  # frames sent right behind the request
-            self.bytes_in += len(self.head.rest)
-            self._ws.receive_data(self.head.rest)
+        if head.rest:  # frames sent right behind the request
+            self.bytes_in += len(head.rest)
+            self._ws.receive_data(head.rest)
         await self._write_raw(data)
 
     async def reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
