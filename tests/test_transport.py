@@ -150,6 +150,15 @@ async def wait_counted(daemon: RunningDaemon, total: int) -> None:
             await trio.sleep(0.01)
 
 
+async def refused_message(daemon: RunningDaemon) -> str:
+    """The message of the 503 a plain HTTP request gets at the caps."""
+    async with httpx.AsyncClient(base_url=daemon.url) as client:
+        refused = await client.get("/_api/status")
+    assert refused.status_code == 503, refused
+    assert refused.json()["error"] == "too_many_connections"
+    return str(refused.json()["message"])
+
+
 async def test_idle_and_http_sockets_count_and_refusals_say_why(
     start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -160,11 +169,7 @@ async def test_idle_and_http_sockets_count_and_refusals_say_why(
     idle = await idle_sockets(daemon, 3)
     await wait_counted(daemon, 3)
     with trio.fail_after(10):
-        async with httpx.AsyncClient(base_url=daemon.url) as client:
-            refused = await client.get("/_api/status")
-        assert refused.status_code == 503
-        assert refused.json()["error"] == "too_many_connections"
-        assert "connection limit (3)" in refused.json()["message"]
+        assert "connection limit (3)" in await refused_message(daemon)
         relay = await connect(daemon)
         error = await recv(relay)
         assert error["type"] == "error" and error["payload"]["code"] == "too_many_connections"
@@ -184,10 +189,7 @@ async def test_per_address_cap_counts_every_socket(start_daemon: StartDaemon) ->
     idle = await idle_sockets(daemon, 2)
     await wait_counted(daemon, 2)
     with trio.fail_after(10):
-        async with httpx.AsyncClient(base_url=daemon.url) as client:
-            refused = await client.get("/_api/status")
-        assert refused.status_code == 503
-        assert "too many connections from 127.0.0.1 (2)" in refused.json()["message"]
+        assert "too many connections from 127.0.0.1 (2)" in await refused_message(daemon)
         elsewhere = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
         async with httpx.AsyncClient(transport=elsewhere, base_url=daemon.url) as client:
             assert (await client.get("/_api/status")).status_code == 200

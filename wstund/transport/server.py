@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -59,37 +60,17 @@ class Lanes:
         self.settings = settings
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LaneSettings:
     """Limits read per connection (a reload applies to new connections)."""
 
-    __slots__ = (
-        "max_connections",
-        "max_connections_per_ip",
-        "head_timeout",
-        "max_message_size",
-        "ping_interval",
-        "idle_timeout",
-        "send_buffer",
-    )
-
-    def __init__(
-        self,
-        *,
-        max_connections: int,
-        max_connections_per_ip: int,
-        head_timeout: float,
-        max_message_size: int,
-        ping_interval: float,
-        idle_timeout: float,
-        send_buffer: int,
-    ) -> None:
-        self.max_connections = max_connections
-        self.max_connections_per_ip = max_connections_per_ip
-        self.head_timeout = head_timeout
-        self.max_message_size = max_message_size
-        self.ping_interval = ping_interval
-        self.idle_timeout = idle_timeout
-        self.send_buffer = send_buffer
+    max_connections: int
+    max_connections_per_ip: int
+    head_timeout: float
+    max_message_size: int
+    ping_interval: float
+    idle_timeout: float
+    send_buffer: int
 
 
 def _address(family: int, peer: Any) -> str | None:

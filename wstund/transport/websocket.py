@@ -146,18 +146,25 @@ class LaneSocket:
             await self._send_all(data)
 
     async def _send_all(self, data: bytes) -> None:
+        """Write ``data`` whole. Cancelled part-way, the rest is owed to the next write, so a
+        frame is never torn (a pong cut short would corrupt the close frame after it)."""
         view = memoryview(data)
         await trio.lowlevel.checkpoint()
-        while view and not self.closed:
-            try:
-                sent = self._sock.send(view)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(self._sock)
-                continue
-            except OSError:
-                self._broken()
-                return
-            view = view[sent:]
+        try:
+            while view and not self.closed:
+                try:
+                    sent = self._sock.send(view)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self._sock)
+                    continue
+                except OSError:
+                    self._broken()
+                    return
+                view = view[sent:]
+        except trio.Cancelled:
+            if 0 < len(view) < len(data):
+                self._owed = bytes(view)
+            raise
 
     def ping_nowait(self) -> None:
         """Send a ping unless the socket is busy (then the peer is being written to anyway)."""
@@ -219,17 +226,25 @@ class LaneSocket:
                 return None
 
     async def drain(self, timeout: float) -> None:
-        """After our close frame: read (and drop) until the peer closes, for up to ``timeout``.
+        """After our close frame: read (and drop) until the peer's close frame or end of
+        stream, for up to ``timeout``.
 
         Closing with unread bytes would send a reset, which can destroy the close frame
         still on its way to the peer.
         """
         with trio.move_on_after(timeout):
-            while not self.closed:
+            while not self.closed and self._ws.state is not ConnectionState.CLOSED:
                 try:
-                    if not await self._trio.recv(RECEIVE_SIZE):
-                        return
+                    data = await self._trio.recv(RECEIVE_SIZE)
                 except (OSError, trio.ClosedResourceError):
+                    return
+                if not data:
+                    return
+                try:
+                    self._ws.receive_data(data)
+                    for _event in self._ws.events():
+                        pass  # wsproto moves to CLOSED on the peer's close frame
+                except LocalProtocolError:
                     return
 
     def _broken(self) -> None:
