@@ -98,7 +98,6 @@ async def serve_lane(hub: Hub, ws: LaneSocket, head: Head, address: str) -> None
 class _QuartLink:
     """A Quart-Trio websocket as a Peer's link: every frame goes through its writer task."""
 
-    busy = False
     owes = False
 
     def __init__(self, websocket: Any) -> None:
@@ -107,8 +106,8 @@ class _QuartLink:
     def encode(self, frame: Frame) -> Frame:
         return frame
 
-    def write_nowait(self, item: Frame) -> bool:
-        return False
+    def write_nowait(self, item: Frame) -> int:
+        return 0
 
     async def write(self, items: list[Frame]) -> None:
         for item in items:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 Frame = str | bytes
 
 _peer_ids = itertools.count(1)
+_OWED = 2  # Link.write_nowait: part of the frame was written, the rest is owed
 
 
 class Link(Protocol):
@@ -38,15 +39,12 @@ class Link(Protocol):
         """What is written for ``frame`` (and counted against the queue bounds)."""
 
     @property
-    def busy(self) -> bool:
-        """Something is being written: new frames must queue behind it."""
-
-    @property
     def owes(self) -> bool:
         """Part of a frame waits: ``write`` must run before anything else is written."""
 
-    def write_nowait(self, item: Frame) -> bool:
-        """Write ``item`` now if the socket takes it; False if nothing was written."""
+    def write_nowait(self, item: Frame) -> int:
+        """Write ``item`` now if nothing waits before it and the socket takes it: 0 if nothing
+        was written, 1 if all of it, 2 if part (the rest is owed)."""
 
     async def write(self, items: list[Frame]) -> None:
         """Write what is owed and ``items``, waiting for the socket."""
@@ -91,6 +89,8 @@ class Peer:
         self.read_scope = trio.CancelScope()
         self.receiving = False
         self._link = link
+        self._encode = link.encode
+        self._write_nowait = link.write_nowait
         self._batch_bytes = batch_bytes
         self._queue: deque[Frame | _Close] = deque()
         self._outbox_size = outbox_size
@@ -125,16 +125,17 @@ class Peer:
     def offer(self, frame: Frame) -> bool:
         """Send or queue ``frame`` without blocking; False when the peer is closing or was just
         closed."""
-        if self.closing:
+        if self.close_code is not None:
             return False
-        link = self._link
-        item = link.encode(frame)
-        if not self._writing and not self._queue and link.write_nowait(item):
-            self.frames_sent += 1
-            self.writes += 1
-            if link.owes:
-                self._start_writer()
-            return True
+        item = self._encode(frame)
+        if not self._writing and not self._queue:
+            taken = self._write_nowait(item)
+            if taken:
+                self.frames_sent += 1
+                self.writes += 1
+                if taken == _OWED:
+                    self._start_writer()
+                return True
         if self.queued_bytes + len(item) > self._max_queued_bytes:
             self.close(closecodes.SLOW_CONSUMER, "slow consumer: too much queued", flush=False)
             return False

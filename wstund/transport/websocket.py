@@ -25,6 +25,8 @@ from .handshake import accept_response, reject_response, upgrade_key
 from .head import Head
 
 RECEIVE_SIZE = 64 * 1024
+WHOLE = 1  # write_nowait: the socket took the frame
+OWED = 2  # write_nowait: it took part; the rest waits for write()
 ABNORMAL = 1006
 _PING = encode_frame(PING, b"")
 
@@ -51,8 +53,8 @@ class LaneSocket:
         self._ws = Connection(ConnectionType.SERVER)  # replaced at accept, with extensions
         self._max_message_size = max_message_size
         self._owed = b""  # the rest of a frame the socket took only part of
-        self._lock: trio.Lock | None = None  # held by a task waiting to write
-        self._deflate = False
+        self._lock: trio.Lock | None = None  # serialises the tasks that wait to write
+        self._writers = 0  # tasks in (or waiting for) a write that may wait
         self.closed = False  # the socket is gone (closed by us, or broken)
         self.accepted = False
         self.close_code: int | None = None  # the first close code seen: the peer's or ours
@@ -74,7 +76,8 @@ class LaneSocket:
         head, self._head = self._head, None
         data, extensions = accept_response(head, self._key, supported)
         self._ws = Connection(ConnectionType.SERVER, extensions)
-        self._deflate = bool(extensions)
+        if not extensions:
+            self.encode = self._cache.encode  # type: ignore[method-assign]
         self.accepted = True
         if head.rest:  # frames sent right behind the request
             self.bytes_in += len(head.rest)
@@ -89,41 +92,40 @@ class LaneSocket:
     # -- writing --------------------------------------------------------------------------
 
     def encode(self, frame: Frame) -> bytes:
-        """The wire bytes of a message: shared by every recipient unless compressed."""
-        if self._deflate:
-            message = TextMessage(frame) if isinstance(frame, str) else BytesMessage(frame)
-            return self._ws.send(message)
-        return self._cache.encode(frame)
+        """The wire bytes of a message for this connection, compressed (permessage-deflate).
+
+        Without compression ``accept`` replaces this with the shared cache's ``encode``: the
+        bytes every recipient of a broadcast shares.
+        """
+        message = TextMessage(frame) if isinstance(frame, str) else BytesMessage(frame)
+        return self._ws.send(message)
 
     @property
     def owes(self) -> bool:
         """Part of a frame waits to be written: a writer must ``write`` before anything else."""
         return bool(self._owed)
 
-    @property
-    def busy(self) -> bool:
-        """Bytes wait, or a task is writing: a new frame must queue behind them."""
-        return bool(self._owed) or (self._lock is not None and self._lock.locked())
-
-    def write_nowait(self, item: Frame) -> bool:
-        """Write ``item`` (from ``encode``) if nothing waits before it; True if the socket took
-        it (the rest of a partly taken frame is owed), False if nothing was written."""
-        data = cast(bytes, item)
-        if self.busy:
-            return False
+    def write_nowait(self, item: Frame) -> int:
+        """Write ``item`` (from ``encode``) if nothing waits before it: WHOLE if the socket took
+        it, OWED if it took part (the rest waits for ``write``), 0 if nothing was written."""
+        if self._owed or self._writers:
+            return 0
         if self.closed:
-            return True  # a closed socket swallows what is sent, as Hypercorn's did
+            return WHOLE  # a closed socket swallows what is sent, as Hypercorn's did
+        data: bytes = item  # type: ignore[assignment]  # encode() gives bytes
         try:
             sent = self._sock.send(data)
         except BlockingIOError:
-            return False
+            return 0
         except OSError:
             self._broken()
-            return True
-        self.bytes_out += len(data)
-        if sent < len(data):
+            return WHOLE
+        size = len(data)
+        self.bytes_out += size
+        if sent < size:
             self._owed = data[sent:]
-        return True
+            return OWED
+        return WHOLE
 
     async def write(self, items: list[Frame]) -> None:
         """Write what is owed, then ``items`` (from ``encode``), in one write; waits for the
@@ -131,19 +133,27 @@ class LaneSocket:
         wire = cast("list[bytes]", items)
         if self._lock is None:
             self._lock = trio.Lock()
-        async with self._lock:
-            data = b"".join([self._owed, *wire]) if len(wire) != 1 or self._owed else wire[0]
-            self._owed = b""
-            for item in items:
-                self.bytes_out += len(item)
-            await self._send_all(data)
+        self._writers += 1
+        try:
+            async with self._lock:
+                data = b"".join([self._owed, *wire]) if len(wire) != 1 or self._owed else wire[0]
+                self._owed = b""
+                for item in wire:
+                    self.bytes_out += len(item)
+                await self._send_all(data)
+        finally:
+            self._writers -= 1
 
     async def _write_raw(self, data: bytes) -> None:
         if self._lock is None:
             self._lock = trio.Lock()
-        async with self._lock:
-            data, self._owed = self._owed + data, b""
-            await self._send_all(data)
+        self._writers += 1
+        try:
+            async with self._lock:
+                data, self._owed = self._owed + data, b""
+                await self._send_all(data)
+        finally:
+            self._writers -= 1
 
     async def _send_all(self, data: bytes) -> None:
         """Write ``data`` whole. Cancelled part-way, the rest is owed to the next write, so a
