@@ -430,3 +430,26 @@ async def test_out_of_descriptors_accept_pauses_with_one_line_and_recovers(
     failures = [r for r in caplog.records if "accept failed" in r.getMessage()]
     assert len(failures) == 1 and "Too many open files" in failures[0].getMessage()
     assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_a_silent_member_dropped_while_its_writer_waits_logs_no_error(
+    start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The idle timeout closes the socket of a member that neither reads nor answers pings
+    while frames wait for it: it is dropped quietly, the others go on."""
+    daemon = await start_daemon(
+        relay={"heartbeat_interval": 0.1, "idle_timeout": 0.5, "slow_consumer_timeout": 60}
+    )
+    host, uuid = await create_room(daemon)
+    reader = await join_room(daemon, uuid, "reader", host=host)
+    stalled = await connect_stalled(daemon)
+    await send(stalled, "join_instance", {"uuid": uuid, "userId": "stalled"})
+    assert (await recv(stalled))["payload"]["success"] is True
+    assert (await recv(host))["type"] == "client_connected"
+    with trio.fail_after(20):
+        for n in range(40):
+            await send(host, "tick", {"n": n, "pad": "x" * 16384})
+            assert (await recv(reader))["payload"]["n"] == n
+        note = await recv(host)
+        assert note["type"] == "client_disconnected" and note["payload"]["userId"] == "stalled"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

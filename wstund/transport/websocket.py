@@ -165,7 +165,10 @@ class LaneSocket:
                 try:
                     sent = self._sock.send(view)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_writable(self._sock)
+                    try:
+                        await trio.lowlevel.wait_writable(self._sock)
+                    except trio.ClosedResourceError:  # aborted meanwhile (idle timeout)
+                        return
                     continue
                 except OSError:
                     self._broken()
