@@ -453,3 +453,51 @@ async def test_a_silent_member_dropped_while_its_writer_waits_logs_no_error(
         note = await recv(host)
         assert note["type"] == "client_disconnected" and note["payload"]["userId"] == "stalled"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_relay_upgrade_on_a_kept_alive_connection_is_served_by_quart(
+    start_daemon: StartDaemon,
+) -> None:
+    """An upgrade after a plain request on the same connection reaches Hypercorn and the
+    Quart route, which serves the same relay (the lane takes only a connection's first head)."""
+    from wsproto.events import AcceptConnection, CloseConnection, Request
+
+    daemon = await start_daemon()
+    host, uuid = await create_room(daemon)
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    with trio.fail_after(10):
+        await stream.send_all(b"GET /_api/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += await stream.receive_some()
+        head, _, body = reply.partition(b"\r\n\r\n")
+        length = int(
+            next(
+                v
+                for k, _, v in (line.partition(b": ") for line in head.split(b"\r\n"))
+                if k.lower() == b"content-length"
+            )
+        )
+        while len(body) < length:
+            body += await stream.receive_some()
+        assert head.startswith(b"HTTP/1.1 200")
+        client = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(client.send(Request(host="x", target="/ws")))
+        join = {"type": "join_instance", "payload": {"uuid": uuid, "userId": "late"}}
+        events: list[object] = []
+        while not any(isinstance(e, TextMessage) for e in events):
+            client.receive_data(await stream.receive_some())
+            for event in client.events():
+                events.append(event)
+                if isinstance(event, AcceptConnection):
+                    await stream.send_all(client.send(TextMessage(json.dumps(join))))
+        ack = json.loads(next(e.data for e in events if isinstance(e, TextMessage)))
+        assert ack["type"] == "ack" and ack["payload"]["success"] is True
+        assert (await recv(host))["type"] == "client_connected"
+        await send(host, "kick_client", {"userId": "late", "instanceUuid": uuid})
+        closed = None
+        while closed is None:
+            client.receive_data(await stream.receive_some())
+            closed = next((e for e in client.events() if isinstance(e, CloseConnection)), None)
+        assert closed.code == closecodes.KICKED
+    await stream.aclose()

@@ -125,7 +125,9 @@ async def serve_socket(hub: Hub, websocket: Any, address: str) -> None:
         data = await websocket.receive()  # a disconnect cancels this task (Quart-Trio)
         return data if data is not None else b""
 
-    await _serve(hub, _QuartLink(websocket), address, receive)
+    # The object behind Quart's context-local proxy: writers start from other tasks' contexts.
+    link = _QuartLink(websocket._get_current_object())
+    await _serve(hub, link, address, receive)
 
 
 async def _serve(
