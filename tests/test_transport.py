@@ -181,6 +181,7 @@ async def test_idle_and_http_sockets_count_and_refusals_say_why(
         async with httpx.AsyncClient(base_url=daemon.url) as client:
             assert (await client.get("/_api/status")).status_code == 200
     assert not [r for r in caplog.records if r.exc_info], "a refusal logged a traceback"
+    assert daemon.hub.metrics.connections_refused._value.get() == 2
 
 
 async def test_per_address_cap_counts_every_socket(start_daemon: StartDaemon) -> None:

@@ -198,6 +198,7 @@ class Daemon:
                             endpoint.refuse_lane,
                             lambda: lane_settings(self.hub.config),
                         ),
+                        self.hub.metrics.connections_refused.inc,
                     )
                     self.binds = await servers.start(self.transport.serve, sockets, servers_done)
                     await self._serve_admin(

@@ -92,10 +92,17 @@ def refusal_response(reason: str) -> bytes:
 class Transport:
     """Serves the public listening sockets: the lean lane for ``lanes``, Hypercorn for the rest."""
 
-    def __init__(self, app: Any, hyper: HypercornConfig, lanes: Lanes) -> None:
+    def __init__(
+        self,
+        app: Any,
+        hyper: HypercornConfig,
+        lanes: Lanes,
+        on_refused: Callable[[], object] = lambda: None,
+    ) -> None:
         self.app = app
         self.hyper = hyper
         self.lanes = lanes
+        self.on_refused = on_refused  # called for each socket refused at the caps
         self.admission = Admission()
         self.cache = FrameCache()
         self.refused = 0
@@ -181,6 +188,7 @@ class Transport:
 
     def _note_refusal(self, reason: str) -> None:
         self.refused += 1
+        self.on_refused()
         held = self._refusal_line.due(time.monotonic())
         if held is not None:
             log.warning("connection refused: %s (%d more since the last line)", reason, held)
