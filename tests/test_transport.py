@@ -502,3 +502,39 @@ async def test_a_relay_upgrade_on_a_kept_alive_connection_is_served_by_quart(
             closed = next((e for e in client.events() if isinstance(e, CloseConnection)), None)
         assert closed.code == closecodes.KICKED
     await stream.aclose()
+
+
+async def test_agent_sockets_ride_the_lane(
+    start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/_tunnel/connect is served on the lean lane: refused with 401 on a wrong secret, its
+    hello and pongs arrive, its close code is logged."""
+    from wstund.tunnel import frames
+
+    caplog.set_level(logging.INFO, "wstund.access")
+    daemon = await start_daemon()
+    assert daemon.daemon.transport is not None
+    async with httpx.AsyncClient(base_url=daemon.url) as client:
+        secret = (await client.post("/_api/tunnel/clients", json={"id": "box"})).json()["secret"]
+    url = daemon.ws_url("/_tunnel/connect")
+    with trio.fail_after(10):
+        with pytest.raises(trio_websocket.HandshakeError) as refused:
+            async with trio_websocket.open_websocket_url(
+                url, extra_headers=[("X-Wstun-Client", "box"), ("Authorization", "Bearer no")]
+            ):
+                pass
+        assert refused.value.status_code == 401  # type: ignore[attr-defined]
+        headers = [("X-Wstun-Client", "box"), ("Authorization", f"Bearer {secret}")]
+        async with trio_websocket.open_websocket_url(url, extra_headers=headers) as agent:
+            hello = frames.decode_control(str(await agent.get_message()))
+            assert isinstance(hello, frames.Hello) and hello.client_id == "box"
+            assert len(daemon.daemon.transport.lane_sockets) == 1
+            await agent.send_message(frames.encode_control(frames.Ping()))
+            assert frames.decode_control(str(await agent.get_message())) == frames.Pong()
+            await agent.aclose(code=4321)
+        while "box" in daemon.hub.tunnels.sessions:
+            await trio.sleep(0.01)
+        while not any(getattr(r, "close_code", None) == 4321 for r in caplog.records):
+            await trio.sleep(0.01)
+    line = next(r for r in caplog.records if getattr(r, "close_code", None) == 4321)
+    assert line.path == "/_tunnel/connect" and line.accepted  # type: ignore[attr-defined]

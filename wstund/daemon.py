@@ -28,6 +28,7 @@ from .relay import endpoint
 from .transport.fdlimit import ensure_fd_limit
 from .transport.server import Lanes, LaneSettings, Transport
 from .tunnel.front import TunnelFront
+from .tunnel.lane import agent_lane_route
 from .web.access import AccessLog
 from .web.app import create_app
 
@@ -189,12 +190,15 @@ class Daemon:
                 nursery.start_soon(self._watch_signals, config_path)
                 async with trio.open_nursery() as servers:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
-                    public = AccessLog(TunnelFront(self.app, self.hub), latency, "public")
+                    front = TunnelFront(self.app, self.hub)
+                    public = AccessLog(front, latency, "public")
+                    relay_route = endpoint.lane_route(self.hub)
+                    agent_route = agent_lane_route(front)
                     self.transport = Transport(
                         wrap_app(public, self.hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
                         self.hyper,
                         Lanes(
-                            endpoint.lane_route(self.hub),
+                            lambda head: relay_route(head) or agent_route(head),
                             endpoint.refuse_lane,
                             lambda: lane_settings(self.hub.config),
                         ),

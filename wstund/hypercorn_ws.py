@@ -1,8 +1,8 @@
 """Two changes to Hypercorn's WebSocket stream, applied once by the daemon before it serves.
 
-They matter for the WebSockets Hypercorn still serves (the tunnel's agent socket and tunnelled
-WebSockets, and a relay upgrade arriving on a kept-alive connection); relay WebSockets opened on
-a fresh connection are served by the lean lane (wstund/transport), which has both of its own.
+They matter for the WebSockets Hypercorn still serves (tunnelled WebSockets, and a relay or
+agent upgrade arriving on a kept-alive connection); relay and agent WebSockets opened on a fresh
+connection are served by the lean lane (wstund/transport), which has both of its own.
 
 * Close codes (Hypercorn issue #127): Hypercorn tells the app ``websocket.disconnect`` with 1006
   (or 1000) whatever code the peer closed with, so a relayed or tunnelled close code would be
