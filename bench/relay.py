@@ -1,13 +1,29 @@
-"""Benchmark the wstund room relay against a raw trio-websocket server (issue #2, Benchmark).
+"""Benchmark the wstund room relay against the servers a user would pick instead (issue #16).
 
-Starts the real daemon (``wstund --bind 127.0.0.1:PORT --config CFG``) and then the baseline
-(bench/baseline_server.py), each as its own process, and drives both from this process with
-trio-websocket clients over loopback: resident memory per idle connection, round trips one at a
-time, and, for a room of 1 owner + N members, owner → all members broadcast and member → room
-fan-out (throughput under a bounded window of messages in flight, and latency one at a time,
-from a timestamp in the payload). Prints a table of the figures and wstund's ratio to the baseline.
+In one run, one after the other, each as its own process pinned to one CPU (``taskset -c 1``):
 
-    .venv/bin/python bench/relay.py [--members 50] [--messages 2000] [--idle 2000] [--json]
+- **wstund**, the real daemon (``wstund --bind 127.0.0.1:PORT --config CFG``);
+- **baseline**, a raw ``trio_websocket.serve_websocket`` room server (bench/baseline_server.py);
+- **socket.io**, Socket.IO 4.8 on Node (bench/peers/socketio_server.js);
+- **python-socketio**, python-socketio 5 on uvicorn (bench/peers/pysocketio_server.py).
+
+The two Socket.IO peers are installed by this script into bench/.peers/ (git-ignored): socket.io
+from the npm registry with ``npm install``, python-socketio and uvicorn from PyPI into a venv of
+their own. Every server implements the same room: an owner's message goes to every member, a
+member's to the owner and the other members.
+
+One load generator, this process, pinned to the other CPU (``taskset -c 0`` equivalent), drives
+every server over loopback with the hand-written client of bench/wsclient.py, speaking each
+server's protocol (the WSTun envelope, the baseline's paths, Engine.IO v4 / Socket.IO over a raw
+WebSocket). It measures resident memory per idle joined connection, connect + join handshakes per
+second, round trips one at a time, and, for a room of 1 owner + N members, owner → all members
+broadcast and member → room fan-out: throughput under a window of messages in flight, the
+latency of each delivery (from a timestamp in the payload), and the server's CPU seconds (psutil
+on its pid) → deliveries per server CPU-second. The generator's own CPU is printed next to each
+load so that a generator-bound figure shows as one. Prints a table with wstund's ratio to each.
+
+    .venv/bin/python bench/relay.py [--servers wstund,baseline,socket.io,python-socketio]
+        [--members 50] [--messages 2000] [--idle 2000] [--json]
 """
 
 from __future__ import annotations
@@ -17,26 +33,35 @@ import json
 import os
 import pstats
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from math import nan
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import psutil
 import trio
-import trio_websocket
-from trio_websocket import ConnectionClosed, WebSocketConnection
+
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
+
+from wsclient import LeanWebSocket, Sink  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCH_PREFIX = '{"type":"bench"'
-Sink = Callable[[str | bytes, float], None]
+PEERS_DIR = BENCH_DIR / ".peers"
+NODE_DIR = PEERS_DIR / "node"
+PYSIO_VENV = PEERS_DIR / "python-socketio"
+SOCKETIO_SPEC = "socket.io@4.8"
+PYSIO_SPECS = ["python-socketio>=5,<6", "uvicorn[standard]"]
+SERVERS = ["wstund", "baseline", "socket.io", "python-socketio"]
 
 
 def log(message: str) -> None:
@@ -44,7 +69,80 @@ def log(message: str) -> None:
     print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
 
 
-# -- the two servers ------------------------------------------------------------------------------
+# -- the peers, installed by the bench itself -----------------------------------------------------
+
+
+def ensure_command(name: str, packages: list[str], also: Sequence[str] = ()) -> str:
+    """The path of command ``name`` (or of one of ``also``), installing Debian ``packages`` with
+    apt-get when it is missing. A package's own service start is held back (policy-rc.d exit
+    101), so that no server runs but those a bench starts and stops by pid."""
+    found = shutil.which(name) or next((p for p in also if Path(p).exists()), None)
+    if found:
+        return found
+    log(f"installing {' '.join(packages)} with apt-get")
+    sudo = ["sudo"] if os.geteuid() != 0 and shutil.which("sudo") else []
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    policy = Path("/usr/sbin/policy-rc.d")
+    made = not policy.exists() and not sudo
+    if made:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        install = [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+        if subprocess.run(install, env=env, stdin=subprocess.DEVNULL).returncode != 0:
+            subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, check=True)
+            subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=True)
+    finally:
+        if made:
+            policy.unlink()
+    found = shutil.which(name) or next((p for p in also if Path(p).exists()), None)
+    if not found:
+        raise SystemExit(f"{name} is still missing after installing {packages}")
+    return found
+
+
+def ensure_socketio() -> str:
+    """socket.io 4.8 in bench/.peers/node from the npm registry (once); returns its version."""
+    package = NODE_DIR / "node_modules" / "socket.io" / "package.json"
+    node = ensure_command("node", ["nodejs", "npm"])
+    npm = ensure_command("npm", ["npm"])
+    if not package.exists():
+        log(f"installing {SOCKETIO_SPEC} into {NODE_DIR} with npm")
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [npm, "install", "--prefix", str(NODE_DIR), SOCKETIO_SPEC]
+            + ["--no-audit", "--no-fund", "--loglevel=error"],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    return f"socket.io {json.loads(package.read_text())['version']}, node {version.stdout.strip()}"
+
+
+def ensure_python_socketio() -> str:
+    """python-socketio 5 and uvicorn in their own venv under bench/.peers (once); the versions."""
+    python = PYSIO_VENV / "bin" / "python"
+    probe = [
+        str(python),
+        "-c",
+        "import importlib.metadata as m, socketio, uvicorn; "
+        "print(*(f'{p} {m.version(p)}' for p in ('python-socketio', 'uvicorn', 'websockets')),"
+        " sep=', ')",
+    ]
+    if not python.exists() or subprocess.run(probe, capture_output=True).returncode != 0:
+        log(f"installing {' '.join(PYSIO_SPECS)} into {PYSIO_VENV} with pip")
+        subprocess.run([sys.executable, "-m", "venv", str(PYSIO_VENV)], check=True, timeout=300)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *PYSIO_SPECS],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
+    return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+
+
+# -- the servers ----------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -83,13 +181,10 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     speak: Dialect
-    pin: list[int] | None = None
     ps: psutil.Process = field(init=False)
 
     def __post_init__(self) -> None:
         self.ps = psutil.Process(self.proc.pid)
-        if self.pin:
-            self.ps.cpu_affinity(self.pin)
 
     def cpu(self) -> float:
         times = self.ps.cpu_times()
@@ -104,41 +199,84 @@ class Server:
 
 
 def server_cpus(opts: argparse.Namespace) -> list[int] | None:
-    """With two CPUs or more, the server gets the first and the clients the others."""
-    return opts.cpus[:1] if opts.pin and len(opts.cpus) >= 2 else None
+    """With two CPUs or more, the server gets the second (taskset -c 1), the generator the first."""
+    return opts.cpus[1:2] if opts.pin and len(opts.cpus) >= 2 else None
 
 
 def client_cpus(opts: argparse.Namespace) -> list[int] | None:
-    return opts.cpus[1:] if opts.pin and len(opts.cpus) >= 2 else None
+    return opts.cpus[:1] if opts.pin and len(opts.cpus) >= 2 else None
 
 
-def wstund_argv(args: list[str], profile: str | None = None) -> list[str]:
-    """The command that runs wstund with ``args``, under cProfile writing ``profile`` if given
-    (written when the daemon stops on SIGTERM)."""
-    if not profile:
-        return [str(Path(sys.executable).parent / "wstund"), *args]
-    code = (
-        "import cProfile, sys; from wstund.daemon import main; "
-        f"sys.argv = ['wstund', *{args!r}]; cProfile.run('main()', {profile!r})"
-    )
-    return [sys.executable, "-c", code]
+def pinned(argv: list[str], opts: argparse.Namespace) -> list[str]:
+    """``argv`` under ``taskset -c CPU`` when pinning (taskset execs: the pid is the server's)."""
+    cpus = server_cpus(opts)
+    return ["taskset", "-c", ",".join(map(str, cpus)), *argv] if cpus else argv
+
+
+ENTRY_POINTS = {"wstund": "wstund.daemon", "wstund-agent": "wstund.agent"}
+
+
+def wstund_argv(
+    args: list[str], profile: str | None = None, src: str | None = None, program: str = "wstund"
+) -> list[str]:
+    """The command that runs ``program`` (wstund or wstund-agent) with ``args``, under cProfile
+    writing ``profile`` if given (written when it stops on SIGTERM), from the source tree ``src``
+    if given (a ``git archive`` of another version, say, to compare two with one bench: ``-S``
+    keeps this checkout's editable install from shadowing it, the venv's packages stay
+    importable)."""
+    if not profile and not src:
+        return [str(Path(sys.executable).parent / program), *args]
+    code = "import sys; "
+    flags = []
+    if src:
+        flags = ["-S"]
+        code += f"sys.path[:0] = [{src!r}, {sysconfig.get_paths()['purelib']!r}]; "
+        # The wheel maps the top-level static/ to wstund.static (pyproject's package-dir).
+        code += f"import wstund; wstund.__path__.append({src!r}); "
+    code += f"from {ENTRY_POINTS[program]} import main; sys.argv = [{program!r}, *{args!r}]; "
+    code += f"import cProfile; cProfile.run('main()', {profile!r})" if profile else "main()"
+    return [sys.executable, *flags, "-c", code]
 
 
 def start_wstund(tmp: Path, opts: argparse.Namespace) -> Server:
     port = free_port()
     config = tmp / "wstund.toml"
-    (tmp / "state").mkdir()
+    (tmp / "state").mkdir(exist_ok=True)
     wstund_config(config, tmp / "state", opts)
     args = ["--bind", f"127.0.0.1:{port}", "--config", str(config)]
-    proc = subprocess.Popen(wstund_argv(args, opts.profile), stdin=subprocess.DEVNULL)
-    return Server("wstund", proc, port, WstundDialect(port), server_cpus(opts))
+    argv = wstund_argv(args, opts.profile, opts.wstund_src)
+    proc = subprocess.Popen(pinned(argv, opts), stdin=subprocess.DEVNULL)
+    return Server("wstund", proc, port, WstundDialect(port))
 
 
-def start_baseline(opts: argparse.Namespace) -> Server:
+def start_baseline(tmp: Path, opts: argparse.Namespace) -> Server:
     port = free_port()
     argv = [sys.executable, str(BENCH_DIR / "baseline_server.py"), str(port)]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-    return Server("baseline", proc, port, BaselineDialect(port), server_cpus(opts))
+    proc = subprocess.Popen(pinned(argv, opts), stdin=subprocess.DEVNULL)
+    return Server("baseline", proc, port, BaselineDialect(port))
+
+
+def start_socketio(tmp: Path, opts: argparse.Namespace) -> Server:
+    port = free_port()
+    argv = ["node", str(BENCH_DIR / "peers" / "socketio_server.js"), str(port)]
+    env = {**os.environ, "NODE_PATH": str(NODE_DIR / "node_modules"), "NODE_ENV": "production"}
+    proc = subprocess.Popen(pinned(argv, opts), stdin=subprocess.DEVNULL, env=env)
+    return Server("socket.io", proc, port, SocketIODialect(port))
+
+
+def start_python_socketio(tmp: Path, opts: argparse.Namespace) -> Server:
+    port = free_port()
+    argv = [str(PYSIO_VENV / "bin" / "python"), str(BENCH_DIR / "peers" / "pysocketio_server.py")]
+    proc = subprocess.Popen(pinned([*argv, str(port)], opts), stdin=subprocess.DEVNULL)
+    return Server("python-socketio", proc, port, SocketIODialect(port))
+
+
+STARTERS: dict[str, Callable[[Path, argparse.Namespace], Server]] = {
+    "wstund": start_wstund,
+    "baseline": start_baseline,
+    "socket.io": start_socketio,
+    "python-socketio": start_python_socketio,
+}
 
 
 async def wait_listening(server: Server, timeout: float = 20.0) -> None:
@@ -171,109 +309,148 @@ async def stop(server: Server, timeout: float = 15.0) -> int | None:
 
 
 class Dialect:
-    """How a client opens a room, joins it and asks for an echo on one server."""
+    """How a client opens a room, joins it, sends a room message and asks for an echo on one
+    server; ``bench_prefix`` starts every delivered bench message, whose JSON body is
+    ``frame[body_start:body_end]``."""
+
+    bench_prefix = b'{"type":"bench"'
+    body_start, body_end = 0, None
 
     def __init__(self, port: int) -> None:
-        self.base = f"ws://127.0.0.1:{port}"
+        self.port = port
 
-    async def open(self, nursery: trio.Nursery, path: str) -> WebSocketConnection:
-        return await trio_websocket.connect_websocket_url(
-            nursery, self.base + path, max_message_size=1 << 20
-        )
+    async def open(self, path: str) -> LeanWebSocket:
+        return await LeanWebSocket.connect("127.0.0.1", self.port, path)
 
-    async def open_owner(self, nursery: trio.Nursery, room: str) -> tuple[WebSocketConnection, str]:
+    async def open_owner(self, room: str) -> tuple[LeanWebSocket, str]:
         raise NotImplementedError
 
-    async def open_member(
-        self, nursery: trio.Nursery, room: str, user_id: str
-    ) -> WebSocketConnection:
+    async def open_member(self, room: str, user_id: str) -> LeanWebSocket:
         raise NotImplementedError
 
-    async def open_echo(self, nursery: trio.Nursery) -> WebSocketConnection:
+    async def open_echo(self) -> LeanWebSocket:
         raise NotImplementedError
 
     def echo_request(self, n: int) -> str:
-        raise NotImplementedError
+        return f'{{"type":"ping","id":{n}}}'
+
+    def room_message(self, body: str) -> str:
+        """The frame that sends ``body`` (a JSON object) to the sender's room."""
+        return body
 
 
 class WstundDialect(Dialect):
     """The WSTun envelope on /ws; the echo is the server's own ``ping`` → ``pong``."""
 
-    async def open_owner(self, nursery: trio.Nursery, room: str) -> tuple[WebSocketConnection, str]:
-        ws = await self.open(nursery, "/ws")
+    async def open_owner(self, room: str) -> tuple[LeanWebSocket, str]:
+        ws = await self.open("/ws")
         request = {"type": "create_instance", "id": 1, "service": "chat", "payload": {"name": room}}
-        await ws.send_message(json.dumps(request))
+        await ws.send(json.dumps(request))
         reply = json.loads(await ws.get_message())
         if reply.get("type") != "instance_created" or not reply["payload"].get("success"):
             raise RuntimeError(f"create_instance refused: {reply}")
         return ws, str(reply["payload"]["uuid"])
 
-    async def open_member(
-        self, nursery: trio.Nursery, room: str, user_id: str
-    ) -> WebSocketConnection:
-        ws = await self.open(nursery, "/ws")
+    async def open_member(self, room: str, user_id: str) -> LeanWebSocket:
+        ws = await self.open("/ws")
         request = {"type": "join_instance", "id": 1, "payload": {"uuid": room, "userId": user_id}}
-        await ws.send_message(json.dumps(request))
+        await ws.send(json.dumps(request))
         reply = json.loads(await ws.get_message())
         if reply.get("type") != "ack" or not reply["payload"].get("success"):
             raise RuntimeError(f"join_instance refused: {reply}")
         return ws
 
-    async def open_echo(self, nursery: trio.Nursery) -> WebSocketConnection:
-        return await self.open(nursery, "/ws")
-
-    def echo_request(self, n: int) -> str:
-        return f'{{"type":"ping","id":{n}}}'
+    async def open_echo(self) -> LeanWebSocket:
+        return await self.open("/ws")
 
 
 class BaselineDialect(Dialect):
     """bench/baseline_server.py: the room and the role are in the path."""
 
-    async def open_owner(self, nursery: trio.Nursery, room: str) -> tuple[WebSocketConnection, str]:
-        return await self.open(nursery, f"/owner/{room}"), room
+    async def open_owner(self, room: str) -> tuple[LeanWebSocket, str]:
+        return await self.open(f"/owner/{room}"), room
 
-    async def open_member(
-        self, nursery: trio.Nursery, room: str, user_id: str
-    ) -> WebSocketConnection:
-        ws = await self.open(nursery, f"/member/{room}")
+    async def open_member(self, room: str, user_id: str) -> LeanWebSocket:
+        ws = await self.open(f"/member/{room}")
         reply = await ws.get_message()
         if reply != "joined":
             raise RuntimeError(f"baseline join refused: {reply!r}")
         return ws
 
-    async def open_echo(self, nursery: trio.Nursery) -> WebSocketConnection:
-        return await self.open(nursery, "/echo")
+    async def open_echo(self) -> LeanWebSocket:
+        return await self.open("/echo")
+
+
+class SocketIODialect(Dialect):
+    """Socket.IO 5 (protocol) over Engine.IO 4 on a raw WebSocket, as socket.io-client speaks it
+    with ``transports: ["websocket"]``: the server opens with ``0{...}``, the client connects
+    the default namespace with ``40`` and waits for ``40{"sid":...}``; events are
+    ``42["name",data]``; the server's ping ``2`` is answered ``3``."""
+
+    bench_prefix = b'42["msg",{"type":"bench"'
+    body_start, body_end = len(b'42["msg",'), -1
+
+    async def open(self, path: str) -> LeanWebSocket:
+        ws = await LeanWebSocket.connect(
+            "127.0.0.1", self.port, "/socket.io/?EIO=4&transport=websocket"
+        )
+        ws.auto_replies[b"2"] = b"3"
+        opened = await ws.get_message()
+        if not opened.startswith("0{"):
+            raise RuntimeError(f"Engine.IO open expected, got {opened!r}")
+        await ws.send("40")
+        connected = await ws.get_message()
+        if not connected.startswith("40"):
+            raise RuntimeError(f"Socket.IO connect refused: {connected!r}")
+        return ws
+
+    async def open_owner(self, room: str) -> tuple[LeanWebSocket, str]:
+        return await self.open_member(room, "owner"), room
+
+    async def open_member(self, room: str, user_id: str) -> LeanWebSocket:
+        ws = await self.open("")
+        await ws.send(f'42["join",{json.dumps(room)}]')
+        reply = await ws.get_message()
+        if reply != '42["joined"]':
+            raise RuntimeError(f"Socket.IO join refused: {reply!r}")
+        return ws
+
+    async def open_echo(self) -> LeanWebSocket:
+        return await self.open("")
 
     def echo_request(self, n: int) -> str:
-        return f'{{"type":"ping","id":{n}}}'
+        return f'42["echo",{n}]'
+
+    def room_message(self, body: str) -> str:
+        return f'42["msg",{body}]'
 
 
 # -- clients --------------------------------------------------------------------------------------
 
 
 class Client:
-    """A connection whose frames are read at once by its own task and handed to ``sink``."""
+    """A connection whose messages are read at once by its own task and handed to ``sink``."""
 
-    def __init__(self, ws: WebSocketConnection, name: str) -> None:
+    def __init__(self, ws: LeanWebSocket, name: str) -> None:
         self.ws = ws
         self.name = name
         self.sink: Sink = lambda frame, now: None
-        self.closed: str | None = None
+        self.reading = False
 
     async def read(self) -> None:
-        try:
-            while True:
-                frame = await self.ws.get_message()
-                self.sink(frame, time.perf_counter())
-        except ConnectionClosed as closed:
-            self.closed = f"{closed.reason.code} {closed.reason.reason or ''}".strip()
+        self.reading = True
+        await self.ws.read_into(lambda frame, now: self.sink(frame, now))
+
+    @property
+    def closed(self) -> str | None:
+        return self.ws.closed
 
 
 async def open_many(
-    count: int, opener: Callable[[int], Awaitable[WebSocketConnection]], parallel: int = 64
-) -> list[WebSocketConnection]:
+    count: int, opener: Callable[[int], Awaitable[LeanWebSocket]], parallel: int = 64
+) -> list[LeanWebSocket]:
     """Open ``count`` connections, ``parallel`` handshakes at a time."""
-    opened: list[WebSocketConnection | None] = [None] * count
+    opened: list[LeanWebSocket | None] = [None] * count
     limiter = trio.CapacityLimiter(parallel)
 
     async def one(i: int) -> None:
@@ -286,12 +463,23 @@ async def open_many(
     return [ws for ws in opened if ws is not None]
 
 
-async def close_all(connections: Sequence[WebSocketConnection], timeout: float = 20.0) -> None:
-    """Close handshakes in parallel, bounded; the caller cancels what is left."""
+async def close_all(
+    connections: Sequence[LeanWebSocket | Client], timeout: float = 20.0, parallel: int = 256
+) -> None:
+    """Close handshakes, ``parallel`` at a time, bounded; the caller cancels what is left."""
+    limiter = trio.CapacityLimiter(parallel)
+
+    async def one(c: LeanWebSocket | Client) -> None:
+        async with limiter:
+            if isinstance(c, Client):
+                await c.ws.aclose(reading=c.reading)
+            else:
+                await c.aclose()
+
     with trio.move_on_after(timeout):
         async with trio.open_nursery() as nursery:
-            for ws in connections:
-                nursery.start_soon(ws.aclose)
+            for c in connections:
+                nursery.start_soon(one, c)
 
 
 # -- measurements ---------------------------------------------------------------------------------
@@ -308,6 +496,7 @@ class Phase:
     server_cpu: float = 0.0
     client_cpu: float = 0.0
     server_cpu_seconds: float = 0.0
+    client_cpu_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     def rate(self, count: int) -> float:
@@ -316,6 +505,9 @@ class Phase:
     def server_us_per(self, count: int) -> float:
         """Server CPU microseconds per delivery (or round trip): independent of the client."""
         return 1e6 * self.server_cpu_seconds / count if count else float("nan")
+
+    def per_server_cpu_second(self, count: int) -> float:
+        return count / self.server_cpu_seconds if self.server_cpu_seconds else float("nan")
 
     def percentile(self, p: float) -> float:
         """Latency percentile in milliseconds."""
@@ -344,7 +536,8 @@ class CpuClock:
         mine = self.me.cpu_times()
         self.server_seconds = self.server.cpu() - self.server_cpu
         self.server_pct = 100 * self.server_seconds / wall
-        self.client_pct = 100 * (mine.user + mine.system - self.client_cpu) / wall
+        self.client_seconds = mine.user + mine.system - self.client_cpu
+        self.client_pct = 100 * self.client_seconds / wall
 
 
 class BenchPayload(msgspec.Struct):
@@ -359,7 +552,7 @@ class BenchFrame(msgspec.Struct):
 _decode_bench = msgspec.json.Decoder(BenchFrame).decode
 
 
-def bench_frame(seq: int, padding: str) -> str:
+def bench_body(seq: int, padding: str) -> str:
     """A room message; the relay forwards it unchanged, so receivers read their own timestamp."""
     return f'{{"type":"bench","payload":{{"s":{seq},"t":{time.perf_counter()!r},"p":"{padding}"}}}}'
 
@@ -382,11 +575,13 @@ async def room_traffic(
     finished = trio.Event()
     padding = "x" * max(0, size - 60)
     last = [0.0]
+    speak = server.speak
+    prefix, start_at, end_at = speak.bench_prefix, speak.body_start, speak.body_end
 
-    def sink(frame: str | bytes, now: float) -> None:
-        if not isinstance(frame, str) or not frame.startswith(BENCH_PREFIX):
+    def sink(frame: bytes, now: float) -> None:
+        if not frame.startswith(prefix):
             return
-        payload = _decode_bench(frame).payload
+        payload = _decode_bench(frame[start_at:end_at]).payload
         phase.latencies.append(now - payload.t)
         phase.deliveries += 1
         left = remaining[payload.s] = remaining[payload.s] - 1
@@ -406,13 +601,15 @@ async def room_traffic(
         with trio.move_on_after(timeout) as scope:
             for seq in range(count):
                 await in_flight.acquire()
-                await senders[seq % len(senders)].ws.send_message(bench_frame(seq, padding))
+                sender = senders[seq % len(senders)]
+                await sender.ws.send(speak.room_message(bench_body(seq, padding)))
             await finished.wait()
     if scope.cancelled_caught:
         phase.errors.append(f"timed out after {timeout}s: {phase.messages}/{count} complete")
     phase.seconds = (last[0] or time.perf_counter()) - start
     phase.server_cpu, phase.client_cpu = cpu.server_pct, cpu.client_pct
     phase.server_cpu_seconds = cpu.server_seconds
+    phase.client_cpu_seconds = cpu.client_seconds
     for client in receivers:
         client.sink = lambda frame, now: None
         if client.closed:
@@ -423,23 +620,22 @@ async def room_traffic(
 async def round_trips(server: Server, count: int, timeout: float) -> Phase:
     """Request → reply on one connection, one at a time."""
     phase = Phase()
-    async with trio.open_nursery() as nursery:
-        ws = await server.speak.open_echo(nursery)
-        for n in range(20):  # warm-up
-            await ws.send_message(server.speak.echo_request(n))
+    ws = await server.speak.open_echo()
+    for n in range(20):  # warm-up
+        await ws.send(server.speak.echo_request(n))
+        await ws.get_message()
+    with CpuClock(server) as cpu, trio.move_on_after(timeout) as scope:
+        start = time.perf_counter()
+        for n in range(count):
+            sent = time.perf_counter()
+            await ws.send(server.speak.echo_request(n))
             await ws.get_message()
-        with CpuClock(server) as cpu, trio.move_on_after(timeout) as scope:
-            start = time.perf_counter()
-            for n in range(count):
-                sent = time.perf_counter()
-                await ws.send_message(server.speak.echo_request(n))
-                await ws.get_message()
-                phase.latencies.append(time.perf_counter() - sent)
-                phase.messages += 1
-        phase.seconds = time.perf_counter() - start
-        if scope.cancelled_caught:
-            phase.errors.append(f"timed out after {timeout}s: {phase.messages}/{count}")
-        await ws.aclose()
+            phase.latencies.append(time.perf_counter() - sent)
+            phase.messages += 1
+    phase.seconds = time.perf_counter() - start
+    if scope.cancelled_caught:
+        phase.errors.append(f"timed out after {timeout}s: {phase.messages}/{count}")
+    await ws.aclose()
     phase.server_cpu, phase.client_cpu = cpu.server_pct, cpu.client_pct
     phase.server_cpu_seconds = cpu.server_seconds
     return phase
@@ -477,25 +673,23 @@ class IdleResult:
 async def idle_memory(server: Server, count: int) -> IdleResult:
     """Server RSS before and after ``count`` members join one room and stay idle."""
     async with trio.open_nursery() as nursery:
-        owner_ws, room = await server.speak.open_owner(nursery, "idle")
+        owner_ws, room = await server.speak.open_owner("idle")
         owner = Client(owner_ws, "idle owner")
         nursery.start_soon(owner.read)  # drains client_connected notes
         warm = await open_many(
-            50, lambda i: server.speak.open_member(nursery, room, f"warm-{i}"), parallel=16
+            50, lambda i: server.speak.open_member(room, f"warm-{i}"), parallel=16
         )
         await close_all(warm)
         await settle(server, 1)
         await quiesce(server)
         before = server.rss()
         start = time.perf_counter()
-        idle = await open_many(
-            count, lambda i: server.speak.open_member(nursery, room, f"idle-{i}")
-        )
+        idle = await open_many(count, lambda i: server.speak.open_member(room, f"idle-{i}"))
         connect_seconds = time.perf_counter() - start
         await quiesce(server)
         after = server.rss()
         log(f"  {server.name}: {len(idle)} idle connections, RSS {before >> 10}→{after >> 10} KiB")
-        await close_all([*idle, owner_ws])
+        await close_all([*idle, owner])
         nursery.cancel_scope.cancel()
     await settle(server, 0)
     return IdleResult(len(idle), before, after, connect_seconds)
@@ -523,17 +717,11 @@ async def measure(server: Server, opts: argparse.Namespace) -> ServerResult:
     await quiesce(server)
     round_trip = await round_trips(server, opts.round_trips, opts.phase_timeout)
     async with trio.open_nursery() as nursery:
-        owner_ws, room = await server.speak.open_owner(nursery, "bench")
+        owner_ws, room = await server.speak.open_owner("bench")
         owner = Client(owner_ws, "owner")
         nursery.start_soon(owner.read)
-        members = [
-            Client(ws, f"member-{i}")
-            for i, ws in enumerate(
-                await open_many(
-                    opts.members, lambda i: server.speak.open_member(nursery, room, f"m{i}")
-                )
-            )
-        ]
+        opened = await open_many(opts.members, lambda i: server.speak.open_member(room, f"m{i}"))
+        members = [Client(ws, f"member-{i}") for i, ws in enumerate(opened)]
         for member in members:
             nursery.start_soon(member.read)
         n = len(members)
@@ -555,7 +743,7 @@ async def measure(server: Server, opts: argparse.Namespace) -> ServerResult:
         fanout = await traffic(members, opts.messages, opts.window)
         fanout_latency = await traffic(members, opts.latency_messages, 1)
         peak_rss = server.rss()
-        await close_all([client.ws for client in everyone])
+        await close_all(everyone)
         nursery.cancel_scope.cancel()
     await settle(server, 0, timeout=5.0)
     exit_code = await stop(server)
@@ -575,7 +763,7 @@ async def measure(server: Server, opts: argparse.Namespace) -> ServerResult:
 # -- report ---------------------------------------------------------------------------------------
 
 
-def figures(result: ServerResult, members: int) -> dict[str, Any]:
+def figures(result: ServerResult) -> dict[str, Any]:
     """The machine-readable figures of one server."""
     r = result
     return {
@@ -586,6 +774,14 @@ def figures(result: ServerResult, members: int) -> dict[str, Any]:
         "broadcast_server_cpu_pct": r.broadcast.server_cpu,
         "broadcast_client_cpu_pct": r.broadcast.client_cpu,
         "broadcast_server_us_per_delivery": r.broadcast.server_us_per(r.broadcast.deliveries),
+        "broadcast_deliveries_per_server_cpu_s": r.broadcast.per_server_cpu_second(
+            r.broadcast.deliveries
+        ),
+        "broadcast_client_us_per_delivery": 1e6
+        * r.broadcast.client_cpu_seconds
+        / r.broadcast.deliveries
+        if r.broadcast.deliveries
+        else nan,
         "fanout_messages_per_s": r.fanout.rate(r.fanout.messages),
         "fanout_deliveries_per_s": r.fanout.rate(r.fanout.deliveries),
         "fanout_latency_p50_ms": r.fanout.percentile(50),
@@ -593,6 +789,10 @@ def figures(result: ServerResult, members: int) -> dict[str, Any]:
         "fanout_server_cpu_pct": r.fanout.server_cpu,
         "fanout_client_cpu_pct": r.fanout.client_cpu,
         "fanout_server_us_per_delivery": r.fanout.server_us_per(r.fanout.deliveries),
+        "fanout_deliveries_per_server_cpu_s": r.fanout.per_server_cpu_second(r.fanout.deliveries),
+        "fanout_client_us_per_delivery": 1e6 * r.fanout.client_cpu_seconds / r.fanout.deliveries
+        if r.fanout.deliveries
+        else nan,
         "broadcast_unloaded_latency_p50_ms": r.broadcast_latency.percentile(50),
         "broadcast_unloaded_latency_p99_ms": r.broadcast_latency.percentile(99),
         "fanout_unloaded_latency_p50_ms": r.fanout_latency.percentile(50),
@@ -620,56 +820,114 @@ def figures(result: ServerResult, members: int) -> dict[str, Any]:
 
 
 ROWS = [
-    # (key, label, format, higher is better)
-    ("broadcast_deliveries_per_s", "broadcast: deliveries/s (owner → {n})", ",.0f", True),
-    ("broadcast_messages_per_s", "broadcast: owner messages/s", ",.0f", True),
-    ("broadcast_latency_p50_ms", "broadcast: latency p50, ms (window {w})", ".2f", False),
-    ("broadcast_latency_p99_ms", "broadcast: latency p99, ms (window {w})", ".2f", False),
-    ("broadcast_server_cpu_pct", "broadcast: server CPU %", ".0f", None),
-    ("broadcast_client_cpu_pct", "broadcast: client CPU %", ".0f", None),
-    ("broadcast_server_us_per_delivery", "broadcast: server CPU µs per delivery", ".1f", False),
-    ("fanout_messages_per_s", "fan-out: member messages/s (→ owner + {m})", ",.0f", True),
-    ("fanout_deliveries_per_s", "fan-out: deliveries/s", ",.0f", True),
-    ("fanout_latency_p50_ms", "fan-out: latency p50, ms (window {w})", ".2f", False),
-    ("fanout_latency_p99_ms", "fan-out: latency p99, ms (window {w})", ".2f", False),
-    ("fanout_server_cpu_pct", "fan-out: server CPU %", ".0f", None),
-    ("fanout_client_cpu_pct", "fan-out: client CPU %", ".0f", None),
-    ("fanout_server_us_per_delivery", "fan-out: server CPU µs per delivery", ".1f", False),
-    ("broadcast_unloaded_latency_p50_ms", "broadcast one at a time: latency p50, ms", ".2f", False),
-    ("broadcast_unloaded_latency_p99_ms", "broadcast one at a time: latency p99, ms", ".2f", False),
-    ("fanout_unloaded_latency_p50_ms", "fan-out one at a time: latency p50, ms", ".2f", False),
-    ("fanout_unloaded_latency_p99_ms", "fan-out one at a time: latency p99, ms", ".2f", False),
-    ("round_trips_per_s", "round trips/s, one at a time (ping/echo)", ",.0f", True),
-    ("round_trip_p50_ms", "round trip p50, ms", ".3f", False),
-    ("round_trip_p99_ms", "round trip p99, ms", ".3f", False),
-    ("round_trip_server_us", "round trip: server CPU µs each", ".1f", False),
-    ("rss_per_idle_connection_kib", "RSS per idle connection, KiB ({i} idle)", ".1f", False),
-    ("idle_rss_before_kib", "RSS before idle connections, KiB", ",.0f", False),
-    ("connects_per_s", "connect + join handshakes/s (64 in parallel)", ",.0f", True),
-    ("peak_rss_kib", "RSS at end of load, KiB", ",.0f", False),
+    # (key, label, format)
+    ("fanout_deliveries_per_server_cpu_s", "fan-out: deliveries per server CPU-second", ",.0f"),
+    ("fanout_server_us_per_delivery", "fan-out: server CPU µs per delivery", ".1f"),
+    ("fanout_deliveries_per_s", "fan-out: deliveries/s (member → owner + {m})", ",.0f"),
+    ("fanout_messages_per_s", "fan-out: member messages/s", ",.0f"),
+    ("fanout_latency_p50_ms", "fan-out: latency p50, ms ({w} in flight)", ".2f"),
+    ("fanout_latency_p99_ms", "fan-out: latency p99, ms ({w} in flight)", ".2f"),
+    ("fanout_server_cpu_pct", "fan-out: server CPU %", ".0f"),
+    ("fanout_client_cpu_pct", "fan-out: generator CPU %", ".0f"),
+    ("fanout_client_us_per_delivery", "fan-out: generator CPU µs per delivery", ".1f"),
+    (
+        "broadcast_deliveries_per_server_cpu_s",
+        "broadcast: deliveries per server CPU-second",
+        ",.0f",
+    ),
+    ("broadcast_server_us_per_delivery", "broadcast: server CPU µs per delivery", ".1f"),
+    ("broadcast_deliveries_per_s", "broadcast: deliveries/s (owner → {n})", ",.0f"),
+    ("broadcast_messages_per_s", "broadcast: owner messages/s", ",.0f"),
+    ("broadcast_latency_p50_ms", "broadcast: latency p50, ms ({w} in flight)", ".2f"),
+    ("broadcast_latency_p99_ms", "broadcast: latency p99, ms ({w} in flight)", ".2f"),
+    ("broadcast_server_cpu_pct", "broadcast: server CPU %", ".0f"),
+    ("broadcast_client_cpu_pct", "broadcast: generator CPU %", ".0f"),
+    ("broadcast_client_us_per_delivery", "broadcast: generator CPU µs per delivery", ".1f"),
+    ("broadcast_unloaded_latency_p50_ms", "broadcast one at a time: latency p50, ms", ".2f"),
+    ("broadcast_unloaded_latency_p99_ms", "broadcast one at a time: latency p99, ms", ".2f"),
+    ("fanout_unloaded_latency_p50_ms", "fan-out one at a time: latency p50, ms", ".2f"),
+    ("fanout_unloaded_latency_p99_ms", "fan-out one at a time: latency p99, ms", ".2f"),
+    ("round_trips_per_s", "round trips/s, one at a time (echo)", ",.0f"),
+    ("round_trip_p50_ms", "round trip p50, ms", ".3f"),
+    ("round_trip_p99_ms", "round trip p99, ms", ".3f"),
+    ("round_trip_server_us", "round trip: server CPU µs each", ".1f"),
+    ("connects_per_s", "connect + join handshakes/s (64 in parallel)", ",.0f"),
+    ("rss_per_idle_connection_kib", "RSS per idle joined connection, KiB ({i})", ".1f"),
+    ("idle_rss_before_kib", "RSS before idle connections, KiB", ",.0f"),
+    ("peak_rss_kib", "RSS at end of load, KiB", ",.0f"),
+    ("load_1min", "machine load average (1 min) when done", ".1f"),
 ]
 
+SHORT = {
+    "wstund": "wstund",
+    "baseline": "baseline",
+    "socket.io": "sio",
+    "python-socketio": "py-sio",
+}
 
-def table(ours: dict[str, Any], base: dict[str, Any], opts: argparse.Namespace) -> str:
-    labels = {
-        key: label.format(n=opts.members, m=opts.members - 1, w=opts.window, i=opts.idle)
-        for key, label, _, _ in ROWS
-    }
-    width = max(len(label) for label in labels.values())
-    lines = [
-        f"{'':{width}}  {'wstund':>12}  {'baseline':>12}  {'ratio':>6}",
-        "-" * (width + 38),
+
+def ratio_table(
+    runs: list[dict[str, dict[str, Any]]],
+    rows: Sequence[tuple[str, str, str]],
+    short: dict[str, str],
+    ours: str = "wstund",
+) -> str:
+    """One column per server, then ``ours`` ÷ each other server. With several runs a cell is the
+    median ± half the spread (max − min) in % of it, and the ratios are of the medians."""
+    names = list(runs[0])
+    width = max(len(label) for _, label, _ in rows)
+    cell = 15 if len(runs) == 1 else 20
+    others = [n for n in names if n != ours] if ours in names else []
+    head = f"{'':{width}}" + "".join(f"  {n:>{cell}}" for n in names)
+    head += "".join(f"  {ours[0] + '÷' + short.get(n, n):>10}" for n in others)
+    lines = [head, "-" * len(head)]
+
+    def median(name: str, key: str) -> float:
+        values = sorted(float(run[name][key]) for run in runs)
+        return (
+            values[len(values) // 2]
+            if len(values) % 2
+            else sum(values[len(values) // 2 - 1 : len(values) // 2 + 1]) / 2
+        )
+
+    for key, label, fmt in rows:
+        row = f"{label:{width}}"
+        for name in names:
+            values = [float(run[name][key]) for run in runs]
+            mid = median(name, key)
+            if mid != mid:  # NaN: the figure does not apply
+                text = "-"
+            elif len(runs) == 1:
+                text = f"{mid:{fmt}}"
+            else:
+                half = 50 * (max(values) - min(values)) / mid if mid else 0.0
+                text = f"{mid:{fmt}} ±{half:.0f}%"
+            row += f"  {text:>{cell}}"
+        for other in others:
+            a, b = median(ours, key), median(other, key)
+            row += f"  {a / b:>10.2f}" if b and a == a and b == b else f"  {'-':>10}"
+        lines.append(row)
+    if others:
+        lines.append(f"{ours[0]}÷X = {ours}'s figure divided by X's")
+    if len(runs) > 1:
+        lines.append(f"cells: median of {len(runs)} runs ± half the spread (max − min), in %")
+    return "\n".join(lines)
+
+
+def table(runs: list[dict[str, dict[str, Any]]], opts: argparse.Namespace) -> str:
+    """The relay figures of every run, then their errors and unexpected exit codes."""
+    rows = [
+        (key, label.format(n=opts.members, m=opts.members - 1, w=opts.window, i=opts.idle), fmt)
+        for key, label, fmt in ROWS
     ]
-    for key, _, fmt, _ in ROWS:
-        a, b = ours[key], base[key]
-        ratio = f"{a / b:6.2f}" if b else "     -"
-        lines.append(f"{labels[key]:{width}}  {a:>12{fmt}}  {b:>12{fmt}}  {ratio}")
-    lines.append("ratio = wstund / baseline (throughput: higher is better; latency, RSS: lower)")
-    for name, figs in (("wstund", ours), ("baseline", base)):
-        for error in figs["errors"]:
-            lines.append(f"{name} error: {error}")
-        if figs["exit_code"] not in (0, -signal.SIGTERM):
-            lines.append(f"{name} exited with {figs['exit_code']}")
+    lines = [ratio_table(runs, rows, SHORT)]
+    lines.append("rates: higher is better for wstund; µs, latency, KiB: lower")
+    for run in runs:
+        for name, figs in run.items():
+            for error in figs["errors"]:
+                lines.append(f"{name} error: {error}")
+            if figs["exit_code"] not in (0, -signal.SIGTERM):
+                lines.append(f"{name} exited with {figs['exit_code']}")
     return "\n".join(lines)
 
 
@@ -680,23 +938,48 @@ def print_profile(path: str, limit: int = 30) -> None:
     stats.sort_stats("cumulative").print_stats(limit)
 
 
-async def run(opts: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+async def run(opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """``opts.runs`` rounds, each measuring every server once (in turn, so that a noisy minute
+    on the shared machine spreads over the servers instead of falling on one)."""
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="wstund-bench-") as tmp:
-        for start in (lambda: start_wstund(Path(tmp), opts), lambda: start_baseline(opts)):
-            server = start()
-            try:
-                result = await measure(server, opts)
-            finally:
-                if server.proc.poll() is None:
-                    server.proc.kill()
-                    server.proc.wait()
-            results[result.name] = figures(result, opts.members)
-    return results
+        for round_ in range(opts.runs):
+            results: dict[str, Any] = {}
+            if opts.runs > 1:
+                log(f"run {round_ + 1}/{opts.runs}")
+            for name in opts.servers:
+                server = STARTERS[name](Path(tmp), opts)
+                try:
+                    result = await measure(server, opts)
+                finally:
+                    if server.proc.poll() is None:
+                        server.proc.kill()
+                        server.proc.wait()
+                results[result.name] = figures(result)
+                results[result.name]["load_1min"] = os.getloadavg()[0]
+            runs.append(results)
+    return runs
+
+
+def add_wstund_options(parser: argparse.ArgumentParser) -> None:
+    """The flags choosing how wstund (and its agent) run, shared by the benches."""
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
+    )
+    parser.add_argument(
+        "--wstund-src",
+        metavar="DIR",
+        help="run wstund (and the agent) from the source tree DIR, holding wstund/ and static/",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated, measured in this order ({','.join(SERVERS)})",
+    )
     parser.add_argument("--members", type=int, default=50, help="members in the room (50)")
     parser.add_argument("--messages", type=int, default=2000, help="messages per load phase")
     parser.add_argument(
@@ -707,39 +990,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, default=2000, help="idle connections (2000)")
     parser.add_argument("--round-trips", type=int, default=2000, help="round trips (2000)")
     parser.add_argument("--phase-timeout", type=float, default=30.0, help="bound per phase, s")
+    parser.add_argument("--runs", type=int, default=1, help="rounds over every server (1)")
     parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
     parser.add_argument(
-        "--no-pin", dest="pin", action="store_false", help="don't pin server and client CPUs"
+        "--no-pin", dest="pin", action="store_false", help="don't pin server and generator CPUs"
     )
-    parser.add_argument(
-        "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
-    )
-    return parser.parse_args(argv)
+    add_wstund_options(parser)
+    opts = parser.parse_args(argv)
+    opts.servers = [name.strip() for name in opts.servers.split(",") if name.strip()]
+    unknown = set(opts.servers) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    return opts
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
     opts = parse_args()
+    versions = []
+    if "socket.io" in opts.servers:
+        versions.append(ensure_socketio())
+    if "python-socketio" in opts.servers:
+        versions.append(ensure_python_socketio())
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = 2 * (opts.idle + opts.members) + 256
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
     opts.cpus = sorted(psutil.Process().cpu_affinity() or [])
-    pinned = client_cpus(opts)
-    if pinned:
-        psutil.Process().cpu_affinity(pinned)
+    generator = client_cpus(opts)
+    if generator:
+        psutil.Process().cpu_affinity(generator)
+    load_before = load_average()
     started = time.perf_counter()
-    results = trio.run(run, opts)
+    runs = trio.run(run, opts)
     elapsed = time.perf_counter() - started
-    text = table(results["wstund"], results["baseline"], opts)
+    text = table(runs, opts)
     header = (
-        f"wstund relay benchmark: 1 owner + {opts.members} members, {opts.messages} messages "
-        f"per load phase, window {opts.window}, ~{opts.size} B frames, {opts.idle} idle "
-        f"connections; {os.cpu_count()} CPUs, server pinned to {server_cpus(opts)}, "
-        f"clients to {pinned}; run took {elapsed:.0f}s"
+        f"wstund relay benchmark, {opts.runs} run(s): 1 owner + {opts.members} members, "
+        f"{opts.messages} messages per load phase, {opts.window} in flight, ~{opts.size} B "
+        f"frames, {opts.idle} idle connections; {os.cpu_count()} CPUs, servers pinned to "
+        f"{server_cpus(opts)}, generator to {generator}; load average {load_before} before, "
+        f"{load_average()} after; run took {elapsed:.0f}s"
     )
+    if versions:
+        header += "\npeers: " + "; ".join(versions)
     if opts.json:
         log(f"{header}\n{text}")
-        print(json.dumps({"options": vars(opts), "elapsed_s": elapsed, **results}, indent=2))
+        out = {"options": vars(opts), "elapsed_s": elapsed, "versions": versions}
+        out["load_average"] = [load_before, load_average()]
+        print(json.dumps({**out, "runs": runs}, indent=2))
     else:
         print(f"{header}\n{text}")
     if opts.profile:

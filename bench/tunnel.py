@@ -1,36 +1,120 @@
-"""Benchmark the HTTP tunnel against the same local app reached directly (issue #4, Benchmark).
+"""Benchmark the HTTP tunnel against nginx ``proxy_pass`` and the origin reached directly (#16).
 
-Starts, each as its own process, the real daemon (``wstund``), the local app
-(``python -m tests.localapp``) and the agent (``wstund-agent``), registers a tunnel client over
-the REST API, then drives both paths from this process with httpx over loopback: small responses
-(requests/s with ``--concurrency`` callers, and p50/p99 latency) and a ``--size`` MB streamed
-download (MB/s). Prints the figures and the tunnel's ratio to the direct path.
+In one run, every path in front of the same origin, an nginx serving static files (a small file
+and a ``--size`` MB one) from a temporary directory:
 
-    .venv/bin/python bench/tunnel.py [--requests 2000] [--concurrency 16] [--size 100] [--json]
+- **direct**: the origin itself;
+- **nginx**: a second nginx whose one location is ``proxy_pass`` to the origin (upstream
+  keep-alive on, as a user tuning it would set; everything else Debian's defaults);
+- **wstund**: the real daemon (``wstund``) with the agent (``wstund-agent``) forwarding to the
+  origin, registered over the REST API.
+
+nginx is Debian's package, installed by this script with apt-get when it is missing; both
+instances run from a generated config on free loopback ports and are stopped by pid.
+
+One load generator, this process, with the hand-written keep-alive client of bench/httpclient.py
+measures for each path: ``--seconds`` of small GETs by ``--concurrency`` callers (req/s,
+p50/p99, and the CPU seconds per request of the proxy: nginx's, or wstund's daemon and agent
+together, from psutil), ``--seconds`` of ``--size`` MiB downloads one after the other (MB/s), and
+single requests one at a time (p50, and what the proxy adds to the direct p50). Its own CPU and
+the origin's are printed so that a generator- or origin-bound figure shows as one. Prints a
+table with wstund's ratio to each.
+
+    .venv/bin/python bench/tunnel.py [--seconds 3] [--concurrency 16] [--size 100] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from math import nan
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
 
-from relay import free_port, log, print_profile, wstund_argv  # noqa: E402
+from httpclient import LeanHTTP  # noqa: E402
+from relay import (  # noqa: E402
+    add_wstund_options,
+    ensure_command,
+    free_port,
+    load_average,
+    log,
+    print_profile,
+    ratio_table,
+    wstund_argv,
+)
 
 BIN = Path(sys.executable).parent
 CLIENT = "bench"
+SMALL = "/small.txt"
+BIG = "/big.bin"
+SMALL_BODY = b"x" * 99 + b"\n"
+PATHS = ["direct", "nginx", "wstund"]
+
+
+# -- nginx ----------------------------------------------------------------------------------------
+
+
+def ensure_nginx() -> tuple[str, str]:
+    """Debian's nginx, installed with apt-get when missing; returns (binary, version)."""
+    nginx = ensure_command("nginx", ["nginx"], also=["/usr/sbin/nginx"])
+    version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
+    return nginx, version.removeprefix("nginx version: ")
+
+
+def nginx_config(tmp: Path, name: str, port: int, body: str) -> Path:
+    """A whole nginx config for one instance: one worker, files under ``tmp``, no access log."""
+    user = "user root;\n" if os.geteuid() == 0 else ""  # the worker reads our 0700 temp dir
+    temp = "\n".join(
+        f"  {kind}_temp_path {tmp}/{name}-{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    path = tmp / f"{name}.conf"
+    path.write_text(
+        f"""{user}daemon off;
+worker_processes 1;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+{temp}
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+{body.replace("PORT", str(port))}
+}}
+"""
+    )
+    return path
+
+
+def start_nginx(
+    procs: list[subprocess.Popen[bytes]], nginx: str, tmp: Path, name: str, body: str
+) -> tuple[int, subprocess.Popen[bytes]]:
+    port = free_port()
+    config = nginx_config(tmp, name, port, body)
+    argv = [nginx, "-e", str(tmp / f"{name}-error.log"), "-p", str(tmp), "-c", str(config)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    procs.append(proc)
+    return port, proc
+
+
+# -- the paths ------------------------------------------------------------------------------------
 
 
 def wait_http(url: str, ok: tuple[int, ...] = ()) -> None:
@@ -48,120 +132,294 @@ def wait_http(url: str, ok: tuple[int, ...] = ()) -> None:
         time.sleep(0.1)
 
 
-async def small_requests(url: str, requests: int, concurrency: int) -> dict[str, float]:
-    """``requests`` GETs of a small response by ``concurrency`` callers: req/s, p50, p99 (ms)."""
-    latencies: list[float] = []
-    remaining = requests
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+@dataclass
+class Route:
+    """One way to reach the origin: the port to call, the processes doing the proxying."""
 
-        async def caller() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                r = await http.get(url)
-                latencies.append(time.perf_counter() - started)
-                assert r.status_code == 200, r.status_code
-
-        await http.get(url)  # warm the connection and the path
-        started = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(caller)
-        elapsed = time.perf_counter() - started
-    q = statistics.quantiles(latencies, n=100)
-    return {"rps": len(latencies) / elapsed, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000}
+    name: str
+    port: int
+    prefix: str
+    proxies: list[psutil.Process]
 
 
-async def download(url: str, size: int) -> float:
-    """MB/s of one streamed download of ``size`` bytes."""
-    async with httpx.AsyncClient(timeout=60) as http:
-        got = 0
-        started = time.perf_counter()
-        async with http.stream("GET", f"{url}?n={size}") as response:
-            async for chunk in response.aiter_raw():
-                got += len(chunk)
-        elapsed = time.perf_counter() - started
-    assert got == size, (got, size)
-    return size / elapsed / 1e6
+def tree_cpu(procs: list[psutil.Process]) -> float:
+    """CPU seconds of ``procs`` and their children (nginx's workers)."""
+    total = 0.0
+    for proc in procs:
+        for p in [proc, *proc.children(recursive=True)]:
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
 
 
-def start(
-    procs: list[subprocess.Popen[bytes]], tmp: Path, profile: str | None = None
-) -> tuple[str, str]:
-    """Start wstund, the local app and the agent; return (direct URL, tunnel URL)."""
-    daemon_port, app_port = free_port(), free_port()
-    config = tmp / "wstund.toml"
-    config.write_text(
-        f'[server]\nstate_dir = "{tmp}/state"\n[admin]\nsocket = "{tmp}/admin.sock"\n'
-        '[log]\nlevel = "warning"\n'
+def start_all(
+    procs: list[subprocess.Popen[bytes]], tmp: Path, opts: argparse.Namespace, nginx: str
+) -> tuple[dict[str, Route], psutil.Process]:
+    """The origin, then each path in ``opts.paths`` in front of it."""
+    www = tmp / "www"
+    www.mkdir()
+    (www / SMALL.lstrip("/")).write_bytes(SMALL_BODY)
+    with open(www / BIG.lstrip("/"), "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(opts.size):
+            f.write(block)
+    origin_port, origin = start_nginx(
+        procs, nginx, tmp, "origin", f"  server {{ listen 127.0.0.1:PORT; root {www}; }}"
     )
-    wstund = wstund_argv(["--bind", f"127.0.0.1:{daemon_port}", "--config", str(config)], profile)
-    procs.append(subprocess.Popen(wstund, stdin=subprocess.DEVNULL))
-    app = [sys.executable, "-m", "tests.localapp", str(app_port)]
-    procs.append(subprocess.Popen(app, cwd=ROOT, stdin=subprocess.DEVNULL))
-    daemon, direct = f"http://127.0.0.1:{daemon_port}", f"http://127.0.0.1:{app_port}"
-    wait_http(daemon)
-    wait_http(direct)
-    admin = {"X-Admin-Token": (tmp / "state" / "admin.token").read_text().strip()}
-    r = httpx.post(f"{daemon}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=5)
-    r.raise_for_status()
-    agent = [str(BIN / "wstund-agent"), "--server", daemon, "--client-id", CLIENT]
-    agent += ["--log-level", "warning", direct]
-    env = {"WSTUN_TUNNEL_SECRET": r.json()["secret"], "PATH": str(BIN)}
-    procs.append(subprocess.Popen(agent, env=env, stdin=subprocess.DEVNULL))
-    tunnel = f"{daemon}/_t/{CLIENT}"
-    wait_http(f"{tunnel}/cookies", ok=(200,))
-    return direct, tunnel
+    wait_http(f"http://127.0.0.1:{origin_port}{SMALL}", ok=(200,))
+    paths = {"direct": Route("direct", origin_port, "", [])}
+    if "nginx" in opts.paths:
+        body = f"""  upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:PORT;
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}"""
+        port, proc = start_nginx(procs, nginx, tmp, "proxy", body)
+        wait_http(f"http://127.0.0.1:{port}{SMALL}", ok=(200,))
+        paths["nginx"] = Route("nginx", port, "", [psutil.Process(proc.pid)])
+    if "wstund" in opts.paths:
+        port = free_port()
+        config = tmp / "wstund.toml"
+        config.write_text(
+            f'[server]\nstate_dir = "{tmp}/state"\n[admin]\nsocket = "{tmp}/admin.sock"\n'
+            '[log]\nlevel = "warning"\n'
+        )
+        bind = ["--bind", f"127.0.0.1:{port}", "--config", str(config)]
+        argv = wstund_argv(bind, opts.profile, opts.wstund_src)
+        daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        procs.append(daemon)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url)
+        # A daemon that keeps an admin token in its state dir wants it on the REST API.
+        token = tmp / "state" / "admin.token"
+        admin = {"X-Admin-Token": token.read_text().strip()} if token.exists() else {}
+        r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=5)
+        r.raise_for_status()
+        agent_args = ["--server", url, "--client-id", CLIENT, "--log-level", "warning"]
+        agent_args.append(f"http://127.0.0.1:{origin_port}")
+        agent_argv = wstund_argv(agent_args, src=opts.wstund_src, program="wstund-agent")
+        env = {"WSTUN_TUNNEL_SECRET": r.json()["secret"], "PATH": str(BIN)}
+        agent = subprocess.Popen(agent_argv, env=env, stdin=subprocess.DEVNULL)
+        procs.append(agent)
+        prefix = f"/_t/{CLIENT}"
+        wait_http(f"{url}{prefix}{SMALL}", ok=(200,))
+        proxies = [psutil.Process(daemon.pid), psutil.Process(agent.pid)]
+        paths["wstund"] = Route("wstund", port, prefix, proxies)
+    return paths, psutil.Process(origin.pid)
 
 
-async def measure(opts: argparse.Namespace, direct: str, tunnel: str) -> dict[str, Any]:
-    """Small requests and one large download, direct then through the tunnel."""
-    results: dict[str, Any] = {}
-    for name, base in (("direct", direct), ("tunnel", tunnel)):
-        log(f"{name}: {opts.requests} small requests, {opts.concurrency} callers")
-        small = await small_requests(f"{base}/cookies", opts.requests, opts.concurrency)
-        log(f"{name}: {opts.size} MB download")
-        mbps = await download(f"{base}/bytes", opts.size * 1024 * 1024)
-        results[name] = {**small, "MB_per_s": mbps}
-    return results
+# -- measurements ---------------------------------------------------------------------------------
+
+
+class Clock:
+    """Wall time and CPU seconds of the proxy, the origin and this generator over a phase."""
+
+    def __init__(self, route: Route, origin: psutil.Process) -> None:
+        self.route, self.origin, self.me = route, origin, psutil.Process()
+
+    def _now(self) -> tuple[float, float, float, float]:
+        mine = self.me.cpu_times()
+        return (
+            time.perf_counter(),
+            tree_cpu(self.route.proxies),
+            tree_cpu([self.origin]),
+            mine.user + mine.system,
+        )
+
+    def __enter__(self) -> Clock:
+        self.start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._now()
+        self.wall, self.proxy, self.origin_cpu, self.generator = (
+            b - a for a, b in zip(self.start, end, strict=True)
+        )
+
+
+async def small_requests(
+    route: Route, origin: psutil.Process, seconds: float, concurrency: int
+) -> dict[str, float]:
+    """Small GETs by ``concurrency`` keep-alive callers for ``seconds`` (long enough for the
+    CPU clocks, which tick every 10 ms, to count the fastest path's work)."""
+    latencies: list[float] = []
+    clients = [LeanHTTP("127.0.0.1", route.port) for _ in range(concurrency)]
+    url = route.prefix + SMALL
+    deadline = time.perf_counter() + seconds
+
+    async def caller(http: LeanHTTP) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            status, size = await http.get(url)
+            latencies.append(time.perf_counter() - started)
+            if status != 200 or size != len(SMALL_BODY):
+                raise RuntimeError(f"{route.name}: {url} answered {status} with {size} bytes")
+
+    for http in clients:  # warm each connection and the path
+        await http.get(url)
+    deadline = time.perf_counter() + seconds
+    with Clock(route, origin) as clock:
+        async with trio.open_nursery() as nursery:
+            for http in clients:
+                nursery.start_soon(caller, http)
+    for http in clients:
+        await http.close()
+    q = statistics.quantiles(latencies, n=100)
+    done = len(latencies)
+    return {
+        "rps": done / clock.wall,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "proxy_cpu_ms_per_request": 1000 * clock.proxy / done if route.proxies else nan,
+        "origin_cpu_ms_per_request": 1000 * clock.origin_cpu / done,
+        "generator_cpu_pct": 100 * clock.generator / clock.wall,
+        "requests": done,
+    }
+
+
+async def single_requests(route: Route, count: int) -> float:
+    """p50 (ms) of ``count`` small GETs one at a time on one keep-alive connection."""
+    http = LeanHTTP("127.0.0.1", route.port)
+    url = route.prefix + SMALL
+    latencies = []
+    for n in range(count + 20):
+        started = time.perf_counter()
+        await http.get(url)
+        if n >= 20:  # the first ones warm up
+            latencies.append(time.perf_counter() - started)
+    await http.close()
+    return statistics.median(latencies) * 1000
+
+
+async def download(
+    route: Route, origin: psutil.Process, size: int, seconds: float
+) -> dict[str, float]:
+    """Streamed downloads of ``size`` bytes, one after the other on one connection, until
+    ``seconds`` have passed (at least one): MB/s, and the proxy's and the generator's CPU."""
+    http = LeanHTTP("127.0.0.1", route.port)
+    count = 0
+    with Clock(route, origin) as clock:
+        deadline = time.perf_counter() + seconds
+        while not count or time.perf_counter() < deadline:
+            status, got = await http.get(route.prefix + BIG)
+            if status != 200 or got != size:
+                raise RuntimeError(f"{route.name}: download answered {status}, {got}/{size} bytes")
+            count += 1
+    await http.close()
+    return {
+        "MB_per_s": count * size / clock.wall / 1e6,
+        "downloads": count,
+        "download_proxy_cpu_pct": 100 * clock.proxy / clock.wall if route.proxies else nan,
+        "download_generator_cpu_pct": 100 * clock.generator / clock.wall,
+    }
+
+
+async def measure(
+    opts: argparse.Namespace, routes: dict[str, Route], origin: psutil.Process
+) -> list[dict[str, Any]]:
+    """``opts.runs`` rounds, each over every path in turn."""
+    runs = []
+    for round_ in range(opts.runs):
+        if opts.runs > 1:
+            log(f"run {round_ + 1}/{opts.runs}")
+        results: dict[str, Any] = {}
+        for name, route in routes.items():
+            log(f"{name}: small GETs for {opts.seconds}s, {opts.concurrency} callers")
+            small = await small_requests(route, origin, opts.seconds, opts.concurrency)
+            log(f"{name}: {opts.single} single GETs, then {opts.size} MiB downloads")
+            single = await single_requests(route, opts.single)
+            big = await download(route, origin, opts.size * 1024 * 1024, opts.seconds)
+            load = os.getloadavg()[0]
+            results[name] = {**small, "single_p50_ms": single, **big, "load_1min": load}
+        direct = results["direct"]["single_p50_ms"]
+        for figures in results.values():
+            figures["added_p50_ms"] = figures["single_p50_ms"] - direct
+        runs.append(results)
+    return runs
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+ROWS = [
+    # (key, label, format)
+    ("rps", "small GETs, {c} concurrent: req/s", ",.0f"),
+    ("p50_ms", "small GETs: p50, ms", ".2f"),
+    ("p99_ms", "small GETs: p99, ms", ".2f"),
+    ("proxy_cpu_ms_per_request", "CPU per request, proxy (wstund: daemon + agent), ms", ".3f"),
+    ("origin_cpu_ms_per_request", "CPU per request, origin, ms", ".3f"),
+    ("generator_cpu_pct", "small GETs: generator CPU %", ".0f"),
+    ("MB_per_s", "{s} MiB downloads, MB/s", ",.0f"),
+    ("download_proxy_cpu_pct", "download: proxy CPU %", ".0f"),
+    ("download_generator_cpu_pct", "download: generator CPU %", ".0f"),
+    ("single_p50_ms", "single request p50, ms", ".3f"),
+    ("added_p50_ms", "single request p50 added to direct, ms", ".3f"),
+    ("load_1min", "machine load average (1 min) when done", ".1f"),
+]
+
+
+def table(runs: list[dict[str, dict[str, Any]]], opts: argparse.Namespace) -> str:
+    rows = [(key, label.format(c=opts.concurrency, s=opts.size), fmt) for key, label, fmt in ROWS]
+    return ratio_table(runs, rows, {}) + "\nreq/s, MB/s: higher is better for wstund; ms: lower"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--paths", default="direct,nginx,wstund", help="which of direct,nginx,wstund"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="length of each load phase per path (3)"
+    )
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--single", type=int, default=500, help="single GETs one at a time (500)")
+    parser.add_argument("--size", type=int, default=100, help="download size, MiB (100)")
+    parser.add_argument("--runs", type=int, default=1, help="rounds over every path (1)")
+    parser.add_argument("--json", action="store_true")
+    add_wstund_options(parser)
+    opts = parser.parse_args(argv)
+    opts.paths = [p.strip() for p in opts.paths.split(",") if p.strip()]
+    if set(opts.paths) - set(PATHS):
+        parser.error(f"--paths takes {','.join(PATHS)}")
+    return opts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--size", type=int, default=100, help="download size, MB")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument(
-        "--profile", metavar="FILE", help="run wstund under cProfile, write FILE, print the top"
-    )
-    opts = parser.parse_args()
+    opts = parse_args()
+    nginx, version = ensure_nginx()
     procs: list[subprocess.Popen[bytes]] = []
+    load_before = load_average()
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="wstun-bench-") as tmp:
         try:
-            direct, tunnel = start(procs, Path(tmp), opts.profile)
-            results = trio.run(measure, opts, direct, tunnel)
+            routes, origin = start_all(procs, Path(tmp), opts, nginx)
+            runs = trio.run(measure, opts, routes, origin)
         finally:
             for proc in reversed(procs):
                 proc.terminate()
             for proc in procs:
                 try:
-                    proc.wait(5)
+                    proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
+    header = (
+        f"wstund tunnel benchmark, {opts.runs} run(s): origin nginx {version} (static files); "
+        f"per path {opts.seconds}s of small GETs ({len(SMALL_BODY)} B) by {opts.concurrency} "
+        f"callers and of {opts.size} MiB downloads, {opts.single} single GETs; "
+        f"{os.cpu_count()} CPUs, nothing pinned; load average {load_before} before, "
+        f"{load_average()} after; run took {time.perf_counter() - started:.0f}s"
+    )
+    text = table(runs, opts)
     if opts.json:
-        print(json.dumps(results, indent=2))
-        return
-    direct_r, tunnel_r = results["direct"], results["tunnel"]
-    print(f"{'':>10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'MB/s':>8}")
-    for name, r in results.items():
-        print(
-            f"{name:>10} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['MB_per_s']:8.1f}"
-        )
-    ratios = [tunnel_r[k] / direct_r[k] for k in ("rps", "p50_ms", "p99_ms", "MB_per_s")]
-    print(f"{'ratio':>10} {ratios[0]:9.2f} {ratios[1]:8.2f} {ratios[2]:8.2f} {ratios[3]:8.2f}")
+        log(f"{header}\n{text}")
+        out = {"options": vars(opts), "nginx": version, "load_average": load_before}
+        print(json.dumps({**out, "runs": runs}, indent=2))
+    else:
+        print(f"{header}\n{text}")
     if opts.profile:
         print_profile(opts.profile)
 

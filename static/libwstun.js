@@ -15,10 +15,35 @@
  * host.ownerKey, host.sendTo(userId, type, payload),
  * sendBinary(bytes), request(type, payload) -> Promise correlated by the envelope id, and
  * the binary relay frame codec (WSTun.frames) used to answer HTTP-through-relay requests.
+ * In a sandboxed page (an installed service the operator did not trust: an opaque origin),
+ * reading sessionStorage or localStorage throws; the library then puts an in-memory Storage
+ * in their place, so pages written for WSTun run (they forget across reloads).
  * Plain JavaScript, no build step.
  */
 (function (global) {
     'use strict';
+
+    function memoryStorage() {
+        var items = Object.create(null);
+        return {
+            getItem: function (k) { return k in items ? items[k] : null; },
+            setItem: function (k, v) { items[k] = String(v); },
+            removeItem: function (k) { delete items[k]; },
+            clear: function () { items = Object.create(null); },
+            key: function (i) { return Object.keys(items)[i] || null; },
+            get length() { return Object.keys(items).length; }
+        };
+    }
+
+    ['sessionStorage', 'localStorage'].forEach(function (name) {
+        try {
+            void global[name];
+        } catch (e) {  // SecurityError: an opaque origin has no Web Storage
+            try {
+                Object.defineProperty(global, name, { value: memoryStorage(), configurable: true });
+            } catch (ignored) { /* left as it is: the page sees the browser's own error */ }
+        }
+    });
 
     var VERSION = '2.0.0';
     // Close codes after which reconnecting cannot help (DESIGN 3.5).

@@ -26,17 +26,26 @@ DOCUMENTED_ENDPOINTS = [
 ]
 
 
-async def _install(nursery: trio.Nursery, tmp_path: Path, start_daemon: StartDaemon) -> str:
-    """Publish the pages, install and enable them on a fresh daemon; its base URL."""
+async def _install(
+    nursery: trio.Nursery, tmp_path: Path, start_daemon: StartDaemon, *, trusted: bool = True
+) -> str:
+    """Publish the pages, install and enable them on a fresh daemon; its base URL. Trusted
+    (``marketplace.trusted_services``), the pages run on the server's origin with Web Storage;
+    otherwise sandboxed."""
     market = await start_marketplace(nursery, tmp_path / "market")
     files = {name: (PAGES / name).read_bytes() for name in ("index.html", "main.html")}
     market.publish("refshare", "1.0.0", files, endpoints=DOCUMENTED_ENDPOINTS)
-    daemon = await start_daemon(marketplace={"urls": [market.url]}, relay={"owner_grace": 30.0})
-    async with httpx.AsyncClient(base_url=daemon.url) as api:
+    daemon = await start_daemon(
+        marketplace={"urls": [market.url], "trusted_services": ["refshare"] if trusted else []},
+        relay={"owner_grace": 30.0},
+    )
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.admin_headers) as api:
         installed = await api.post("/_api/marketplace/install", json={"name": "refshare"})
         assert installed.status_code == 200, installed.text
         assert (await api.post("/_api/services/refshare/enable")).status_code == 200
-        assert (await api.get("/refshare/service")).content == files["index.html"]
+        page = await api.get("/refshare/service")
+        assert page.content == files["index.html"]
+        assert ("sandbox" in page.headers.get("content-security-policy", "")) is not trusted
         assert (await api.get("/refshare/main")).content == files["main.html"]
     return daemon.url
 
@@ -134,3 +143,31 @@ async def test_reference_style_pages_end_to_end(
         assert refusal["type"] == "error" and refusal["payload"]["code"] == "not_owner"
         await host.call(host.driver.refresh)
         await host.wait_js(f"document.getElementById('reclaimed')?.textContent.includes({uuid!r})")
+
+
+async def test_sandboxed_reference_style_pages_still_run(
+    nursery: trio.Nursery,
+    start_daemon: StartDaemon,
+    open_browser: OpenBrowser,
+    tmp_path: Path,
+) -> None:
+    """Not trusted, the same pages are sandboxed (an opaque origin, where reading
+    sessionStorage throws): libwstun.js's in-memory storage lets them create, join and chat."""
+    with trio.fail_after(60):
+        url = await _install(nursery, tmp_path, start_daemon, trusted=False)
+        host, ann, bob = await open_browser(), await open_browser(), await open_browser()
+        await host.get(url + "/refshare/service")
+        assert await host.js("return self.origin") == "null"
+        await host.type("#roomName", "Sandboxed room")
+        await host.click("#create")
+        link = await host.wait_js("document.getElementById('joinUrl')?.href")
+        for member in (ann, bob):
+            await member.get(link)
+            await member.click("#join")
+            await member.wait_js(_status_is("Connected to Sandboxed room"))
+        await host.wait_js("document.querySelectorAll('#users li').length === 2")
+        await ann.type("#chatText", "from a sandbox")
+        await ann.click("#chatSend")
+        await bob.wait_js(
+            "document.getElementById('messages').textContent.includes('from a sandbox')"
+        )

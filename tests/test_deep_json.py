@@ -37,7 +37,9 @@ async def test_deep_json_on_rest_routes_is_a_400(
     async with httpx.AsyncClient() as http:
         with trio.fail_after(10):
             r = await http.post(
-                wstund.url + path, content=DEEP, headers={"Content-Type": "application/json"}
+                wstund.url + path,
+                content=DEEP,
+                headers={"Content-Type": "application/json", **wstund.admin_headers},
             )
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("application/json")

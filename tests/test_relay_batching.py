@@ -1,20 +1,14 @@
 """Frames queued for one socket leave in batched writes, complete and in order.
 
 A host that stops reading lets its outbox fill while two members keep sending; once it reads
-again, each flush writes the queued frames behind the first in one socket write
-(``hypercorn_ws.SEND_BATCH``). Every frame must still arrive, each member's in its own order.
+again, each flush writes the queued frames behind the first in one socket write. Every frame
+must still arrive, each member's in its own order.
 """
 
 from __future__ import annotations
 
-import json
-
-import hypercorn.config
-import hypercorn.trio
 import trio
 import trio_websocket
-
-from wstund import hypercorn_ws
 
 from .conftest import StartDaemon, connect_stalled, join_room, recv, send
 
@@ -63,36 +57,6 @@ async def test_queued_frames_reach_a_host_batched_and_in_order(start_daemon: Sta
     # 16 KiB frames, 64 KiB batches (relay.write_batch_bytes): several frames per write.
     assert owner.writes < owner.frames_sent * 2 / 3, (owner.writes, owner.frames_sent)
     assert daemon.hub.metrics.slow_consumer_drops._value.get() == 0
-
-
-async def test_a_batch_arrives_as_separate_frames_of_either_kind() -> None:
-    """Hypercorn with the patch, no relay: one SEND_BATCH message, text and binary frames."""
-    hypercorn_ws.apply()
-
-    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
-        assert scope["type"] == "websocket"
-        assert (await receive())["type"] == "websocket.connect"  # type: ignore[operator]
-        await send({"type": "websocket.accept"})  # type: ignore[operator]
-        send_batch = hypercorn_ws.batch_sender(scope)
-        assert send_batch is not None
-        await send_batch(["one", b"\x00two", json.dumps({"three": 3}), b""])
-        await send({"type": "websocket.close", "code": 4000})  # type: ignore[operator]
-
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(hypercorn.trio.serve, hypercorn_ws.BatchSend(app), config)
-            url = binds[0].replace("http://", "ws://") + "/"
-            async with trio_websocket.open_websocket_url(url) as ws:
-                got = [await ws.get_message() for _ in range(4)]
-                try:
-                    await ws.get_message()
-                except trio_websocket.ConnectionClosed as closed:
-                    assert closed.reason.code == 4000
-            nursery.cancel_scope.cancel()
-    assert got == ["one", b"\x00two", '{"three": 3}', b""]
 
 
 async def test_batching_off_writes_each_frame_alone(start_daemon: StartDaemon) -> None:

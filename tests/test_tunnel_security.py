@@ -133,17 +133,26 @@ async def test_a_page_on_another_origin_cannot_open_a_tunnelled_websocket(
     open_browser: Callable[..., Awaitable[Browser]],
 ) -> None:
     daemon, local = await tunnel_to(
-        nursery, start_daemon, server={"allowed_origins": ["http://good.example"]}
+        nursery,
+        start_daemon,
+        server={"allowed_origins": ["http://good.example"]},
+        tunnel={"host_suffix": "localhost"},  # Chromium resolves *.localhost to loopback
     )
     attacker = await start_local_app(nursery)  # any page of another origin will do
     browser = await open_browser()
     await browser.get(f"{attacker.url}/attacker-page")
     assert await browser.js_async(WS_PROBE, daemon.ws_url(f"/_t/{EVIL}/ws")) == "closed:1006"
     assert local.seen == []
-    # The tunnelled app's own page (same origin) still gets its WebSocket.
+    # Reached by path, the app's page is sandboxed (an opaque origin: its WebSocket says
+    # "Origin: null"), so with allowed_origins set it cannot open one either.
     await browser.get(f"{daemon.url}/_t/{EVIL}/page")
-    assert await browser.js_async(WS_PROBE, daemon.ws_url(f"/_t/{EVIL}/ws")) == "message:echo:probe"
-    assert local.seen == ["/page", "/ws"]
+    assert await browser.js_async(WS_PROBE, daemon.ws_url(f"/_t/{EVIL}/ws")) == "closed:1006"
+    # Reached by host, the app is an origin of its own and gets its own WebSocket.
+    own = f"{EVIL}.localhost:{daemon.port}"
+    await browser.get(f"http://{own}/page")
+    assert await browser.js_async(WS_PROBE, f"ws://{own}/ws") == "message:echo:probe"
+    # (the browser may also ask the host-routed origin for its /favicon.ico)
+    assert [p for p in local.seen if p != "/favicon.ico"] == ["/page", "/page", "/ws"]
 
 
 async def test_tls_ask_approves_only_registered_client_hosts(start_daemon: StartDaemon) -> None:
@@ -178,7 +187,8 @@ async def test_tls_ask_approves_only_registered_client_hosts(start_daemon: Start
 
 
 async def register_with_token(daemon: RunningDaemon, client_id: str) -> None:
-    async with httpx.AsyncClient(headers={"Authorization": "Bearer srv"}) as http:
+    headers = {"Authorization": "Bearer srv", **daemon.admin_headers}
+    async with httpx.AsyncClient(headers=headers) as http:
         with trio.fail_after(5):
             added = await http.post(f"{daemon.url}/_api/tunnel/clients", json={"id": client_id})
     assert added.status_code == 201

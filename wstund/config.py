@@ -46,6 +46,7 @@ class ServerConfig(_Section):
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     max_connections: int = 10_000
     max_connections_per_ip: int = 256
+    head_timeout: float = 5.0
     state_dir: str = ""
     shutdown_grace: float = 5.0
     send_timeout: float = 30.0
@@ -73,6 +74,8 @@ class RelayConfig(_Section):
     member_rate_burst: float = 2.0
     max_rate_limited: int = 20
     write_batch_bytes: int = 64 * 1024
+    permessage_deflate: bool = False
+    send_buffer: int = 128 * 1024
     heartbeat_interval: float = 20.0
     idle_timeout: float = 60.0
     owner_grace: float = 10.0
@@ -127,6 +130,7 @@ class MarketplaceConfig(_Section):
     timeout: float = 10.0
     max_redirects: int = 3
     allow_private_addresses: bool = False
+    trusted_services: list[str] = msgspec.field(default_factory=list)
     max_file_size: int = 5 * 1024 * 1024
     max_service_size: int = 20 * 1024 * 1024
     max_files: int = 64
@@ -199,6 +203,7 @@ _POSITIVE_INTS = {
 }
 _NON_NEGATIVE = {
     "relay.write_batch_bytes",
+    "relay.send_buffer",
     "relay.slow_consumer_timeout",
     "relay.heartbeat_interval",
     "relay.idle_timeout",
@@ -206,6 +211,7 @@ _NON_NEGATIVE = {
     "relay.member_messages_per_second",
     "relay.member_bytes_per_second",
     "server.shutdown_grace",
+    "server.head_timeout",
     "server.send_timeout",
     "tunnel.request_timeout",
     "marketplace.timeout",

@@ -18,10 +18,9 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from . import __version__, buildinfo, hypercorn_guard, hypercorn_ws, sdnotify, statelock
+from . import __version__, buildinfo, hypercorn_ws, sdnotify, statelock
 from .admin import collector
 from .admin import token as admin_token
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
@@ -29,11 +28,14 @@ from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
 from .config import Config, ConfigError, bind_problems, load, state_dir
 from .forwarded import TrustedProxies
 from .hub import Hub
-from .hypercorn_ws import BatchSend
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
-from .moosicbox.front import MoosicBoxFront
+from .moosicbox.front import MoosicBoxFront, leave_moosicbox_sockets
+from .relay import endpoint
+from .transport.fdlimit import ensure_fd_limit
+from .transport.server import Lanes, LaneSettings, Transport
 from .tunnel.front import TunnelFront
+from .tunnel.lane import agent_lane_route
 from .web import failures, health
 from .web.access import AccessLog
 from .web.app import create_app
@@ -78,21 +80,16 @@ def listening_sockets(hyper: HypercornConfig, send_timeout: float) -> Sockets:
     return sockets
 
 
-async def serve_app(
-    app: object,
-    hyper: HypercornConfig,
-    sockets: Sockets,
-    shutdown_trigger: trio.Event,
-    *,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Hypercorn's trio worker on our sockets, inside our own trio.run."""
-    await worker_serve(
-        wrap_app(app, hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
-        hyper,
-        sockets=sockets,
-        shutdown_trigger=shutdown_trigger.wait,
-        task_status=task_status,
+def lane_settings(config: Config) -> LaneSettings:
+    """The transport's limits, read from the live config for each new connection."""
+    return LaneSettings(
+        max_connections=config.server.max_connections,
+        max_connections_per_ip=config.server.max_connections_per_ip,
+        head_timeout=config.server.head_timeout,
+        max_message_size=config.relay.max_message_size,
+        ping_interval=config.relay.heartbeat_interval,
+        idle_timeout=config.relay.idle_timeout,
+        send_buffer=config.relay.send_buffer,
     )
 
 
@@ -142,11 +139,7 @@ class Daemon:
             failures.install(app)
         collector.register(self.hub)
         self.notifier = sdnotify.Notifier()
-
-    def public_app(self) -> UntrustedContent:
-        """The public ASGI stack: untrusted content fenced, the tunnel's paths, MoosicBox's,
-        then Quart."""
-        return UntrustedContent(TunnelFront(MoosicBoxFront(self.app, self.hub), self.hub), self.hub)
+        self.transport: Transport | None = None
 
     def stop(self) -> None:
         """Begin a graceful stop (what SIGTERM does)."""
@@ -208,9 +201,17 @@ class Daemon:
         """Serve until ``stop()``; then close sockets with 1001 and wait for them to go."""
         self.config_path = config_path
         hypercorn_ws.apply()  # peers' close codes reach the app; idle WebSockets only
-        hypercorn_guard.apply()  # an error in one connection closes that connection only
         servers_done = trio.Event()
         latency = self.hub.metrics.http_request_seconds
+        limit, needed = ensure_fd_limit(self.hub.config.server.max_connections)
+        if limit < needed:
+            log.warning(
+                "only %d file descriptors for server.max_connections = %d (%d wanted): raise "
+                "LimitNOFILE (ulimit -n) or lower max_connections",
+                limit,
+                self.hub.config.server.max_connections,
+                needed,
+            )
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.hub.run)
@@ -218,18 +219,26 @@ class Daemon:
                 nursery.start_soon(self._watch_signals, config_path)
                 async with trio.open_nursery() as servers:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
-                    self.binds = await servers.start(
-                        serve_app,
-                        TrustedProxies(
-                            FinishResponses(
-                                AccessLog(BatchSend(self.public_app()), latency, "public")
-                            ),
-                            lambda: self.hub.config.server.trusted_proxies,
+                    front = TunnelFront(MoosicBoxFront(self.app, self.hub), self.hub)
+                    public = TrustedProxies(
+                        FinishResponses(
+                            AccessLog(UntrustedContent(front, self.hub), latency, "public")
                         ),
-                        self.hyper,
-                        sockets,
-                        servers_done,
+                        lambda: self.hub.config.server.trusted_proxies,
                     )
+                    relay_route = leave_moosicbox_sockets(self.hub, endpoint.lane_route(self.hub))
+                    agent_route = agent_lane_route(front)
+                    self.transport = Transport(
+                        wrap_app(public, self.hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
+                        self.hyper,
+                        Lanes(
+                            lambda head: relay_route(head) or agent_route(head),
+                            endpoint.refuse_lane,
+                            lambda: lane_settings(self.hub.config),
+                        ),
+                        self.hub.metrics.connections_refused.inc,
+                    )
+                    self.binds = await servers.start(self.transport.serve, sockets, servers_done)
                     await self._serve_admin(
                         servers,
                         servers_done,
@@ -246,8 +255,8 @@ class Daemon:
                     self.hub.phase = "stopping"
                     await self.notifier.notify("STOPPING=1")
                     log.info("stopping: closing %d connections", self.hub.connection_count)
-                    # Hypercorn closes its listeners now (new connections are refused) and gives
-                    # open ones graceful_timeout; meanwhile in-flight work drains, then 1001.
+                    # The transport closes its listeners now (new connections are refused) and
+                    # gives open ones graceful_timeout; meanwhile in-flight work drains, then 1001.
                     servers_done.set()
                     await self.hub.shutdown(self.hub.config.server.shutdown_grace)
                 nursery.cancel_scope.cancel()
@@ -277,14 +286,19 @@ class Daemon:
         """Start the admin app on its unix socket and give the socket its mode and group."""
         try:
             self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
-            await servers.start(
-                functools.partial(
-                    hypercorn_serve,
-                    app,  # type: ignore[arg-type]
-                    admin_hypercorn_config(self.hub.config, self.admin_socket),
-                    shutdown_trigger=done.wait,
-                )
+            hyper = admin_hypercorn_config(self.hub.config, self.admin_socket)
+            sockets = hyper.create_sockets()
+            for sock in sockets.insecure_sockets:
+                sock.listen(hyper.backlog)
+            # Its own accept loop and counts: the public sockets never take the admin's places.
+            admin = Transport(
+                wrap_app(app, hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
+                hyper,
+                Lanes(
+                    lambda head: None, endpoint.refuse_lane, lambda: lane_settings(self.hub.config)
+                ),
             )
+            await servers.start(admin.serve, sockets, done)
         except OSError as exc:
             raise ConfigError(
                 [f"admin.socket: cannot listen on {self.admin_socket}: {exc.strerror or exc}"]

@@ -1,13 +1,13 @@
-"""Three changes to Hypercorn's WebSocket stream, applied once by the daemon before it serves.
+"""Two changes to Hypercorn's WebSocket stream, applied once by the daemon before it serves.
+
+They matter for the WebSockets Hypercorn still serves (tunnelled WebSockets, and a relay or
+agent upgrade arriving on a kept-alive connection); relay and agent WebSockets opened on a fresh
+connection are served by the lean lane (wstund/transport), which has both of its own.
 
 * Close codes (Hypercorn issue #127): Hypercorn tells the app ``websocket.disconnect`` with 1006
   (or 1000) whatever code the peer closed with, so a relayed or tunnelled close code would be
   lost on its way in. The close reply Hypercorn sends records the peer's code; the stream's end
   reports it.
-* Batched sends: the message ``{"type": SEND_BATCH, "frames": [...]}`` writes several frames
-  with one socket write (one lock, one syscall) instead of one each; ``BatchSend`` offers it to
-  the app as ``scope["extensions"][SEND_BATCH]["send"]``. The relay uses it to flush a peer's
-  queued frames, where Hypercorn's per-message path was most of the cost (bench/relay.py).
 * Keepalive: one task per WebSocket pings every ``PING_INTERVAL`` seconds and drops a peer
   that sent nothing at all, not even a pong, for ``IDLE_TIMEOUT`` seconds (both attributes we
   set on Hypercorn's config, read at each step so a reload applies live). It ends with the
@@ -18,58 +18,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol.events import Body, Data, StreamClosed
-from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+from hypercorn.protocol.ws_stream import WSStream
 from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-from wsproto.utilities import LocalProtocolError
+from wsproto.events import CloseConnection, Ping
 
 from .keepalive import keep_alive
 
 PING_INTERVAL = "wstund_websocket_ping_interval"  # seconds; None = no pings
 IDLE_TIMEOUT = "wstund_websocket_idle_timeout"  # seconds; None = never
-SEND_BATCH = "wstund.websocket.send_batch"
 # Per-socket keepalive: ``websocket.accept`` may carry KEEPALIVE: (ping_interval, idle_timeout),
 # overriding the config's for that socket (MoosicBox sockets: 5 s / 10 s, as its own server);
 # an unpatched Hypercorn ignores the extra key.
 KEEPALIVE = "wstund.websocket.keepalive"
-
-Frame = str | bytes
-SendBatch = Callable[[Sequence[Frame]], Awaitable[None]]
-
-
-class BatchSend:
-    """ASGI middleware: WebSocket scopes get ``extensions[SEND_BATCH]["send"]``, a coroutine
-    function that sends a list of frames as one ``SEND_BATCH`` message through ``send``."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-
-            async def send_batch(frames: Sequence[Frame]) -> None:
-                await send({"type": SEND_BATCH, "frames": frames})
-
-            extensions = dict(scope.get("extensions") or {})
-            extensions[SEND_BATCH] = {"send": send_batch}
-            scope = {**scope, "extensions": extensions}
-        await self.app(scope, receive, send)
-
-
-def batch_sender(scope: Any) -> SendBatch | None:
-    """The ``SEND_BATCH`` sender of a WebSocket ``scope``, or None where it is not offered."""
-    found = (scope.get("extensions") or {}).get(SEND_BATCH)
-    return found["send"] if found else None
-
-
-def _wsproto_message(frame: Frame) -> BytesMessage | TextMessage:
-    return TextMessage(data=frame) if isinstance(frame, str) else BytesMessage(data=frame)
 
 
 def configure(hyper: HypercornConfig, ping_interval: float, idle_timeout: float) -> None:
@@ -111,19 +76,6 @@ def apply() -> None:
     send_event = WSStream._send_wsproto_event
     handle = WSStream.handle
     accept = WSStream._accept
-    app_send = WSStream.app_send
-
-    async def patched_app_send(self: WSStream, message: Any) -> None:
-        if message is None or message["type"] != SEND_BATCH:
-            await app_send(self, message)
-        elif not self.closed and self.state == ASGIWebsocketState.CONNECTED:
-            try:
-                data = b"".join(
-                    self.connection.send(_wsproto_message(f)) for f in message["frames"]
-                )
-            except LocalProtocolError:  # closing: dropped, as Hypercorn drops a single send
-                return
-            await self.send(Data(stream_id=self.stream_id, data=data))
 
     async def _send_wsproto_event(self: WSStream, event: Any) -> None:
         if (
@@ -158,5 +110,4 @@ def apply() -> None:
     WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign]
     WSStream.handle = patched_handle  # type: ignore[method-assign]
     WSStream._accept = patched_accept  # type: ignore[method-assign]
-    WSStream.app_send = patched_app_send  # type: ignore[method-assign]
     WSStream._wstund_patched = True  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """Keepalive of one connection: ping on an interval, notice a peer gone silent.
 
-Shared by the relay's WebSockets (hypercorn_ws), the tunnel's agent sessions and the agent.
+Shared by the WebSockets Hypercorn serves (hypercorn_ws), the tunnel's agent sessions and the
+agent. The lean lane (wstund/transport) sweeps its sockets from one task instead.
 """
 
 from __future__ import annotations

@@ -33,6 +33,11 @@ class Metrics:
             "Sockets closed with 4008 because they did not read fast enough",
             registry=self.registry,
         )
+        self.connections_refused = Counter(
+            "wstund_connections_refused",
+            "Sockets refused at server.max_connections or server.max_connections_per_ip",
+            registry=self.registry,
+        )
         self.tunnel_requests = Counter(
             "wstund_tunnel_requests",
             "Tunnelled HTTP requests answered, by status code",

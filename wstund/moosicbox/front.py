@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .. import hypercorn_ws
 from ..tunnel.asgi import ASGIApp, Message, Receive, Scope, Send, ServerWebSocket, header
@@ -294,6 +295,34 @@ def is_moosicbox_socket(path: str, pairs: list[tuple[str, str]]) -> bool:
     """Whether a WebSocket upgrade is MoosicBox's (``/ws`` naming ``clientId``, in any case):
     a relay client never sends one, so the relay's own ``/ws`` is left alone."""
     return path == "/ws" and _has(pairs, "clientId")
+
+
+class Upgrade(Protocol):
+    """What a router that runs before the ASGI app knows of a request (transport.head.Head)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def query(self) -> str: ...
+
+
+U = TypeVar("U", bound=Upgrade)
+H = TypeVar("H")
+
+
+def leave_moosicbox_sockets(hub: Hub, route: Callable[[U], H | None]) -> Callable[[U], H | None]:
+    """``route`` for a server that takes WebSocket upgrades before the ASGI app (the lean
+    lane): MoosicBox's ``/ws?clientId=`` upgrades are left (None) to reach this front."""
+
+    def routed(head: U) -> H | None:
+        if hub.config.moosicbox.enabled and is_moosicbox_socket(
+            head.path, parse_query(head.query.encode("latin-1"))
+        ):
+            return None
+        return route(head)
+
+    return routed
 
 
 def _has(pairs: list[tuple[str, str]], name: str) -> bool:

@@ -224,7 +224,10 @@ class Instance:
             )
         )
         if self._nursery is not None:
-            self._nursery.start_soon(self._grace_timer, grace)
+            try:
+                self._nursery.start_soon(self._grace_timer, grace)
+            except RuntimeError:  # the tree is ending (daemon cancelled): no timer to start
+                pass
 
     async def _grace_timer(self, grace: float) -> None:
         with trio.CancelScope() as scope:

@@ -1,19 +1,23 @@
-"""One relay WebSocket as the relay sees it: a bounded outbox, its sender task, its rooms.
+"""One relay WebSocket as the relay sees it: its link to the socket, its queue, its rooms.
 
-Fan-out never blocks on a peer: ``offer`` queues without waiting. Frames go into the peer's
-bounded outbox channel; when it is full they wait in an overflow and a slow-consumer clock
-starts. A peer whose socket takes no frame at all for ``slow_consumer_timeout`` while frames
-wait, or whose queued bytes pass ``max_queued_bytes``, is closed with 4008 — nothing is
-dropped without the client being told, and a reader that keeps up with a burst is never cut.
+Fan-out never blocks on a peer. ``offer`` encodes the frame through the link (one encoding
+shared by every recipient of a broadcast) and, when nothing waits before it, writes it straight
+to the socket. Only frames the socket cannot take now are queued, for a writer task started on
+demand that writes them (up to ``batch_bytes`` in one write) as the socket drains. Past
+``outbox_size`` queued frames a slow-consumer clock starts: a peer whose socket takes no frame
+at all for ``slow_consumer_timeout`` while they wait, or whose queued bytes pass
+``max_queued_bytes``, is closed with 4008 — nothing is dropped without the client being told,
+and a reader that keeps up with a burst is never cut.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -23,11 +27,30 @@ if TYPE_CHECKING:
     from .instance import Instance
 
 Frame = str | bytes
-SendFrame = Callable[[Frame], Awaitable[None]]
-SendFrames = Callable[[list[Frame]], Awaitable[None]]
-SendClose = Callable[[int, str], Awaitable[None]]
 
 _peer_ids = itertools.count(1)
+_OWED = 2  # Link.write_nowait: part of the frame was written, the rest is owed
+
+
+class Link(Protocol):
+    """The socket side of a Peer (the lean lane's socket, or a Quart websocket)."""
+
+    def encode(self, frame: Frame) -> Frame:
+        """What is written for ``frame`` (and counted against the queue bounds)."""
+
+    @property
+    def owes(self) -> bool:
+        """Part of a frame waits: ``write`` must run before anything else is written."""
+
+    def write_nowait(self, item: Frame) -> int:
+        """Write ``item`` now if nothing waits before it and the socket takes it: 0 if nothing
+        was written, 1 if all of it, 2 if part (the rest is owed)."""
+
+    async def write(self, items: list[Frame]) -> None:
+        """Write what is owed and ``items``, waiting for the socket."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send a close frame with ``code``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +64,7 @@ class Peer:
 
     def __init__(
         self,
-        send: SendFrame,
-        send_close: SendClose,
+        link: Link,
         *,
         address: str,
         outbox_size: int,
@@ -50,7 +72,6 @@ class Peer:
         max_queued_bytes: int,
         close_timeout: float = 10.0,
         on_close: Callable[[Peer], None] = lambda peer: None,
-        send_batch: SendFrames | None = None,
         batch_bytes: int = 0,
     ) -> None:
         self.id = next(_peer_ids)
@@ -66,20 +87,25 @@ class Peer:
         self.frames_sent = 0
         self.writes = 0  # socket writes: fewer than frames_sent when queued frames were batched
         self.queued_bytes = 0
-        self._send = send
-        self._send_batch = send_batch
-        self._batch_bytes = batch_bytes if send_batch is not None else 0
-        self._send_close = send_close
-        self._outbox_send, self._outbox_recv = trio.open_memory_channel[Frame | _Close](outbox_size)
-        self._overflow: deque[Frame | _Close] = deque()
+        # Cancelled by close() while the reading task waits for a frame (``receiving``).
+        self.read_scope = trio.CancelScope()
+        self.receiving = False
+        self._link = link
+        self._encode = link.encode
+        self._write_nowait = link.write_nowait
+        self._batch_bytes = batch_bytes
+        self._queue: deque[Frame | _Close] = deque()
+        self._outbox_size = outbox_size
         self._max_queued_bytes = max_queued_bytes
         self._slow_consumer_timeout = slow_consumer_timeout
         self._close_timeout = close_timeout
         self._on_close = on_close
-        self._drained: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
-        # Bounds the writes once a close is requested (close_timeout), so a stuck socket ends.
-        self._write_scope = trio.CancelScope()
+        self._writing = False
+        self._write_scope: trio.CancelScope | None = None
+        self._close_deadline = math.inf
+        self._close_sent: trio.Event | None = None
+        self._drained: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<Peer {self.id} {self.address} user={self.user_id!r}>"
@@ -92,66 +118,38 @@ class Peer:
     @property
     def queued(self) -> int:
         """Frames waiting to be written to this peer's socket."""
-        return self._outbox_send.statistics().current_buffer_used + len(self._overflow)
+        return len(self._queue)
 
-    async def run(self) -> None:
-        """Write queued frames to the socket until a close frame has been sent (or timed out)."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                with self._write_scope:
-                    async for item in self._outbox_recv:
-                        close = item if isinstance(item, _Close) else await self._flush(item)
-                        if close is not None:
-                            await self._send_close(close.code, close.reason)
-                            break
-                nursery.cancel_scope.cancel()
-        finally:
-            self._nursery = None
-
-    async def _flush(self, first: Frame) -> _Close | None:
-        """Write ``first`` and the frames queued behind it (up to ``batch_bytes`` more) in one
-        socket write when a batch sender is available; return the close request met on the way."""
-        batch, size, close = [first], len(first), None
-        while size - len(first) < self._batch_bytes:
-            try:
-                item = self._outbox_recv.receive_nowait()
-            except trio.WouldBlock:
-                break
-            if isinstance(item, _Close):
-                close = item
-                break
-            batch.append(item)
-            size += len(item)
-        if len(batch) == 1:
-            await self._send(first)
-        else:
-            await self._send_batch(batch)  # type: ignore[misc]
-        self.frames_sent += len(batch)
-        self.writes += 1
-        self.queued_bytes -= size
-        self._refill()
-        return close
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Start writers and slow-consumer clocks in ``nursery`` (the connection's)."""
+        self._nursery = nursery
 
     def offer(self, frame: Frame) -> bool:
-        """Queue ``frame`` without blocking; False when the peer is closing or was just closed."""
-        if self.closing:
+        """Send or queue ``frame`` without blocking; False when the peer is closing or was just
+        closed."""
+        if self.close_code is not None:
             return False
-        if self.queued_bytes + len(frame) > self._max_queued_bytes:
+        item = self._encode(frame)
+        if not self._writing and not self._queue:
+            taken = self._write_nowait(item)
+            if taken:
+                self.frames_sent += 1
+                self.writes += 1
+                if taken == _OWED:
+                    self._start_writer()
+                return True
+        if self.queued_bytes + len(item) > self._max_queued_bytes:
             self.close(closecodes.SLOW_CONSUMER, "slow consumer: too much queued", flush=False)
             return False
-        self.queued_bytes += len(frame)
-        if not self._overflow:
-            try:
-                self._outbox_send.send_nowait(frame)
-                return True
-            except trio.WouldBlock:
-                self._start_stall_clock()
-        self._overflow.append(frame)
+        self.queued_bytes += len(item)
+        self._queue.append(item)
+        self._start_writer()
+        if len(self._queue) > self._outbox_size:
+            self._start_stall_clock()
         return True
 
     def close(self, code: int, reason: str, *, flush: bool = True) -> None:
-        """Ask the sender to close with ``code`` after what is queued (or at once, flush=False).
+        """Close with ``code`` after what is queued (or at once, flush=False).
 
         The peer leaves its rooms now; the socket gets ``close_timeout`` to take the close frame.
         """
@@ -159,26 +157,88 @@ class Peer:
             return
         self.close_code, self.close_reason = code, reason
         if not flush:
-            self._overflow.clear()
-            while True:
-                try:
-                    self._outbox_recv.receive_nowait()
-                except trio.WouldBlock:
-                    break
+            self._queue.clear()
             self.queued_bytes = 0
-        self._overflow.append(_Close(code, reason))
-        self._refill()
-        self._write_scope.deadline = trio.current_time() + self._close_timeout
+        self._queue.append(_Close(code, reason))
+        self._close_sent = trio.Event()
+        self._close_deadline = trio.current_time() + self._close_timeout
+        if self._write_scope is not None:
+            self._write_scope.deadline = self._close_deadline
+        self._check_drained()
+        self._start_writer()
+        if self.receiving:
+            self.read_scope.cancel()
         self._on_close(self)
 
-    def _refill(self) -> None:
-        while self._overflow:
-            try:
-                self._outbox_send.send_nowait(self._overflow[0])
-            except trio.WouldBlock:
-                return
-            self._overflow.popleft()
-        if self._drained is not None:
+    async def finish(self) -> None:
+        """After a close: wait until the close frame is written, at most ``close_timeout``."""
+        if self._close_sent is None:
+            return
+        if not self._writing:  # no nursery to start a writer in: write here
+            await self._write_queued()
+        with trio.move_on_at(self._close_deadline):
+            await self._close_sent.wait()
+
+    def _start_writer(self) -> None:
+        if self._writing or self._nursery is None:
+            return
+        try:
+            self._nursery.start_soon(self._write_queued)
+        except RuntimeError:  # the connection is ending; finish() writes the close
+            return
+        self._writing = True
+
+    async def _write_queued(self) -> None:
+        """Write queued frames (batched) and what the link owes, until nothing is left or a
+        close frame was sent."""
+        self._writing = True
+        link = self._link
+        try:
+            with trio.CancelScope(deadline=self._close_deadline) as scope:
+                self._write_scope = scope
+                while self._queue or link.owes:
+                    if not self._queue:
+                        await link.write([])
+                        continue
+                    batch, size, close = self._take_batch()
+                    if batch:
+                        await link.write(batch)
+                        self.frames_sent += len(batch)
+                        self.writes += 1
+                        self.queued_bytes -= size
+                        self._check_drained()
+                    if close is not None:
+                        await link.close(close.code, close.reason)
+                        break
+        finally:
+            self._writing = False
+            self._write_scope = None
+            if self._close_sent is not None and (self.closing and not self._queue_has_close()):
+                self._close_sent.set()
+
+    def _queue_has_close(self) -> bool:
+        return bool(self._queue) and isinstance(self._queue[-1], _Close)
+
+    def _take_batch(self) -> tuple[list[Frame], int, _Close | None]:
+        """The first queued frame and those behind it, up to ``batch_bytes`` more."""
+        batch: list[Frame] = []
+        size = 0
+        while self._queue:
+            item = self._queue[0]
+            if isinstance(item, _Close):
+                self._queue.popleft()
+                return batch, size, item
+            if batch and size >= self._batch_bytes:
+                break
+            self._queue.popleft()
+            batch.append(item)
+            size += len(item)
+            if not self._batch_bytes:
+                break
+        return batch, size, None
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and len(self._queue) <= self._outbox_size:
             self._drained.set()
             self._drained = None
 
@@ -188,11 +248,11 @@ class Peer:
         self._drained = trio.Event()
         try:
             self._nursery.start_soon(self._watch_stall, self._drained)
-        except RuntimeError:  # the sender is finishing; nothing left to watch
-            pass
+        except RuntimeError:  # the connection is ending; nothing left to watch
+            self._drained = None
 
     async def _watch_stall(self, drained: trio.Event) -> None:
-        """While frames wait in the overflow, require the socket to take one per timeout."""
+        """While too many frames wait, require the socket to take one per timeout."""
         while not drained.is_set() and not self.closing:
             sent_before = self.frames_sent
             with trio.move_on_after(self._slow_consumer_timeout):

@@ -10,8 +10,6 @@ from typing import Any
 
 from prometheus_client import Histogram
 
-from ..hypercorn_ws import SEND_BATCH
-
 log = logging.getLogger("wstund.access")
 
 Scope = MutableMapping[str, Any]
@@ -29,8 +27,6 @@ def _client(scope: Scope) -> str:
 
 
 def _frame_size(message: Message) -> int:
-    if message["type"] == SEND_BATCH:
-        return sum(len(frame) for frame in message["frames"])
     data = message.get("bytes") or message.get("text") or b""
     return len(data)
 
@@ -108,7 +104,7 @@ class AccessLog:
 
         async def counting_send(message: Message) -> None:
             nonlocal sent, code, accepted
-            if message["type"] in ("websocket.send", SEND_BATCH):
+            if message["type"] == "websocket.send":
                 sent += _frame_size(message)
             elif message["type"] == "websocket.accept":
                 accepted = True
@@ -121,25 +117,48 @@ class AccessLog:
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
-            elapsed = time.perf_counter() - started
-            log.info(
-                "%s WS %s %s code=%s %.3fs in=%dB out=%dB",
+            log_websocket(
+                self.server,
                 _client(scope),
                 scope.get("path", ""),
-                "closed" if accepted else "refused",
-                code if code is not None else "-",
-                elapsed,
-                received,
-                sent,
-                extra={
-                    "kind": "websocket",
-                    "server": self.server,
-                    "client": _client(scope),
-                    "path": scope.get("path", ""),
-                    "accepted": accepted,
-                    "close_code": code,
-                    "bytes_in": received,
-                    "bytes_out": sent,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
+                accepted=accepted,
+                code=code,
+                elapsed=time.perf_counter() - started,
+                received=received,
+                sent=sent,
             )
+
+
+def log_websocket(
+    server: str,
+    client: str,
+    path: str,
+    *,
+    accepted: bool,
+    code: int | None,
+    elapsed: float,
+    received: int,
+    sent: int,
+) -> None:
+    """The access line of one WebSocket's lifetime (Hypercorn's or the lean lane's)."""
+    log.info(
+        "%s WS %s %s code=%s %.3fs in=%dB out=%dB",
+        client,
+        path,
+        "closed" if accepted else "refused",
+        code if code is not None else "-",
+        elapsed,
+        received,
+        sent,
+        extra={
+            "kind": "websocket",
+            "server": server,
+            "client": client,
+            "path": path,
+            "accepted": accepted,
+            "close_code": code,
+            "bytes_in": received,
+            "bytes_out": sent,
+            "duration_ms": round(elapsed * 1000, 3),
+        },
+    )

@@ -1,7 +1,8 @@
 """Raw ASGI in front of everything: content that others serve on this origin is sandboxed.
 
 Untrusted paths are a relay download (``/fileshare/download/…``), a registered program
-(``/{program}/…``), an installed marketplace service (``/{service}/…``) and a tunnel reached by
+(``/{program}/…``), an installed marketplace service (``/{service}/…``, unless the operator
+lists it in ``marketplace.trusted_services``) and a tunnel reached by
 path (``/_t/{id}/…``). Every response on them, of any status and from whichever layer answers,
 gets the headers of ``httpheaders.untrusted_response_headers``. A request for a service worker
 script (the ``Service-Worker`` header browsers send) is refused on every path of this origin:
@@ -36,7 +37,9 @@ def is_untrusted(hub: Hub, path: str) -> bool:
     if first in hub.http_relay.programs:
         return True
     service = hub.services.get(first)
-    return service is not None and not service.builtin
+    if service is None or service.builtin:
+        return False
+    return service.name not in hub.config.marketplace.trusted_services
 
 
 def without_admin_credentials(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
