@@ -514,7 +514,7 @@ async def test_agent_sockets_ride_the_lane(
     caplog.set_level(logging.INFO, "wstund.access")
     daemon = await start_daemon()
     assert daemon.daemon.transport is not None
-    async with httpx.AsyncClient(base_url=daemon.url) as client:
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.admin_headers) as client:
         secret = (await client.post("/_api/tunnel/clients", json={"id": "box"})).json()["secret"]
     url = daemon.ws_url("/_tunnel/connect")
     with trio.fail_after(10):

@@ -26,7 +26,7 @@ from .admin import token as admin_token
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
 from .config import Config, ConfigError, bind_problems, load, state_dir
-from .forwarded import TrustedProxies
+from .forwarded import Trusted, TrustedProxies, client_address
 from .hub import Hub
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
@@ -80,9 +80,16 @@ def listening_sockets(hyper: HypercornConfig, send_timeout: float) -> Sockets:
     return sockets
 
 
-def lane_settings(config: Config) -> LaneSettings:
-    """The transport's limits, read from the live config for each new connection."""
+def lane_settings(config: Config, proxies: Trusted | None = None) -> LaneSettings:
+    """The transport's limits, read from the live config for each new connection; sockets of
+    the trusted ``proxies`` are exempt from the per-address cap."""
     return LaneSettings(
+        uncapped=(lambda address: proxies.verdict(address)[1]) if proxies else lambda a: False,
+        client=(
+            (lambda peer, headers: client_address(peer, headers, proxies).address or peer)
+            if proxies
+            else lambda peer, headers: peer
+        ),
         max_connections=config.server.max_connections,
         max_connections_per_ip=config.server.max_connections_per_ip,
         head_timeout=config.server.head_timeout,
@@ -234,7 +241,7 @@ class Daemon:
                         Lanes(
                             lambda head: relay_route(head) or agent_route(head),
                             endpoint.refuse_lane,
-                            lambda: lane_settings(self.hub.config),
+                            lambda: lane_settings(self.hub.config, public.networks()),
                         ),
                         self.hub.metrics.connections_refused.inc,
                     )

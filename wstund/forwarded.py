@@ -144,15 +144,6 @@ def client_address(
     return _resolve(peer, found, trusted, proto)
 
 
-def effective_address(peer: str, headers: Iterable[tuple[bytes, bytes]], entries: list[str]) -> str:
-    """The effective client address of a request from ``peer`` given the configured trusted
-    proxies ``entries``: for the lean WebSocket lane, which has no ASGI scope to rewrite."""
-    if not entries:
-        return peer
-    trusted = Trusted(parse_networks(entries)[0])
-    return client_address(peer, headers, trusted).address or peer
-
-
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 

@@ -13,7 +13,6 @@ import trio
 from werkzeug.datastructures import Headers
 
 from .. import closecodes
-from ..forwarded import effective_address
 from ..hub import Hub
 from ..transport.head import Head
 from ..transport.websocket import LaneSocket
@@ -77,7 +76,6 @@ def _lane_refusal(hub: Hub, head: Head) -> int | None:
 async def serve_lane(hub: Hub, ws: LaneSocket, head: Head, address: str) -> None:
     """The relay on the lean lane: the same token and origin checks as the Quart route."""
     refusal = _lane_refusal(hub, head)
-    address = effective_address(address, head.headers, hub.config.server.trusted_proxies)
     cookie = head.header(b"cookie")
     browser_key = ownership.browser_key(None if cookie is None else cookie.decode("latin-1"))
     set_cookie: list[tuple[bytes, bytes]] = []

@@ -71,6 +71,12 @@ class LaneSettings:
     ping_interval: float
     idle_timeout: float
     send_buffer: int
+    # Peers exempt from the per-address cap: trusted reverse proxies carry many clients, whose
+    # own addresses the relay and tunnel limits count.
+    uncapped: Callable[[str], bool] = lambda address: False
+    # The effective client of an upgrade from a peer, given its headers (a trusted proxy's
+    # X-Forwarded-For): what the lane's limits and access lines count.
+    client: Callable[[str, list[tuple[bytes, bytes]]], str] = lambda peer, headers: peer
 
 
 def _address(family: int, peer: Any) -> str | None:
@@ -176,7 +182,9 @@ class Transport:
             verdict, reason = self.admission.admit(
                 address or "unix",
                 settings.max_connections,
-                None if address is None else settings.max_connections_per_ip,
+                None
+                if address is None or settings.uncapped(address)
+                else settings.max_connections_per_ip,
             )
             if verdict is not Verdict.SERVE:
                 self._note_refusal(reason)
@@ -297,6 +305,7 @@ class Transport:
     ) -> None:
         """Run ``handler`` on a lean WebSocket; one access line when it ends."""
         path = head.path
+        address = self.lanes.settings().client(address, head.headers)
         started = time.perf_counter()
         self.lane_sockets.add(ws)
         try:

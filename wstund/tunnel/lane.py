@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..forwarded import effective_address
 from ..httpheaders import to_bytes
 from ..transport.head import Head
 from ..transport.websocket import LaneSocket
@@ -86,8 +85,6 @@ def agent_lane_route(front: TunnelFront) -> Callable[[Head], LaneHandler | None]
     tunnel's own host (where every path is the tunnel's)."""
 
     async def handler(ws: LaneSocket, head: Head, address: str) -> None:
-        trusted = front.hub.config.server.trusted_proxies
-        address = effective_address(address, head.headers, trusted)
         await front.serve_agent(LaneServerWebSocket(ws, head, address))
 
     def route(head: Head) -> LaneHandler | None:
