@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 import httpx
 import pytest
 import trio
@@ -660,3 +661,64 @@ async def test_a_senders_page_runs_sandboxed_in_chromium(
     assert await browser.wait_js("document.title.includes('|') && document.title") == (
         "null|no storage"
     )
+
+
+async def slow_get(port: int, target: str, token: str, stall: trio.Event | None = None) -> bytes:
+    """GET with a 16 KiB receive buffer, read a little at a time (the caller of a slow link);
+    with ``stall``, stop reading after the head until it is set. Returns the body."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    client = h11.Connection(h11.CLIENT)
+    request = h11.Request(
+        method="GET", target=target, headers=[("host", "x"), ("authorization", token)]
+    )
+    await stream.send_all(client.send(request) + client.send(h11.EndOfMessage()))
+    body = bytearray()
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            await trio.sleep(0.001)
+            client.receive_data(await stream.receive_some(16 * 1024))
+        elif isinstance(event, h11.Response) and stall is not None:
+            await stall.wait()
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            await stream.aclose()
+            return bytes(body)
+
+
+async def test_slow_caller_slows_the_sender_instead_of_losing_the_request(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    """A caller reading slower than the sender sends: past max_pending_bytes the sender is
+    slowed (its socket is not read), and every byte arrives."""
+    s = await setup(nursery, start_daemon, overrides={"moosicbox": {"max_pending_bytes": 200_000}})
+    size = 8 * MB
+    with trio.fail_after(60):
+        body = await slow_get(s.daemon.port, f"/bytes?n={size}&clientId={CLIENT}", s.access)
+    assert hashlib.sha256(body).hexdigest() == pattern_sha256(size)
+    assert s.sender.aborted == []
+
+
+async def test_stalled_caller_loses_only_its_request(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    """A caller that takes nothing for stall_timeout past max_pending_bytes: its request is
+    aborted at the sender, which goes on serving the others."""
+    s = await setup(
+        nursery,
+        start_daemon,
+        overrides={"moosicbox": {"max_pending_bytes": 200_000, "stall_timeout": 0.5}},
+    )
+    stall = trio.Event()
+    nursery.start_soon(
+        slow_get, s.daemon.port, f"/bytes?n={8 * MB}&clientId={CLIENT}", s.access, stall
+    )
+    with trio.fail_after(10):
+        await s.sender.got_abort.wait()
+    r = await get(s.url("/echo"), headers=s.auth)
+    assert r.status_code == 201
+    stall.set()

@@ -114,6 +114,7 @@ class MoosicBoxConfig(_Section):
     max_request_body: int = 256 * 1024
     max_frame_size: int = 64 * 1024
     max_pending_bytes: int = 16 * 1024 * 1024
+    stall_timeout: float = 4.0
     max_buffered_bytes: int = 16 * 1024 * 1024
     buffered_clients: list[str] = msgspec.field(default_factory=list)
     max_requests_per_client: int = 256
@@ -223,6 +224,7 @@ _NON_NEGATIVE = {
     "tunnel.idle_timeout",
     "tunnel.stats_flush_interval",
     "moosicbox.request_timeout",
+    "moosicbox.stall_timeout",
     "moosicbox.ping_interval",
     "moosicbox.idle_timeout",
     "admin.login_max_age",

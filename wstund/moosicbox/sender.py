@@ -38,6 +38,22 @@ class SenderBusy(Exception):
     """The sender already has ``max_requests_per_client`` requests in flight."""
 
 
+class PacketExchange(Exchange[int]):
+    """An exchange fed packet by packet, which waits as ``Exchange.feed`` does while its caller
+    is behind (``feed`` itself takes no packet number)."""
+
+    async def feed_packet(self, body: bytes, seq: int, timeout: float) -> None:
+        """Packet ``seq``; waits up to ``timeout`` for the caller to take bytes, then stalls."""
+        if body and not self.core.done:
+            with trio.move_on_after(timeout) as waited:
+                while not self.core.has_room(len(body)):
+                    await self._changed.wait()
+            if waited.cancelled_caught:
+                self._apply(self.core.on_stall(f"the caller took nothing for {timeout:g} s"))
+                return
+        self.on_data(body, seq)
+
+
 def new_request_id() -> int:
     """A random non-zero u64 (MoosicBox's ids; 0 means "no request" in replies)."""
     return secrets.randbits(64) or 1
@@ -51,8 +67,11 @@ class Sender(ServedSocket):
         super().__init__(ws)
         self.client_id = client_id
         self.state = state
-        self.exchanges = ExchangeTable[int](new_request_id)
-        self.limits = Limits(window=self.config.max_pending_bytes, overdraft=0)
+        self.exchanges = ExchangeTable[int](new_request_id, PacketExchange)
+        # In-order bytes past max_pending_bytes slow the sender (its reader waits, TCP pushes
+        # back); packets held out of order may take as much again before the request is cut.
+        pending = self.config.max_pending_bytes
+        self.limits = Limits(window=pending, overdraft=pending)
         self.lost = False
         self._queued = 0  # bytes waiting for the writer
         self._room = trio.Event()
@@ -122,11 +141,11 @@ class Sender(ServedSocket):
     async def on_message(self, message: str | bytes) -> None:
         """A packet (binary) or a reply for app sockets (text)."""
         if isinstance(message, bytes):
-            self.on_packet(message)
+            await self.on_packet(message)
         else:
             self.on_text(message)
 
-    def on_packet(self, data: bytes) -> None:
+    async def on_packet(self, data: bytes) -> None:
         """A binary frame: one packet of a response, checked before it touches anything."""
         if len(data) > self.config.max_frame_size:
             if len(data) >= MIN_PACKET:
@@ -151,7 +170,10 @@ class Sender(ServedSocket):
             assert packet.status is not None and packet.headers is not None
             exchange.on_head(packet.status, list(packet.headers.items()))
         # Ordered by packet_id in the engine: packets that overtook packet 1 wait for it there.
-        exchange.on_data(packet.body, seq=packet.packet_id)
+        # A caller behind by max_pending_bytes holds this reader up to stall_timeout, so the
+        # sender slows down with it; past that the request fails and the reader goes on.
+        assert isinstance(exchange, PacketExchange)
+        await exchange.feed_packet(packet.body, packet.packet_id, self.config.stall_timeout)
         if packet.last:
             exchange.on_end(last_seq=packet.packet_id)
 
