@@ -1,0 +1,519 @@
+"""This node's part in a cluster: its registry entries in Redis, and its pub/sub links.
+
+A room lives on the node of its owner. Each node keeps, in Redis, a heartbeat key and one key
+per room it holds (the room's listing entry and the node), all with a TTL of ``node_ttl``
+refreshed every third of it, so a dead node's entries vanish by themselves. A member whose
+socket is on another node joins through that node: the nodes talk over pub/sub, one channel per
+node (see wire.py), and every operation from one node to another travels in order on one
+connection, so frames from a sender reach each recipient in the order sent.
+
+When Redis fails, every cross-node link is cut (members are told ``instance_destroyed`` with the
+reason ``cluster_unavailable`` and closed 4004, owners get ``client_disconnected``), local rooms
+keep working, cross-node joins are refused with ``cluster_unavailable``, a warning is logged
+once a minute, and the node reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import coredis
+import coredis.exceptions
+import msgspec
+import trio
+
+from .. import closecodes
+from ..relay import handlers, protocol
+from . import wire
+from .remote import RemoteMember, RemoteRoom
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+    from ..relay.instance import Instance
+    from ..relay.peer import Peer
+
+log = logging.getLogger("wstund.cluster")
+
+CLUSTER_UNAVAILABLE = "cluster_unavailable"
+NODE_GONE = "node_gone"
+PREFIX = "wstund:"
+_WARN_EVERY = 60.0
+_RETRY_DELAY = 0.5
+_MAX_BATCH_OPS = 4096
+# What a failed Redis call raises: coredis' own errors, timeouts, and the socket's.
+_FAULTS = (coredis.exceptions.RedisError, TimeoutError, OSError, trio.BrokenResourceError)
+
+
+def node_key(node: str) -> str:
+    return f"{PREFIX}node:{node}"
+
+
+def room_key(uuid: str) -> str:
+    return f"{PREFIX}room:{uuid}"
+
+
+def channel(node: str) -> str:
+    return f"{PREFIX}to:{node}"
+
+
+def load_node_id(state_dir: Path) -> str:
+    """This node's id: ``state_dir/node-id``, written with a new random id the first time."""
+    path = state_dir / "node-id"
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    node_id = f"node-{secrets.token_hex(4)}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(node_id + "\n", encoding="utf-8")
+    return node_id
+
+
+class RoomEntry(msgspec.Struct):
+    """A room as the registry holds it: its listing entry and the node holding it."""
+
+    node: str
+    room: dict[str, Any]
+
+
+class NodeEntry(msgspec.Struct):
+    """A node's heartbeat: how to reach it and what it holds."""
+
+    node: str
+    advertise_url: str
+    started_at: float
+    rooms: int
+    members: int
+    connections: int
+
+
+@dataclass
+class _PendingJoin:
+    peer: Peer
+    msg_id: protocol.MessageId | None
+    done: trio.Event = field(default_factory=trio.Event)
+    error: protocol.ProtocolError | None = None
+
+
+class Cluster:
+    """Registry entries, links and cross-node joins of one node."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        config = hub.config.cluster
+        self.node_id = config.node_id or load_node_id(hub.state_dir)
+        self.available = False
+        self.redis_latency = 0.0  # seconds of the last registry refresh's PING
+        self.published = 0  # PUBLISH calls (a batch each)
+        self.relayed_ops = 0  # operations those batches carried
+        self._redis: coredis.Redis[bytes] | None = None
+        self._pending: deque[tuple[str, wire.Op, wire.Frame | None]] = deque()
+        self._pending_bytes = 0
+        self._wake = trio.Event()
+        self._dirty = trio.Event()
+        self._gone_rooms: set[str] = set()
+        self._remote_members: dict[tuple[str, int], RemoteMember] = {}  # rooms held here
+        self._remote_peers: dict[int, Peer] = {}  # local members of rooms held elsewhere
+        self._joins: dict[int, _PendingJoin] = {}
+        self._join_ids = itertools.count(1)
+        self._last_warning = -_WARN_EVERY
+        self._subscribed = trio.Event()
+
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.hub.config.cluster.node_ttl * 1000)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _client(self) -> coredis.Redis[bytes]:
+        config = self.hub.config.cluster
+        kwargs: dict[str, Any] = {"decode_responses": False}
+        if config.redis_password:
+            kwargs["password"] = config.redis_password
+        return coredis.Redis.from_url(config.redis_url, **kwargs)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the registry, the subscription and the publisher running until cancelled."""
+        redis = self._client()
+        async with redis:
+            self._redis = redis
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._subscribe_loop, redis)
+                nursery.start_soon(self._publish_loop, redis)
+                nursery.start_soon(self._registry_loop, redis)
+                # Start serving even when Redis is down (local rooms work); give it a moment.
+                with trio.move_on_after(self.hub.config.cluster.request_timeout):
+                    await self._subscribed.wait()
+                task_status.started()
+
+    async def _subscribe_loop(self, redis: coredis.Redis[bytes]) -> None:
+        while True:
+            try:
+                await self._subscribe(redis)
+            except _FAULTS as exc:
+                self._fault(f"subscription: {exc!r}")
+            await trio.sleep(_RETRY_DELAY)
+
+    async def _subscribe(self, redis: coredis.Redis[bytes]) -> None:
+        """Listen on this node's channel, refresh the registry once subscribed, dispatch."""
+        try:
+            async with redis.pubsub(
+                channels=[channel(self.node_id)], ignore_subscribe_messages=True, retry_policy=None
+            ) as pubsub:
+                await self._refresh(redis)
+                self._up()
+                async for message in pubsub:
+                    data = message["data"]
+                    if isinstance(data, bytes):
+                        await self._dispatch(data)
+        except* anyio.ClosedResourceError:
+            # coredis 6.9: PubSub._cleanup, run when the subscriber is cancelled, writes
+            # UNSUBSCRIBE to a connection already closed and catches only ConnectionError.
+            pass
+
+    def _up(self) -> None:
+        if not self.available:
+            self.available = True
+            log.info("cluster: node %s linked through Redis", self.node_id)
+        self._subscribed.set()
+
+    def _fault(self, what: str) -> None:
+        """Redis failed: cut every cross-node link and say so (once a minute while it lasts)."""
+        now = time.monotonic()
+        if self.available or now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            log.warning("cluster: Redis unavailable (%s); serving local rooms only", what)
+        self.available = False
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._cut_links(None, CLUSTER_UNAVAILABLE)
+
+    # -- the ordered publisher --------------------------------------------------------------
+
+    def send(self, node: str, op: wire.Op, frame: wire.Frame | None = None) -> None:
+        """Queue ``op`` (carrying ``frame``) for ``node``; queued operations leave in order."""
+        if not self.available:
+            return  # the links are cut already and their peers told
+        self._pending.append((node, op, frame))
+        self._pending_bytes += len(frame) if frame is not None else 0
+        self._wake.set()
+        if self._pending_bytes > self.hub.config.cluster.max_pending_bytes:
+            self._fault(f"more than {self.hub.config.cluster.max_pending_bytes} bytes unpublished")
+
+    async def _publish_loop(self, redis: coredis.Redis[bytes]) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._pending:
+                batches: dict[str, wire.BatchBuilder] = {}
+                for _ in range(min(len(self._pending), _MAX_BATCH_OPS)):
+                    node, op, frame = self._pending.popleft()
+                    if frame is not None:
+                        self._pending_bytes -= len(frame)
+                    builder = batches.get(node)
+                    if builder is None:
+                        builder = batches[node] = wire.BatchBuilder(self.node_id)
+                    if frame is not None and isinstance(op, wire.Deliver | wire.FromMember):
+                        op.frame = builder.frame(frame)
+                    builder.ops.append(op)
+                try:
+                    for node, builder in batches.items():
+                        await redis.publish(channel(node), wire.encode(builder.build()))
+                        self.published += 1
+                        self.relayed_ops += len(builder.ops)
+                except _FAULTS as exc:
+                    self._fault(f"publish: {exc!r}")
+
+    # -- what other nodes send --------------------------------------------------------------
+
+    async def _dispatch(self, data: bytes) -> None:
+        try:
+            batch = wire.decode(data)
+        except msgspec.DecodeError:
+            log.warning("cluster: dropped an undecodable message (%d bytes)", len(data))
+            return
+        frames = batch.frames
+        for op in batch.ops:
+            if isinstance(op, wire.Deliver):
+                peer = self._remote_peers.get(op.peer)
+                if peer is not None:
+                    peer.offer(frames[op.frame])
+            elif isinstance(op, wire.FromMember):
+                await self._from_member(batch.node, op, frames[op.frame])
+            elif isinstance(op, wire.Close):
+                peer = self._remote_peers.pop(op.peer, None)
+                if peer is not None:
+                    peer.joined = None
+                    peer.close(op.code, op.reason)
+            elif isinstance(op, wire.Join):
+                self._seat(batch.node, op)
+            elif isinstance(op, wire.JoinReply):
+                self._seated(batch.node, op)
+            elif isinstance(op, wire.Leave):
+                member = self._remote_members.pop((batch.node, op.peer), None)
+                if member is not None and member.joined is not None:
+                    member.joined.remove_member(cast("Peer", member))
+
+    async def _from_member(self, node: str, op: wire.FromMember, frame: wire.Frame) -> None:
+        member = self._remote_members.get((node, op.peer))
+        if member is None or member.joined is None:
+            return
+        timeout = self.hub.config.relay.slow_consumer_timeout
+        if not await member.joined.from_member(cast("Peer", member), frame, timeout):
+            member.offer(
+                protocol.encode_error(
+                    protocol.HOST_BUSY, "the host is not keeping up; message not delivered"
+                )
+            )
+
+    def _seat(self, node: str, op: wire.Join) -> None:
+        """Another node asks to seat one of its peers in a room held here."""
+        instance = self.hub.instances.get(op.uuid)
+        try:
+            if instance is None or instance.destroyed_reason is not None:
+                raise protocol.ProtocolError(
+                    protocol.INSTANCE_NOT_FOUND, "Instance not found or not available"
+                )
+            user_id = handlers.check_join(
+                self.hub, instance, op.service, op.token, op.user_id, None
+            )
+        except protocol.ProtocolError as error:
+            self.send(
+                node,
+                wire.JoinReply(op.request, op.peer, op.uuid, "", "", error.code, error.message),
+            )
+            return
+        member = RemoteMember(self, node, op.peer, user_id)
+        self._remote_members[(node, op.peer)] = member
+        self.send(node, wire.JoinReply(op.request, op.peer, op.uuid, user_id, instance.name))
+        instance.add_member(user_id, cast("Peer", member))
+        self._dirty.set()
+
+    def _seated(self, node: str, op: wire.JoinReply) -> None:
+        """The owning node answered a join: seat the peer (before any frame that follows)."""
+        pending = self._joins.pop(op.request, None)
+        if pending is None or pending.peer.closing or pending.peer.joined is not None:
+            if not op.code:  # nobody waits any more: give the seat back
+                self.send(node, wire.Leave(op.uuid, op.peer))
+            if pending is not None:
+                pending.done.set()
+            return
+        if op.code:
+            pending.error = protocol.ProtocolError(op.code, op.message, pending.msg_id)
+        else:
+            peer = pending.peer
+            peer.offer(handlers.join_ack(op.uuid, op.name, op.user_id, pending.msg_id))
+            peer.joined = cast("Instance", RemoteRoom(self, node, op.uuid, op.name))
+            peer.user_id = op.user_id
+            self._remote_peers[peer.id] = peer
+        pending.done.set()
+
+    # -- what the relay asks ----------------------------------------------------------------
+
+    async def join(
+        self,
+        peer: Peer,
+        service: str | None,
+        request: protocol.JoinInstance,
+        msg_id: protocol.MessageId | None,
+    ) -> None:
+        """Seat ``peer`` in a room held by another node, or raise why not."""
+        entry = await self._room_entry(request.uuid, msg_id)
+        if entry is None or entry.node == self.node_id:
+            raise protocol.ProtocolError(
+                protocol.INSTANCE_NOT_FOUND, "Instance not found or not available", msg_id
+            )
+        if not self.available:
+            raise self._unavailable(msg_id)
+        request_id = next(self._join_ids)
+        pending = _PendingJoin(peer, msg_id)
+        self._joins[request_id] = pending
+        self.send(
+            entry.node,
+            wire.Join(request_id, peer.id, request.uuid, service, request.token, request.userId),
+        )
+        with trio.move_on_after(self.hub.config.cluster.request_timeout):
+            await pending.done.wait()
+        if not pending.done.is_set():
+            self._joins.pop(request_id, None)
+            raise protocol.ProtocolError(
+                CLUSTER_UNAVAILABLE, "the node holding this room did not answer; retry", msg_id
+            )
+        if pending.error is not None:
+            raise pending.error
+
+    def forget_peer(self, peer: Peer) -> None:
+        """A local member of a room held elsewhere left it."""
+        self._remote_peers.pop(peer.id, None)
+
+    def forget_member(self, member: RemoteMember) -> None:
+        """A member from another node was closed (kick, room closed): stop routing to it."""
+        self._remote_members.pop((member.node, member.peer_id), None)
+        self._dirty.set()
+
+    async def _room_entry(self, uuid: str, msg_id: protocol.MessageId | None) -> RoomEntry | None:
+        if self._redis is None or not self.available:
+            raise self._unavailable(msg_id)
+        try:
+            data = await self._redis.get(room_key(uuid))
+        except _FAULTS as exc:
+            self._fault(f"get: {exc!r}")
+            raise self._unavailable(msg_id) from None
+        if data is None:
+            return None
+        return msgspec.msgpack.decode(data, type=RoomEntry)
+
+    def _unavailable(self, msg_id: protocol.MessageId | None) -> protocol.ProtocolError:
+        return protocol.ProtocolError(
+            CLUSTER_UNAVAILABLE,
+            "the cluster is unavailable (Redis cannot be reached): only rooms on this node work",
+            msg_id,
+        )
+
+    async def list_rooms(self, service: str | None) -> list[dict[str, Any]]:
+        """Every room of the cluster (of ``service``), oldest first; this node's alone when
+        Redis cannot be reached."""
+        rooms = [i.describe() for i in self.hub.instances_of(service)]
+        for entry in await self.remote_rooms():
+            if service is None or entry.room.get("service") == service:
+                rooms.append(entry.room)
+        return sorted(rooms, key=lambda room: (room["createdAt"], room["uuid"]))
+
+    async def remote_rooms(self) -> list[RoomEntry]:
+        """The registry's rooms held by other nodes (none when Redis cannot be reached)."""
+        if self._redis is None or not self.available:
+            return []
+        try:
+            keys = [key async for key in self._redis.scan_iter(match=room_key("*"), count=1000)]
+            values = await self._redis.mget(keys) if keys else []
+        except _FAULTS as exc:
+            self._fault(f"listing: {exc!r}")
+            return []
+        entries = []
+        for value in values:
+            if value is None:
+                continue
+            entry = msgspec.msgpack.decode(value, type=RoomEntry)
+            if entry.node != self.node_id:
+                entries.append(entry)
+        return entries
+
+    async def nodes(self) -> list[NodeEntry]:
+        """The live nodes' heartbeats (this node's own when Redis cannot be reached)."""
+        if self._redis is not None and self.available:
+            try:
+                keys = [key async for key in self._redis.scan_iter(match=node_key("*"))]
+                values = await self._redis.mget(keys) if keys else []
+                found = [msgspec.msgpack.decode(v, type=NodeEntry) for v in values if v]
+                return sorted(found, key=lambda n: n.node)
+            except _FAULTS as exc:
+                self._fault(f"nodes: {exc!r}")
+        return [self._node_entry()]
+
+    # -- the registry -----------------------------------------------------------------------
+
+    async def room_opened(self, instance: Instance) -> None:
+        """Register a new room at once, so that a join on another node finds it."""
+        self._gone_rooms.discard(instance.uuid)
+        if self._redis is None or not self.available:
+            return
+        try:
+            await self._redis.set(
+                room_key(instance.uuid), self._room_value(instance), px=self._ttl_ms
+            )
+        except _FAULTS as exc:
+            self._fault(f"register: {exc!r}")
+
+    def room_closed(self, instance: Instance) -> None:
+        """Drop a room from the registry (at the next refresh, which is woken now)."""
+        self._gone_rooms.add(instance.uuid)
+        self._dirty.set()
+
+    def _room_value(self, instance: Instance) -> bytes:
+        return msgspec.msgpack.encode(RoomEntry(self.node_id, instance.describe()))
+
+    def _node_entry(self) -> NodeEntry:
+        hub = self.hub
+        return NodeEntry(
+            node=self.node_id,
+            advertise_url=hub.config.cluster.advertise_url,
+            started_at=hub.started_at,
+            rooms=len(hub.instances),
+            members=sum(len(i.members) for i in hub.instances.values()),
+            connections=hub.connection_count,
+        )
+
+    async def _registry_loop(self, redis: coredis.Redis[bytes]) -> None:
+        interval = self.hub.config.cluster.node_ttl / 3
+        while True:
+            with trio.move_on_after(interval):
+                await self._dirty.wait()
+            self._dirty = trio.Event()
+            if not self.available:
+                continue  # the subscription loop reconnects and refreshes first
+            try:
+                await self._refresh(redis)
+                await self._check_nodes(redis)
+            except _FAULTS as exc:
+                self._fault(f"registry: {exc!r}")
+
+    async def _refresh(self, redis: coredis.Redis[bytes]) -> None:
+        """Write this node's heartbeat and rooms (TTL ``node_ttl``), drop its closed rooms."""
+        started = time.monotonic()
+        await redis.ping()
+        self.redis_latency = time.monotonic() - started
+        gone, self._gone_rooms = self._gone_rooms, set()
+        ttl = self._ttl_ms
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(node_key(self.node_id), msgspec.msgpack.encode(self._node_entry()), px=ttl)
+            for instance in self.hub.instances.values():
+                pipe.set(room_key(instance.uuid), self._room_value(instance), px=ttl)
+            if gone:
+                pipe.delete([room_key(uuid) for uuid in gone])
+
+    async def _check_nodes(self, redis: coredis.Redis[bytes]) -> None:
+        """Cut the links to nodes whose heartbeat expired (they died)."""
+        linked = {member.node for member in self._remote_members.values()}
+        linked |= {cast(RemoteRoom, peer.joined).node for peer in self._remote_peers.values()}
+        linked.discard(self.node_id)
+        if not linked:
+            return
+        nodes = sorted(linked)
+        values = await redis.mget([node_key(node) for node in nodes])
+        for node, value in zip(nodes, values, strict=True):
+            if value is None:
+                log.warning("cluster: node %s is gone; closing its links", node)
+                self._cut_links(node, NODE_GONE)
+
+    def _cut_links(self, node: str | None, reason: str) -> None:
+        """End the cross-node memberships with ``node`` (all when None), telling both sides."""
+        for key, member in list(self._remote_members.items()):
+            if node is None or member.node == node:
+                del self._remote_members[key]
+                member.close_code = closecodes.ROOM_CLOSED  # its node cannot be told
+                if member.joined is not None:
+                    member.joined.remove_member(cast("Peer", member))
+        for peer_id, peer in list(self._remote_peers.items()):
+            room = cast(RemoteRoom, peer.joined)
+            if node is None or room is None or room.node == node:
+                del self._remote_peers[peer_id]
+                peer.joined = None
+                if room is not None:
+                    peer.offer(
+                        protocol.encode("instance_destroyed", {"uuid": room.uuid, "reason": reason})
+                    )
+                peer.close(closecodes.ROOM_CLOSED, f"instance closed: {reason}")
+        for pending in self._joins.values():
+            pending.error = self._unavailable(pending.msg_id)
+            pending.done.set()
+        self._joins.clear()
