@@ -48,8 +48,16 @@ PREFIX = "wstund:"
 _WARN_EVERY = 60.0
 _RETRY_DELAY = 0.5
 _MAX_BATCH_OPS = 4096
-# What a failed Redis call raises: coredis' own errors, timeouts, and the socket's.
-_FAULTS = (coredis.exceptions.RedisError, TimeoutError, OSError, trio.BrokenResourceError)
+# What a failed Redis call raises: coredis' own errors, timeouts, and the socket's. (coredis
+# 6.9's PubSub._cleanup also writes UNSUBSCRIBE to a connection already closed when the
+# subscriber is cancelled, and lets anyio's ClosedResourceError out.)
+_FAULTS = (
+    coredis.exceptions.RedisError,
+    TimeoutError,
+    OSError,
+    trio.BrokenResourceError,
+    anyio.ClosedResourceError,
+)
 
 
 def node_key(node: str) -> str:
@@ -160,26 +168,21 @@ class Cluster:
         while True:
             try:
                 await self._subscribe(redis)
-            except _FAULTS as exc:
-                self._fault(f"subscription: {exc!r}")
+            except* _FAULTS as group:  # coredis raises from its task groups, so in groups
+                self._fault(f"subscription: {group.exceptions[0]!r}")
             await trio.sleep(_RETRY_DELAY)
 
     async def _subscribe(self, redis: coredis.Redis[bytes]) -> None:
         """Listen on this node's channel, refresh the registry once subscribed, dispatch."""
-        try:
-            async with redis.pubsub(
-                channels=[channel(self.node_id)], ignore_subscribe_messages=True, retry_policy=None
-            ) as pubsub:
-                await self._refresh(redis)
-                self._up()
-                async for message in pubsub:
-                    data = message["data"]
-                    if isinstance(data, bytes):
-                        await self._dispatch(data)
-        except* anyio.ClosedResourceError:
-            # coredis 6.9: PubSub._cleanup, run when the subscriber is cancelled, writes
-            # UNSUBSCRIBE to a connection already closed and catches only ConnectionError.
-            pass
+        async with redis.pubsub(
+            channels=[channel(self.node_id)], ignore_subscribe_messages=True, retry_policy=None
+        ) as pubsub:
+            await self._refresh(redis)
+            self._up()
+            async for message in pubsub:
+                data = message["data"]
+                if isinstance(data, bytes):
+                    await self._dispatch(data)
 
     def _up(self) -> None:
         if not self.available:
@@ -190,7 +193,9 @@ class Cluster:
     def _fault(self, what: str) -> None:
         """Redis failed: cut every cross-node link and say so (once a minute while it lasts)."""
         now = time.monotonic()
-        if self.available or now - self._last_warning >= _WARN_EVERY:
+        if self.hub.stopping:
+            pass
+        elif self.available or now - self._last_warning >= _WARN_EVERY:
             self._last_warning = now
             log.warning("cluster: Redis unavailable (%s); serving local rooms only", what)
         self.available = False
@@ -231,8 +236,8 @@ class Cluster:
                         await redis.publish(channel(node), wire.encode(builder.build()))
                         self.published += 1
                         self.relayed_ops += len(builder.ops)
-                except _FAULTS as exc:
-                    self._fault(f"publish: {exc!r}")
+                except* _FAULTS as group:
+                    self._fault(f"publish: {group.exceptions[0]!r}")
 
     # -- what other nodes send --------------------------------------------------------------
 

@@ -1,0 +1,146 @@
+"""Cluster faults: Redis stopped and restarted under traffic, a node killed mid-room."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_websocket
+
+from .conftest import StartNodes, connect, create_room, expect_closed, join_room, recv, send
+from .redisserver import RedisServer, free_port
+
+
+async def _join_when_linked(
+    node: Any, uuid: str, user_id: str
+) -> trio_websocket.WebSocketConnection:
+    """Join from ``node``, retrying while its link to Redis is still coming back."""
+    with trio.fail_after(20):
+        while True:
+            member = await connect(node)
+            await send(member, "join_instance", {"uuid": uuid, "userId": user_id}, msg_id="j")
+            reply = await recv(member)
+            if reply["type"] == "ack":
+                return member
+            assert reply["payload"]["code"] == "cluster_unavailable", reply
+            await member.aclose()
+            await trio.sleep(0.2)
+
+
+async def test_redis_down_keeps_local_rooms_and_recovers(
+    start_nodes: StartNodes, redis_server: RedisServer
+) -> None:
+    a, b = await start_nodes(2)
+    host, uuid = await create_room(a)
+    remote = await join_room(b, uuid, "remote", host=host)
+    local = await join_room(a, uuid, "local", host=host)
+
+    redis_server.stop()
+    # The cross-node member is told and closed; the owner sees it leave.
+    assert await recv(remote, timeout=10) == {
+        "type": "instance_destroyed",
+        "payload": {"uuid": uuid, "reason": "cluster_unavailable"},
+    }
+    assert await expect_closed(remote) == 4004
+    assert await recv(host, timeout=10) == {
+        "type": "client_disconnected",
+        "payload": {"userId": "remote", "instanceUuid": uuid},
+    }
+    # The local room keeps working.
+    await send(local, "chat", {"text": "still here"})
+    assert (await recv(host))["payload"] == {"text": "still here"}
+    # A cross-node join is refused with a clear code.
+    late = await connect(b)
+    await send(late, "join_instance", {"uuid": uuid, "userId": "late"}, msg_id="j")
+    refused = await recv(late)
+    assert refused["type"] == "error" and refused["payload"]["code"] == "cluster_unavailable"
+
+    redis_server.start()
+    back = await _join_when_linked(b, uuid, "back")
+    assert (await recv(host))["payload"]["userId"] == "back"
+    await send(host, "chat", {"text": "welcome back"})
+    assert (await recv(back))["payload"] == {"text": "welcome back"}
+
+
+def _write_config(path: Path, port: int, redis_url: str, node_id: str) -> None:
+    path.write_text(
+        f"""
+[server]
+bind = ["127.0.0.1:{port}"]
+state_dir = "{path.parent / node_id}"
+[admin]
+socket = "{path.parent / node_id}.sock"
+[cluster]
+redis_url = "{redis_url}"
+node_id = "{node_id}"
+node_ttl = 3.0
+""",
+        encoding="utf-8",
+    )
+
+
+class _NodeProcess:
+    """A wstund node in a process of its own, so that it can be killed (SIGKILL)."""
+
+    def __init__(self, tmp_path: Path, redis_url: str, node_id: str) -> None:
+        self.port = free_port()
+        config = tmp_path / f"{node_id}.toml"
+        _write_config(config, self.port, redis_url, node_id)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from wstund.daemon import main; main()",
+                "--config",
+                str(config),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def wait_ready(self) -> None:
+        with trio.fail_after(20):
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                        return
+                except OSError:
+                    await trio.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+async def test_killed_node_destroys_its_rooms_elsewhere(
+    start_nodes: StartNodes, redis_server: RedisServer, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    (b,) = await start_nodes(1, cluster={"node_id": "b"})
+    doomed = _NodeProcess(tmp_path, redis_server.url, "x")
+    try:
+        await doomed.wait_ready()
+        host = await trio_websocket.connect_websocket_url(
+            nursery, f"ws://127.0.0.1:{doomed.port}/ws"
+        )
+        await send(host, "create_instance", {"name": "doomed"}, service="chat", msg_id="c")
+        uuid = (await recv(host))["payload"]["uuid"]
+        member = await join_room(b, uuid, "bob")
+        assert (await recv(host))["type"] == "client_connected"
+        doomed.kill()
+        assert await recv(member, timeout=15) == {
+            "type": "instance_destroyed",
+            "payload": {"uuid": uuid, "reason": "node_gone"},
+        }
+        assert await expect_closed(member) == 4004
+        lister = await connect(b)
+        await send(lister, "list_instances", {}, msg_id="l")
+        assert (await recv(lister))["payload"]["instances"] == []
+    finally:
+        doomed.kill()
