@@ -128,3 +128,17 @@ async def test_order_per_sender_holds_across_nodes(start_nodes: StartNodes) -> N
     with trio.fail_after(10):
         got = [(await recv(bob))["payload"] for _ in range(200)]
     assert got == list(range(200))
+
+
+async def test_clean_stop_of_the_owner_node_closes_its_rooms_elsewhere(
+    start_nodes: StartNodes,
+) -> None:
+    a, b = await start_nodes(2)
+    host, uuid = await create_room(a)
+    bob = await join_room(b, uuid, "bob", host=host)
+    a.daemon.stop()
+    assert await recv(bob) == {
+        "type": "instance_destroyed",
+        "payload": {"uuid": uuid, "reason": "server_shutdown"},
+    }
+    assert await expect_closed(bob) == 1001  # as a member on the stopping node

@@ -243,3 +243,5 @@ class Hub:
         with trio.move_on_at(max(deadline, trio.current_time() + 1.0)):
             if self.connection_count:
                 await self._all_released.wait()
+        if self.cluster is not None:
+            await self.cluster.leave()

@@ -20,6 +20,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -29,6 +30,7 @@ import coredis
 import coredis.exceptions
 import msgspec
 import trio
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .. import closecodes
 from ..relay import handlers, protocol
@@ -121,6 +123,7 @@ class Cluster:
         config = hub.config.cluster
         self.node_id = config.node_id or load_node_id(hub.state_dir)
         self.available = False
+        self.node_count = 0  # live nodes at the last registry refresh
         self.redis_latency = 0.0  # seconds of the last registry refresh's PING
         self.published = 0  # PUBLISH calls (a batch each)
         self.relayed_ops = 0  # operations those batches carried
@@ -128,6 +131,8 @@ class Cluster:
         self._pending: deque[tuple[str, wire.Op, wire.Frame | None]] = deque()
         self._pending_bytes = 0
         self._wake = trio.Event()
+        self._published = trio.Event()  # set while nothing waits to be published
+        self._published.set()
         self._dirty = trio.Event()
         self._gone_rooms: set[str] = set()
         self._remote_members: dict[tuple[str, int], RemoteMember] = {}  # rooms held here
@@ -163,6 +168,21 @@ class Cluster:
                 with trio.move_on_after(self.hub.config.cluster.request_timeout):
                     await self._subscribed.wait()
                 task_status.started()
+
+    async def leave(self) -> None:
+        """On a clean stop, drop this node's heartbeat and rooms from the registry at once
+        (a node that dies leaves them to expire within ``node_ttl``)."""
+        if self._redis is None or not self.available:
+            return
+        keys = [node_key(self.node_id)]
+        keys += [room_key(uuid) for uuid in [*self.hub.instances, *self._gone_rooms]]
+        with trio.move_on_after(self.hub.config.cluster.request_timeout):
+            await self._published.wait()  # the rooms' last words (instance_destroyed) first
+            self.available = False  # no refresh may put the keys back
+            try:
+                await self._redis.delete(keys)
+            except* _FAULTS:
+                pass  # they expire within node_ttl anyway
 
     async def _subscribe_loop(self, redis: coredis.Redis[bytes]) -> None:
         while True:
@@ -201,6 +221,7 @@ class Cluster:
         self.available = False
         self._pending.clear()
         self._pending_bytes = 0
+        self._published.set()
         self._cut_links(None, CLUSTER_UNAVAILABLE)
 
     # -- the ordered publisher --------------------------------------------------------------
@@ -212,6 +233,8 @@ class Cluster:
         self._pending.append((node, op, frame))
         self._pending_bytes += len(frame) if frame is not None else 0
         self._wake.set()
+        if self._published.is_set():
+            self._published = trio.Event()
         if self._pending_bytes > self.hub.config.cluster.max_pending_bytes:
             self._fault(f"more than {self.hub.config.cluster.max_pending_bytes} bytes unpublished")
 
@@ -238,6 +261,7 @@ class Cluster:
                         self.relayed_ops += len(builder.ops)
                 except* _FAULTS as group:
                     self._fault(f"publish: {group.exceptions[0]!r}")
+            self._published.set()
 
     # -- what other nodes send --------------------------------------------------------------
 
@@ -425,6 +449,49 @@ class Cluster:
                 self._fault(f"nodes: {exc!r}")
         return [self._node_entry()]
 
+    async def describe(self) -> dict[str, Any]:
+        """This node and the cluster's live nodes, for ``/_api/status`` and ``wstunctl status``."""
+        return {
+            "node": self.node_id,
+            "available": self.available,
+            "redisLatency": round(self.redis_latency, 6),
+            "nodes": [msgspec.to_builtins(node) for node in await self.nodes()],
+        }
+
+    def gauges(self) -> Iterator[Metric]:
+        """The cluster's gauges for ``/metrics``: link state, Redis latency, cross-node load."""
+        yield GaugeMetricFamily(
+            "wstund_cluster_linked", "1 while this node reaches Redis", int(self.available)
+        )
+        yield GaugeMetricFamily(
+            "wstund_cluster_nodes", "Live nodes at the last registry refresh", self.node_count
+        )
+        yield GaugeMetricFamily(
+            "wstund_cluster_redis_latency_seconds",
+            "Round trip of the last registry refresh's PING",
+            self.redis_latency,
+        )
+        yield GaugeMetricFamily(
+            "wstund_cluster_remote_members",
+            "Members seated in this node's rooms from other nodes",
+            len(self._remote_members),
+        )
+        yield GaugeMetricFamily(
+            "wstund_cluster_remote_joined",
+            "This node's peers seated in rooms held by other nodes",
+            len(self._remote_peers),
+        )
+        yield CounterMetricFamily(
+            "wstund_cluster_published_batches",
+            "PUBLISH calls to other nodes (one batch of operations each)",
+            self.published,
+        )
+        yield CounterMetricFamily(
+            "wstund_cluster_relayed_operations",
+            "Operations (frames, joins, closes) sent to other nodes",
+            self.relayed_ops,
+        )
+
     # -- the registry -----------------------------------------------------------------------
 
     async def room_opened(self, instance: Instance) -> None:
@@ -485,6 +552,7 @@ class Cluster:
                 pipe.set(room_key(instance.uuid), self._room_value(instance), px=ttl)
             if gone:
                 pipe.delete([room_key(uuid) for uuid in gone])
+        self.node_count = len([key async for key in redis.scan_iter(match=node_key("*"))])
 
     async def _check_nodes(self, redis: coredis.Redis[bytes]) -> None:
         """Cut the links to nodes whose heartbeat expired (they died)."""
