@@ -228,7 +228,12 @@ async def start_nodes(
         nodes = []
         for index in range(count):
             name = "abcdefgh"[index]
-            cluster = {"redis_url": redis_server.url, "node_id": name, "node_ttl": 3.0}
+            cluster = {
+                "redis_url": redis_server.url,
+                "node_id": name,
+                "node_ttl": 3.0,
+                "secret": "cluster-secret-for-tests",
+            }
             nodes.append(
                 await start_daemon(
                     **{

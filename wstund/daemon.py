@@ -193,6 +193,8 @@ class Daemon:
                         sockets,
                         servers_done,
                     )
+                    if self.hub.cluster is not None:
+                        self.hub.cluster.listening(self.binds)
                     await self._serve_admin(
                         servers, servers_done, AccessLog(self.admin_app, latency, "admin")
                     )

@@ -28,13 +28,16 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 import coredis
 import coredis.exceptions
+import httpx
 import msgspec
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .. import closecodes
 from ..relay import handlers, protocol
+from ..tunnel.asgi import Receive, Scope, Send, send_json_error
 from . import wire
+from .forward import forward_http, hop_allowed, hop_secret, without_hop
 from .remote import RemoteMember, RemoteRoom
 
 if TYPE_CHECKING:
@@ -68,6 +71,10 @@ def node_key(node: str) -> str:
 
 def room_key(uuid: str) -> str:
     return f"{PREFIX}room:{uuid}"
+
+
+def tunnel_key(client_id: str) -> str:
+    return f"{PREFIX}tunnel:{client_id}"
 
 
 def channel(node: str) -> str:
@@ -141,6 +148,19 @@ class Cluster:
         self._join_ids = itertools.count(1)
         self._last_warning = -_WARN_EVERY
         self._subscribed = trio.Event()
+        self.advertise_url = config.advertise_url
+        self._http: httpx.AsyncClient | None = None
+
+    def listening(self, binds: list[str]) -> None:
+        """The daemon is listening: announce its first address unless advertise_url is set."""
+        if not self.advertise_url and binds:
+            bind = binds[0]
+            self.advertise_url = bind if "://" in bind else f"http://{bind}"
+            self._dirty.set()
+
+    def tunnel_changed(self) -> None:
+        """An agent connected here: announce it at once (not at the next refresh)."""
+        self._dirty.set()
 
     @property
     def _ttl_ms(self) -> int:
@@ -158,8 +178,9 @@ class Cluster:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the registry, the subscription and the publisher running until cancelled."""
         redis = self._client()
-        async with redis:
-            self._redis = redis
+        timeout = httpx.Timeout(self.hub.config.cluster.request_timeout, read=None, write=None)
+        async with redis, httpx.AsyncClient(timeout=timeout) as http:
+            self._redis, self._http = redis, http
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._subscribe_loop, redis)
                 nursery.start_soon(self._publish_loop, redis)
@@ -458,6 +479,56 @@ class Cluster:
             "nodes": [msgspec.to_builtins(node) for node in await self.nodes()],
         }
 
+    # -- the tunnel ---------------------------------------------------------------------------
+
+    async def route_tunnel(
+        self, client_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> bool:
+        """Answer a tunnel request whose agent is on another node; False to serve it here.
+
+        A request from another node (it carries the cluster secret) is always served here.
+        """
+        given = hop_secret(scope)
+        secret = self.hub.config.cluster.secret
+        if given is not None:
+            if not hop_allowed(given, secret):
+                await send_json_error(send, 403, "forbidden", "wrong cluster secret")
+                return True
+            without_hop(scope)
+            return False
+        if client_id in self.hub.tunnels.sessions or not secret:
+            return False
+        target = await self._tunnel_node(client_id)
+        if target is None or self._http is None:
+            return False
+        await forward_http(
+            self._http,
+            target.advertise_url,
+            secret,
+            self.hub.config.tunnel.request_timeout + self.hub.config.cluster.request_timeout,
+            scope,
+            receive,
+            send,
+        )
+        return True
+
+    async def _tunnel_node(self, client_id: str) -> NodeEntry | None:
+        """The live node (not this one) holding ``client_id``'s agent, per the registry."""
+        if self._redis is None or not self.available:
+            return None
+        try:
+            node = await self._redis.get(tunnel_key(client_id))
+            if node is None or node.decode() == self.node_id:
+                return None
+            value = await self._redis.get(node_key(node.decode()))
+        except _FAULTS as exc:
+            self._fault(f"tunnel lookup: {exc!r}")
+            return None
+        if value is None:
+            return None
+        entry = msgspec.msgpack.decode(value, type=NodeEntry)
+        return entry if entry.advertise_url else None
+
     def gauges(self) -> Iterator[Metric]:
         """The cluster's gauges for ``/metrics``: link state, Redis latency, cross-node load."""
         yield GaugeMetricFamily(
@@ -518,7 +589,7 @@ class Cluster:
         hub = self.hub
         return NodeEntry(
             node=self.node_id,
-            advertise_url=hub.config.cluster.advertise_url,
+            advertise_url=self.advertise_url,
             started_at=hub.started_at,
             rooms=len(hub.instances),
             members=sum(len(i.members) for i in hub.instances.values()),
@@ -550,6 +621,8 @@ class Cluster:
             pipe.set(node_key(self.node_id), msgspec.msgpack.encode(self._node_entry()), px=ttl)
             for instance in self.hub.instances.values():
                 pipe.set(room_key(instance.uuid), self._room_value(instance), px=ttl)
+            for client_id in self.hub.tunnels.sessions:
+                pipe.set(tunnel_key(client_id), self.node_id.encode(), px=ttl)
             if gone:
                 pipe.delete([room_key(uuid) for uuid in gone])
         self.node_count = len([key async for key in redis.scan_iter(match=node_key("*"))])

@@ -47,6 +47,10 @@ class TunnelFront:
         kind = scope["type"]
         if kind in ("http", "websocket"):
             where = route(scope, self.hub.config.tunnel.host_suffix)
+            cluster = self.hub.cluster
+            if where is not None and cluster is not None and kind == "http":
+                if await cluster.route_tunnel(where.client_id, scope, receive, send):
+                    return  # served by the node holding the agent
             if where is not None:
                 proxy = proxy_http if kind == "http" else proxy_websocket
                 await proxy(self.hub, where, scope, receive, send)
@@ -77,6 +81,8 @@ class TunnelFront:
         await ws.accept()
         session = TunnelSession(client_id, record, ws, tunnels.limits())
         tunnels.attach(session)
+        if self.hub.cluster is not None:
+            self.hub.cluster.tunnel_changed()
         log.info("tunnel %s: agent connected", client_id)
         try:
             await session.run()

@@ -1,0 +1,69 @@
+"""The HTTP tunnel across nodes: a request reaching a node without the agent is carried to
+the node holding it, streamed both ways, authenticated with the cluster secret."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import trio
+
+from wstund.cluster.forward import HOP_HEADER, without_hop
+
+from .conftest import StartNodes
+from .localapp import pattern_sha256, start_local_app
+from .test_tunnel_e2e import CLIENT, MB, agent_for, register, run_agent
+
+
+async def test_download_and_upload_through_a_node_without_the_agent(
+    start_nodes: StartNodes, nursery: trio.Nursery
+) -> None:
+    a, b, _ = await start_nodes(3)
+    local = await start_local_app(nursery)
+    agent_scope = await run_agent(nursery, agent_for(a, await register(a), local))
+
+    n = 20 * MB
+    digest, size = hashlib.sha256(), 0
+    async with httpx.AsyncClient(timeout=30) as http:
+        with trio.fail_after(60):
+            async with http.stream("GET", f"{b.url}/_t/{CLIENT}/bytes?n={n}") as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_raw():
+                    digest.update(chunk)
+                    size += len(chunk)
+        assert size == n and digest.hexdigest() == pattern_sha256(n)
+
+        body = bytes(range(256)) * 4099
+        with trio.fail_after(30):
+            posted = await http.post(
+                f"{b.url}/_t/{CLIENT}/echo?x=1", content=body, headers={"x-test": "kept"}
+            )
+        assert posted.status_code == 201 and posted.content == body
+        assert posted.headers["x-method"] == "POST" and posted.headers["x-query"] == "x=1"
+        assert posted.headers["x-saw-x-test"] == "kept"
+
+        # The agent leaves: the node that held it answers 503 through the other node.
+        agent_scope.cancel()
+        with trio.fail_after(10):
+            while True:
+                offline = await http.get(f"{b.url}/_t/{CLIENT}/echo")
+                if offline.status_code != 201:
+                    break
+                await trio.sleep(0.05)
+        assert offline.status_code == 503
+        assert offline.json()["error"] == "client_offline"
+
+
+async def test_node_to_node_requests_need_the_cluster_secret(start_nodes: StartNodes) -> None:
+    (a,) = await start_nodes(1)
+    async with httpx.AsyncClient(timeout=10) as http:
+        forged = await http.get(
+            f"{a.url}/_t/{CLIENT}/echo", headers={HOP_HEADER.decode(): "guessed-secret-123"}
+        )
+    assert forged.status_code == 403 and forged.json()["error"] == "forbidden"
+
+
+def test_the_cluster_secret_never_reaches_the_agent() -> None:
+    scope = {"headers": [(b"host", b"x"), (b"X-Wstund-Cluster", b"s"), (b"x-test", b"1")]}
+    without_hop(scope)
+    assert scope["headers"] == [(b"host", b"x"), (b"x-test", b"1")]
