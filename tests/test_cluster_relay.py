@@ -6,8 +6,20 @@ from __future__ import annotations
 import json
 
 import trio
+import trio_websocket
 
-from .conftest import StartNodes, connect, create_room, expect_closed, join_room, recv, send
+from wstund import closecodes
+
+from .conftest import (
+    StartNodes,
+    connect,
+    connect_stalled,
+    create_room,
+    expect_closed,
+    join_room,
+    recv,
+    send,
+)
 
 
 async def test_member_and_owner_traffic_across_nodes(start_nodes: StartNodes) -> None:
@@ -142,3 +154,67 @@ async def test_clean_stop_of_the_owner_node_closes_its_rooms_elsewhere(
         "payload": {"uuid": uuid, "reason": "server_shutdown"},
     }
     assert await expect_closed(bob) == 1001  # as a member on the stopping node
+
+
+async def test_a_slow_member_is_cut_on_its_own_node(start_nodes: StartNodes) -> None:
+    a, b = await start_nodes(2, relay={"outbox_size": 16, "slow_consumer_timeout": 0.5})
+    host, uuid = await create_room(a)
+    fast = await join_room(b, uuid, "fast", host=host)
+    stalled = await connect_stalled(b)
+    await send(stalled, "join_instance", {"uuid": uuid, "userId": "stalled"})
+    assert (await recv(stalled))["payload"]["success"] is True
+    assert (await recv(host))["type"] == "client_connected"
+
+    padding = "x" * 32 * 1024
+    async with trio.open_nursery() as readers:
+
+        async def read_fast() -> None:
+            for n in range(200):
+                assert (await recv(fast, timeout=30))["payload"]["n"] == n
+
+        readers.start_soon(read_fast)
+        for n in range(200):
+            await send(host, "tick", {"n": n, "pad": padding})
+    assert await recv(host, timeout=30) == {
+        "type": "client_disconnected",
+        "payload": {"userId": "stalled", "instanceUuid": uuid},
+    }
+    with trio.fail_after(15):
+        try:
+            while True:
+                await stalled.get_message()
+        except trio_websocket.ConnectionClosed as closed:
+            assert closed.reason.code == closecodes.SLOW_CONSUMER
+    drops = "wstund_slow_consumer_drops_total"
+    assert b.hub.metrics.registry.get_sample_value(drops) == 1  # counted on b, its own node
+    assert a.hub.metrics.registry.get_sample_value(drops) == 0
+
+
+async def test_a_thousand_members_on_three_nodes_get_every_broadcast_in_order(
+    start_nodes: StartNodes,
+) -> None:
+    nodes = await start_nodes(3, server={"max_connections_per_ip": 1000})
+    host, uuid = await create_room(nodes[0])
+    members = []
+    with trio.fail_after(120):
+        for i in range(1000):
+            member = await connect(nodes[i % 3])
+            await send(member, "join_instance", {"uuid": uuid, "userId": f"m{i}"}, msg_id=i)
+            members.append(member)
+        for member in members:
+            assert (await recv(member, timeout=30))["type"] == "ack"
+    assert len(nodes[0].hub.instances[uuid].members) == 1000
+    broadcasts = 20
+    for n in range(broadcasts):
+        await send(host, "tick", {"n": n})
+    got: list[list[int]] = [[] for _ in members]
+
+    async def read(index: int) -> None:
+        for _ in range(broadcasts):
+            got[index].append((await recv(members[index], timeout=60))["payload"]["n"])
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as readers:
+            for index in range(len(members)):
+                readers.start_soon(read, index)
+    assert got == [list(range(broadcasts))] * len(members)
