@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 import trio_websocket
 
 from .conftest import StartNodes, connect, create_room, expect_closed, join_room, recv, send
+from .localapp import start_local_app
 from .redisserver import RedisServer, free_port
+from .test_tunnel_e2e import CLIENT, MB, agent_for, register, run_agent
 
 
 async def _join_when_linked(
@@ -80,6 +83,7 @@ socket = "{path.parent / node_id}.sock"
 redis_url = "{redis_url}"
 node_id = "{node_id}"
 node_ttl = 3.0
+secret = "cluster-secret-for-tests"
 """,
         encoding="utf-8",
     )
@@ -113,6 +117,10 @@ class _NodeProcess:
                 except OSError:
                     await trio.sleep(0.1)
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def kill(self) -> None:
         if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
@@ -142,5 +150,40 @@ async def test_killed_node_destroys_its_rooms_elsewhere(
         lister = await connect(b)
         await send(lister, "list_instances", {}, msg_id="l")
         assert (await recv(lister))["payload"]["instances"] == []
+    finally:
+        doomed.kill()
+
+
+async def test_killed_node_mid_download_truncates_without_hanging(
+    start_nodes: StartNodes, redis_server: RedisServer, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    (b,) = await start_nodes(1, cluster={"node_id": "b"})
+    doomed = _NodeProcess(tmp_path, redis_server.url, "x")
+    try:
+        await doomed.wait_ready()
+        local = await start_local_app(nursery)
+        secret = await register(doomed)  # type: ignore[arg-type]
+        await run_agent(nursery, agent_for(doomed, secret, local))  # type: ignore[arg-type]
+        size = 0
+        async with httpx.AsyncClient(timeout=30) as http:
+            with trio.fail_after(30):
+                async with http.stream("GET", f"{b.url}/_t/{CLIENT}/bytes?n={200 * MB}") as got:
+                    assert got.status_code == 200
+                    try:
+                        async for chunk in got.aiter_raw():
+                            size += len(chunk)
+                            if size >= MB and doomed.process.poll() is None:
+                                doomed.kill()
+                    except httpx.HTTPError:
+                        pass  # the response was cut: what a caller must see
+            assert MB <= size < 200 * MB
+            # Until the dead node's entries expire its agent's requests get 503, then the
+            # tunnel is simply unknown here (404).
+            statuses = []
+            with trio.fail_after(15):
+                while not statuses or statuses[-1] != 404:
+                    statuses.append((await http.get(f"{b.url}/_t/{CLIENT}/x")).status_code)
+                    await trio.sleep(0.1)
+            assert set(statuses[:-1]) <= {503}, statuses
     finally:
         doomed.kill()
