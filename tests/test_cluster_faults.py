@@ -7,10 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio_websocket
 
@@ -127,63 +129,62 @@ class _NodeProcess:
         self.process.wait(timeout=10)
 
 
+@pytest.fixture
+async def doomed(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[_NodeProcess]:
+    """Node x, in a process of its own; killed at the end if the test did not."""
+    node = _NodeProcess(tmp_path, redis_server.url, "x")
+    try:
+        await node.wait_ready()
+        yield node
+    finally:
+        node.kill()
+
+
 async def test_killed_node_destroys_its_rooms_elsewhere(
-    start_nodes: StartNodes, redis_server: RedisServer, tmp_path: Path, nursery: trio.Nursery
+    start_nodes: StartNodes, doomed: _NodeProcess, nursery: trio.Nursery
 ) -> None:
     (b,) = await start_nodes(1, cluster={"node_id": "b"})
-    doomed = _NodeProcess(tmp_path, redis_server.url, "x")
-    try:
-        await doomed.wait_ready()
-        host = await trio_websocket.connect_websocket_url(
-            nursery, f"ws://127.0.0.1:{doomed.port}/ws"
-        )
-        await send(host, "create_instance", {"name": "doomed"}, service="chat", msg_id="c")
-        uuid = (await recv(host))["payload"]["uuid"]
-        member = await join_room(b, uuid, "bob")
-        assert (await recv(host))["type"] == "client_connected"
-        doomed.kill()
-        assert await recv(member, timeout=15) == {
-            "type": "instance_destroyed",
-            "payload": {"uuid": uuid, "reason": "node_gone"},
-        }
-        assert await expect_closed(member) == 4004
-        lister = await connect(b)
-        await send(lister, "list_instances", {}, msg_id="l")
-        assert (await recv(lister))["payload"]["instances"] == []
-    finally:
-        doomed.kill()
+    host = await trio_websocket.connect_websocket_url(nursery, f"ws://127.0.0.1:{doomed.port}/ws")
+    await send(host, "create_instance", {"name": "doomed"}, service="chat", msg_id="c")
+    uuid = (await recv(host))["payload"]["uuid"]
+    member = await join_room(b, uuid, "bob")
+    assert (await recv(host))["type"] == "client_connected"
+    doomed.kill()
+    assert await recv(member, timeout=15) == {
+        "type": "instance_destroyed",
+        "payload": {"uuid": uuid, "reason": "node_gone"},
+    }
+    assert await expect_closed(member) == 4004
+    lister = await connect(b)
+    await send(lister, "list_instances", {}, msg_id="l")
+    assert (await recv(lister))["payload"]["instances"] == []
 
 
 async def test_killed_node_mid_download_truncates_without_hanging(
-    start_nodes: StartNodes, redis_server: RedisServer, tmp_path: Path, nursery: trio.Nursery
+    start_nodes: StartNodes, doomed: _NodeProcess, nursery: trio.Nursery
 ) -> None:
     (b,) = await start_nodes(1, cluster={"node_id": "b"})
-    doomed = _NodeProcess(tmp_path, redis_server.url, "x")
-    try:
-        await doomed.wait_ready()
-        local = await start_local_app(nursery)
-        secret = await register(doomed)  # type: ignore[arg-type]
-        await run_agent(nursery, agent_for(doomed, secret, local))  # type: ignore[arg-type]
-        size = 0
-        async with httpx.AsyncClient(timeout=30) as http:
-            with trio.fail_after(30):
-                async with http.stream("GET", f"{b.url}/_t/{CLIENT}/bytes?n={200 * MB}") as got:
-                    assert got.status_code == 200
-                    try:
-                        async for chunk in got.aiter_raw():
-                            size += len(chunk)
-                            if size >= MB and doomed.process.poll() is None:
-                                doomed.kill()
-                    except httpx.HTTPError:
-                        pass  # the response was cut: what a caller must see
-            assert MB <= size < 200 * MB
-            # Until the dead node's entries expire its agent's requests get 503, then the
-            # tunnel is simply unknown here (404).
-            statuses = []
-            with trio.fail_after(15):
-                while not statuses or statuses[-1] != 404:
-                    statuses.append((await http.get(f"{b.url}/_t/{CLIENT}/x")).status_code)
-                    await trio.sleep(0.1)
-            assert set(statuses[:-1]) <= {503}, statuses
-    finally:
-        doomed.kill()
+    local = await start_local_app(nursery)
+    secret = await register(doomed)  # type: ignore[arg-type]
+    await run_agent(nursery, agent_for(doomed, secret, local))  # type: ignore[arg-type]
+    size = 0
+    async with httpx.AsyncClient(timeout=30) as http:
+        with trio.fail_after(30):
+            async with http.stream("GET", f"{b.url}/_t/{CLIENT}/bytes?n={200 * MB}") as got:
+                assert got.status_code == 200
+                try:
+                    async for chunk in got.aiter_raw():
+                        size += len(chunk)
+                        if size >= MB and doomed.process.poll() is None:
+                            doomed.kill()
+                except httpx.HTTPError:
+                    pass  # the response was cut: what a caller must see
+        assert MB <= size < 200 * MB
+        # Until the dead node's entries expire its agent's requests get 503, then the
+        # tunnel is simply unknown here (404).
+        statuses = []
+        with trio.fail_after(15):
+            while not statuses or statuses[-1] != 404:
+                statuses.append((await http.get(f"{b.url}/_t/{CLIENT}/x")).status_code)
+                await trio.sleep(0.1)
+        assert set(statuses[:-1]) <= {503}, statuses
