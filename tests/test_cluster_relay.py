@@ -218,3 +218,78 @@ async def test_a_thousand_members_on_three_nodes_get_every_broadcast_in_order(
             for index in range(len(members)):
                 readers.start_soon(read, index)
     assert got == [list(range(broadcasts))] * len(members)
+
+
+async def test_owner_reclaims_on_another_node_within_the_grace_period(
+    start_nodes: StartNodes,
+) -> None:
+    a, b, c = await start_nodes(3)
+    host = await connect(a)
+    await send(host, "create_instance", {"name": "R", "token": "t"}, service="chat", msg_id="c")
+    created = (await recv(host))["payload"]
+    uuid, owner_key = created["uuid"], created["ownerKey"]
+    bob = await join_room(c, uuid, "bob", token="t", host=host)
+    carol = await join_room(a, uuid, "carol", token="t", host=host)
+    await host.aclose()
+    away = {"type": "owner_disconnected", "payload": {"instanceUuid": uuid, "graceSeconds": 10.0}}
+    assert await recv(bob) == away and await recv(carol) == away
+    await send(bob, "chat", {"text": "while away"})  # held in the room's inbox for the owner
+    assert (await recv(carol))["payload"] == {"text": "while away"}
+
+    back = await connect(b)  # the load balancer sent the owner to another node
+    reclaim = {"uuid": uuid, "token": "t"}
+    await send(back, "reclaim_instance", reclaim, service="chat", msg_id="r0")
+    refused = await recv(back)  # another socket without the owner's proof
+    assert refused["type"] == "error" and refused["payload"]["code"] == "not_owner"
+    await send(back, "reclaim_instance", {**reclaim, "ownerKey": owner_key}, msg_id="r1")
+    assert await recv(back) == {
+        "type": "instance_reclaimed",
+        "payload": {
+            "success": True,
+            "uuid": uuid,
+            "name": "R",
+            "hasToken": True,
+            "userCount": 2,
+            "ownerKey": owner_key,
+        },
+        "id": "r1",
+    }
+    assert await recv(back) == {"type": "chat", "payload": {"text": "while away"}, "from": "bob"}
+    back_again = {"type": "owner_reconnected", "payload": {"instanceUuid": uuid}}
+    assert await recv(bob) == back_again and await recv(carol) == back_again
+
+    # The owner on b drives the room held on a: to all, to one, kick, unknown user.
+    await send(back, "chat", {"text": "hi all"})
+    assert (await recv(bob))["from"] is None and (await recv(carol))["from"] is None
+    await send(back, "chat", {"text": "psst", "to": "bob"})
+    assert (await recv(bob))["payload"] == {"text": "psst", "to": "bob"}
+    await send(back, "chat", {"text": "x", "to": "nobody"}, msg_id="t")
+    assert (await recv(back))["payload"]["code"] == "user_not_found"
+    await send(carol, "chat", {"text": "to the owner"})
+    assert (await recv(back))["payload"] == {"text": "to the owner"}
+    assert (await recv(bob))["payload"] == {"text": "to the owner"}
+    await send(back, "kick_client", {"userId": "carol"}, msg_id="k")
+    assert (await recv(carol))["type"] == "kick"
+    assert await expect_closed(carol) == 4003
+    assert await recv(back) == {
+        "type": "client_disconnected",
+        "payload": {"userId": "carol", "instanceUuid": uuid},
+        "id": "k",
+    }
+    await send(back, "kick_client", {"userId": "carol"}, msg_id="k2")
+    assert (await recv(back))["payload"]["code"] == "user_not_found"
+
+    # The owner drops again: the grace period starts again on the room's node.
+    await back.aclose()
+    assert await recv(bob) == away
+    back = await connect(c)
+    await send(back, "reclaim_instance", {**reclaim, "ownerKey": owner_key}, msg_id="r2")
+    assert (await recv(back))["payload"]["success"] is True
+    assert await recv(bob) == back_again
+
+    # The room closes on its node: the owner on b is told and owns it no more.
+    a.hub.close_instance(uuid, "closed_by_admin")
+    gone = {"type": "instance_destroyed", "payload": {"uuid": uuid, "reason": "closed_by_admin"}}
+    assert await recv(back) == gone and await recv(bob) == gone
+    await send(back, "chat", {"text": "anyone?"}, msg_id="z")
+    assert (await recv(back))["payload"]["code"] == "unknown_type"

@@ -38,7 +38,7 @@ from ..relay import handlers, protocol
 from ..tunnel.asgi import Receive, Scope, Send, send_json_error
 from . import wire
 from .forward import forward_http, hop_allowed, hop_secret, without_hop
-from .remote import RemoteMember, RemoteRoom
+from .remote import OwnedRemoteRoom, RemoteMember, RemoteOwner, RemoteRoom
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -63,6 +63,9 @@ _FAULTS = (
     trio.BrokenResourceError,
     anyio.ClosedResourceError,
 )
+
+
+_CARRY_FRAMES = (wire.Deliver, wire.FromMember, wire.FromOwner)
 
 
 def node_key(node: str) -> str:
@@ -120,6 +123,7 @@ class _PendingJoin:
     msg_id: protocol.MessageId | None
     done: trio.Event = field(default_factory=trio.Event)
     error: protocol.ProtocolError | None = None
+    failed: tuple[str, str] | None = None  # a reclaim's (code, message) answered in its form
 
 
 class Cluster:
@@ -144,6 +148,8 @@ class Cluster:
         self._gone_rooms: set[str] = set()
         self._remote_members: dict[tuple[str, int], RemoteMember] = {}  # rooms held here
         self._remote_peers: dict[int, Peer] = {}  # local members of rooms held elsewhere
+        self._remote_owners: dict[tuple[str, int], RemoteOwner] = {}  # of rooms held here
+        self._owners_here: dict[int, Peer] = {}  # local owners of rooms held elsewhere
         self._joins: dict[int, _PendingJoin] = {}
         self._join_ids = itertools.count(1)
         self._last_warning = -_WARN_EVERY
@@ -272,7 +278,7 @@ class Cluster:
                     builder = batches.get(node)
                     if builder is None:
                         builder = batches[node] = wire.BatchBuilder(self.node_id)
-                    if frame is not None and isinstance(op, wire.Deliver | wire.FromMember):
+                    if frame is not None and isinstance(op, _CARRY_FRAMES):
                         op.frame = builder.frame(frame)
                     builder.ops.append(op)
                 try:
@@ -292,27 +298,176 @@ class Cluster:
         except msgspec.DecodeError:
             log.warning("cluster: dropped an undecodable message (%d bytes)", len(data))
             return
-        frames = batch.frames
         for op in batch.ops:
-            if isinstance(op, wire.Deliver):
-                peer = self._remote_peers.get(op.peer)
-                if peer is not None:
-                    peer.offer(frames[op.frame])
-            elif isinstance(op, wire.FromMember):
-                await self._from_member(batch.node, op, frames[op.frame])
-            elif isinstance(op, wire.Close):
-                peer = self._remote_peers.pop(op.peer, None)
-                if peer is not None:
-                    peer.joined = None
-                    peer.close(op.code, op.reason)
-            elif isinstance(op, wire.Join):
-                self._seat(batch.node, op)
-            elif isinstance(op, wire.JoinReply):
-                self._seated(batch.node, op)
-            elif isinstance(op, wire.Leave):
-                member = self._remote_members.pop((batch.node, op.peer), None)
-                if member is not None and member.joined is not None:
-                    member.joined.remove_member(cast("Peer", member))
+            try:
+                await self._apply(batch.node, op, batch.frames)
+            except Exception:  # one bad operation must not cut this node's links
+                log.exception("cluster: failed to apply %r from %s", op, batch.node)
+
+    async def _apply(self, node: str, op: wire.Op, frames: list[Any]) -> None:
+        if isinstance(op, wire.Deliver):
+            peer = self._remote_peers.get(op.peer) or self._owners_here.get(op.peer)
+            if peer is not None:
+                peer.offer(frames[op.frame])
+        elif isinstance(op, wire.FromMember):
+            await self._from_member(node, op, frames[op.frame])
+        elif isinstance(op, wire.Close):
+            peer = self._remote_peers.pop(op.peer, None)
+            if peer is not None:
+                peer.joined = None
+                peer.close(op.code, op.reason)
+        elif isinstance(op, wire.Join):
+            self._seat(node, op)
+        elif isinstance(op, wire.JoinReply):
+            self._seated(node, op)
+        elif isinstance(op, wire.Leave):
+            member = self._remote_members.pop((node, op.peer), None)
+            if member is not None and member.joined is not None:
+                member.joined.remove_member(cast("Peer", member))
+        else:
+            self._dispatch_owner(node, op, frames)
+
+    def _dispatch_owner(self, node: str, op: wire.Op, frames: list[Any]) -> None:
+        """Operations about an owner whose socket and room are on different nodes."""
+        if isinstance(op, wire.Reclaim):
+            self._hand_over(node, op)
+        elif isinstance(op, wire.ReclaimReply):
+            self._reclaimed(node, op)
+        elif isinstance(op, wire.FromOwner):
+            instance, owner = self._owned_here(node, op.uuid, op.peer)
+            if instance is not None and owner is not None:
+                missing = instance.from_owner(frames[op.frame], op.to)
+                if missing:
+                    owner.offer(
+                        protocol.encode_error(
+                            protocol.USER_NOT_FOUND,
+                            f"not in the room: {', '.join(missing)}",
+                            op.msg_id,
+                        )
+                    )
+        elif isinstance(op, wire.Kick):
+            instance, owner = self._owned_here(node, op.uuid, op.peer)
+            if instance is not None and owner is not None:
+                if not self.hub.kick(instance, op.user_id, "kicked by host", op.msg_id):
+                    owner.offer(
+                        protocol.encode_error(
+                            protocol.USER_NOT_FOUND,
+                            f"no user {op.user_id!r} in this room",
+                            op.msg_id,
+                        )
+                    )
+        elif isinstance(op, wire.OwnerLeft):
+            instance, owner = self._owned_here(node, op.uuid, op.peer)
+            if instance is not None and owner is not None:
+                self._owner_gone(instance, owner)
+        elif isinstance(op, wire.Disown):
+            peer = self._owners_here.get(op.peer)
+            if peer is not None:
+                peer.owned.pop(op.uuid, None)
+                self._forget_owner_if_done(peer)
+
+    def _owned_here(
+        self, node: str, uuid: str, peer_id: int
+    ) -> tuple[Instance | None, RemoteOwner | None]:
+        """Room ``uuid`` held here and its owner, if that owner is ``peer_id`` of ``node``."""
+        owner = self._remote_owners.get((node, peer_id))
+        instance = self.hub.instances.get(uuid)
+        if owner is None or instance is None or instance.owner is not owner:  # type: ignore[comparison-overlap]
+            return None, None
+        return instance, owner
+
+    def _owner_gone(self, instance: Instance, owner: RemoteOwner) -> None:
+        """A room's owner on another node left: the grace period starts here, as for a local
+        owner's socket."""
+        owner.owned.pop(instance.uuid, None)
+        if not owner.owned:
+            self._remote_owners.pop((owner.node, owner.peer_id), None)
+        grace = self.hub.config.relay.owner_grace
+        if grace > 0:
+            instance.owner_left(grace)
+        else:
+            instance.owner = None
+            instance.destroy("owner_gone")
+
+    def _hand_over(self, node: str, op: wire.Reclaim) -> None:
+        """Another node's peer reclaims a room held here: run the same checks, then make it the
+        owner (its frames and the inbox's held frames go to its node from now on)."""
+        instance = self.hub.instances.get(op.uuid)
+        owner = self._remote_owners.get((node, op.peer)) or RemoteOwner(
+            self, node, op.peer, op.browser_key
+        )
+        reply = wire.ReclaimReply(op.request, op.peer, op.uuid)
+        if instance is None or instance.destroyed_reason is not None:
+            reply.code, reply.message = protocol.INSTANCE_NOT_FOUND, "Instance not found"
+        elif op.service and op.service != instance.service:
+            reply.code = protocol.SERVICE_MISMATCH
+            reply.message = f"instance belongs to {instance.service!r}"
+        elif not instance.token_matches(op.token):
+            reply.code, reply.message = protocol.INVALID_TOKEN, "Invalid instance token"
+        elif not instance.may_reclaim(cast("Peer", owner), op.owner_key):
+            reply.code = protocol.NOT_OWNER
+            reply.message = (
+                "only the room's owner may reclaim it: present its ownerKey, or reclaim from"
+                " the browser that created it"
+            )
+        elif instance.owner is not None:
+            reply.code, reply.failed = protocol.OWNER_CONNECTED, True
+            reply.message = (
+                "Cannot reclaim instance (owner already connected or grace period expired)"
+            )
+        if reply.code or instance is None:
+            self.send(node, reply)
+            return
+        reply.name, reply.has_token = instance.name, instance.has_token
+        reply.user_count, reply.owner_key = len(instance.members), instance.owner_key
+        self.send(node, reply)  # before any frame the owner gets from now on
+        self._remote_owners[(node, op.peer)] = owner
+        owner.owned[instance.uuid] = instance
+        instance.reclaim(cast("Peer", owner))
+        self._dirty.set()
+
+    def _reclaimed(self, node: str, op: wire.ReclaimReply) -> None:
+        """The node holding the room answered a reclaim: the local peer owns it from here."""
+        pending = self._joins.pop(op.request, None)
+        if pending is None or pending.peer.closing:
+            if not op.code:  # nobody waits any more: the owner is gone again
+                self.send(node, wire.OwnerLeft(op.uuid, op.peer))
+            if pending is not None:
+                pending.done.set()
+            return
+        peer = pending.peer
+        if op.code and op.failed:
+            pending.failed = (op.code, op.message)
+        elif op.code:
+            pending.error = protocol.ProtocolError(op.code, op.message, pending.msg_id)
+        else:
+            room = OwnedRemoteRoom(self, node, op.uuid, op.name, peer)
+            peer.owned[op.uuid] = cast("Instance", room)
+            self._owners_here[peer.id] = peer
+            peer.offer(
+                protocol.encode(
+                    "instance_reclaimed",
+                    {
+                        "success": True,
+                        "uuid": op.uuid,
+                        "name": op.name,
+                        "hasToken": op.has_token,
+                        "userCount": op.user_count,
+                        "ownerKey": op.owner_key,
+                    },
+                    pending.msg_id,
+                )
+            )
+        pending.done.set()
+
+    def forget_owner(self, peer: Peer, uuid: str) -> None:
+        """A local owner left a room held elsewhere."""
+        peer.owned.pop(uuid, None)
+        self._forget_owner_if_done(peer)
+
+    def _forget_owner_if_done(self, peer: Peer) -> None:
+        if not any(isinstance(room, OwnedRemoteRoom) for room in peer.owned.values()):
+            self._owners_here.pop(peer.id, None)
 
     async def _from_member(self, node: str, op: wire.FromMember, frame: wire.Frame) -> None:
         member = self._remote_members.get((node, op.peer))
@@ -401,6 +556,48 @@ class Cluster:
             )
         if pending.error is not None:
             raise pending.error
+
+    async def reclaim(
+        self,
+        peer: Peer,
+        service: str | None,
+        request: protocol.ReclaimInstance,
+        msg_id: protocol.MessageId | None,
+    ) -> tuple[str, str] | None:
+        """Make ``peer`` the owner of a room held by another node (in its grace period), or
+        raise why not; return (code, message) for the reference's ``success: false`` answer."""
+        entry = await self._room_entry(request.uuid, msg_id)
+        if entry is None or entry.node == self.node_id:
+            raise protocol.ProtocolError(protocol.INSTANCE_NOT_FOUND, "Instance not found", msg_id)
+        if not self.available:
+            raise self._unavailable(msg_id)
+        request_id = next(self._join_ids)
+        pending = _PendingJoin(peer, msg_id)
+        self._joins[request_id] = pending
+        op = wire.Reclaim(
+            request_id,
+            peer.id,
+            request.uuid,
+            service,
+            request.token,
+            request.ownerKey,
+            peer.browser_key,
+        )
+        self.send(entry.node, op)
+        with trio.move_on_after(self.hub.config.cluster.request_timeout):
+            await pending.done.wait()
+        if not pending.done.is_set():
+            self._joins.pop(request_id, None)
+            raise protocol.ProtocolError(
+                CLUSTER_UNAVAILABLE, "the node holding this room did not answer; retry", msg_id
+            )
+        if pending.error is not None:
+            raise pending.error
+        return pending.failed
+
+    def owns_remotely(self, room: object) -> OwnedRemoteRoom | None:
+        """``room`` as a room held elsewhere that a local peer owns (None for a local room)."""
+        return room if isinstance(room, OwnedRemoteRoom) else None
 
     def forget_peer(self, peer: Peer) -> None:
         """A local member of a room held elsewhere left it."""
@@ -581,6 +778,11 @@ class Cluster:
         """Drop a room from the registry (at the next refresh, which is woken now)."""
         self._gone_rooms.add(instance.uuid)
         self._dirty.set()
+        owner = cast(object, instance.owner)
+        if isinstance(owner, RemoteOwner):  # it was told instance_destroyed; now it owns no more
+            self.send(owner.node, wire.Disown(instance.uuid, owner.peer_id))
+            if not owner.owned:
+                self._remote_owners.pop((owner.node, owner.peer_id), None)
 
     def _room_value(self, instance: Instance) -> bytes:
         return msgspec.msgpack.encode(RoomEntry(self.node_id, instance.describe()))
@@ -659,6 +861,21 @@ class Cluster:
                         protocol.encode("instance_destroyed", {"uuid": room.uuid, "reason": reason})
                     )
                 peer.close(closecodes.ROOM_CLOSED, f"instance closed: {reason}")
+        for key, owner in list(self._remote_owners.items()):
+            if node is None or owner.node == node:
+                del self._remote_owners[key]
+                for instance in list(owner.owned.values()):
+                    if instance.owner is owner:  # type: ignore[comparison-overlap]
+                        self._owner_gone(instance, owner)
+        for peer in list(self._owners_here.values()):
+            for uuid, owned in list(peer.owned.items()):
+                held = self.owns_remotely(owned)
+                if held is not None and (node is None or held.node == node):
+                    del peer.owned[uuid]
+                    peer.offer(
+                        protocol.encode("instance_destroyed", {"uuid": uuid, "reason": reason})
+                    )
+            self._forget_owner_if_done(peer)
         for pending in self._joins.values():
             pending.error = self._unavailable(pending.msg_id)
             pending.done.set()

@@ -67,7 +67,81 @@ class Leave(msgspec.Struct, tag="l", array_like=True):
     peer: int
 
 
-Op = Deliver | Close | Join | JoinReply | FromMember | Leave
+class Reclaim(msgspec.Struct, tag="r", array_like=True):
+    """Ask the node holding room ``uuid`` to make ``peer`` (of the sending node) its owner."""
+
+    request: int
+    peer: int
+    uuid: str
+    service: str | None
+    token: str | None
+    owner_key: str | None
+    browser_key: str | None
+
+
+class ReclaimReply(msgspec.Struct, tag="R", array_like=True):
+    """The answer: ``code`` empty when reclaimed; ``failed`` for the reference's
+    ``instance_reclaimed {success: false}`` form rather than an ``error``."""
+
+    request: int
+    peer: int
+    uuid: str
+    code: str = ""
+    message: str = ""
+    failed: bool = False
+    name: str = ""
+    has_token: bool = False
+    user_count: int = 0
+    owner_key: str = ""
+
+
+class FromOwner(msgspec.Struct, tag="o", array_like=True):
+    """A frame from the owner ``peer`` (of the sending node) to its room's members (``to``)."""
+
+    uuid: str
+    peer: int
+    to: list[str] | None
+    frame: int
+    msg_id: str | int | None = None
+
+
+class Kick(msgspec.Struct, tag="k", array_like=True):
+    """The owner ``peer`` (of the sending node) kicks ``user_id`` from room ``uuid``."""
+
+    uuid: str
+    peer: int
+    user_id: str
+    msg_id: str | int | None = None
+
+
+class OwnerLeft(msgspec.Struct, tag="L", array_like=True):
+    """The owner ``peer`` (of the sending node) of room ``uuid`` disconnected."""
+
+    uuid: str
+    peer: int
+
+
+class Disown(msgspec.Struct, tag="D", array_like=True):
+    """Room ``uuid`` is gone: local peer ``peer`` owns it no more."""
+
+    uuid: str
+    peer: int
+
+
+Op = (
+    Deliver
+    | Close
+    | Join
+    | JoinReply
+    | FromMember
+    | Leave
+    | Reclaim
+    | ReclaimReply
+    | FromOwner
+    | Kick
+    | OwnerLeft
+    | Disown
+)
 
 
 class Batch(msgspec.Struct, array_like=True):

@@ -168,6 +168,22 @@ async def _reclaim_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     _check_payload_server_token(hub, envelope, request.server_token)
     _check_rate(hub, peer)
     instance = hub.instances.get(request.uuid)
+    if instance is None and hub.cluster is not None:
+        # The room may live on another node: that node runs the same checks.
+        _check_room_quota(hub, peer, msg_id)
+        try:
+            failed = await hub.cluster.reclaim(peer, envelope.service, request, msg_id)
+        except ProtocolError as error:
+            if error.code in (
+                protocol.INSTANCE_NOT_FOUND,
+                protocol.INVALID_TOKEN,
+                protocol.NOT_OWNER,
+            ):
+                _count_failure(hub, peer)
+            raise
+        if failed is not None:
+            raise RequestFailed("instance_reclaimed", *failed)
+        return
     if instance is None:
         _count_failure(hub, peer)
         raise ProtocolError(protocol.INSTANCE_NOT_FOUND, "Instance not found", msg_id)
@@ -322,6 +338,10 @@ async def _list_instances(hub: Hub, peer: Peer, envelope: Envelope) -> None:
 async def _kick_client(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     request = protocol.decode_payload(envelope, protocol.KickClient)
     instance = _owned_instance(hub, peer, request.instanceUuid, envelope.id)
+    held_elsewhere = hub.cluster.owns_remotely(instance) if hub.cluster is not None else None
+    if held_elsewhere is not None:  # its node kicks, or answers user_not_found
+        held_elsewhere.kick(request.userId, envelope.id)
+        return
     if not hub.kick(instance, request.userId, "kicked by host", envelope.id):
         raise ProtocolError(
             protocol.USER_NOT_FOUND, f"no user {request.userId!r} in this room", envelope.id
