@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 
 import httpx
+import pytest
 import trio
+import trio_websocket
 
 from wstund.cluster.forward import HOP_HEADER, without_hop
 
@@ -67,3 +69,39 @@ def test_the_cluster_secret_never_reaches_the_agent() -> None:
     scope = {"headers": [(b"host", b"x"), (b"X-Wstund-Cluster", b"s"), (b"x-test", b"1")]}
     without_hop(scope)
     assert scope["headers"] == [(b"host", b"x"), (b"x-test", b"1")]
+
+
+async def test_websocket_through_a_node_without_the_agent(
+    start_nodes: StartNodes, nursery: trio.Nursery
+) -> None:
+    a, b = await start_nodes(2)
+    local = await start_local_app(nursery)
+    await run_agent(nursery, agent_for(a, await register(a), local))
+    url = b.ws_url(f"/_t/{CLIENT}/ws")
+    with trio.fail_after(10):
+        async with trio_websocket.open_websocket_url(url, subprotocols=["v1", "v2"]) as ws:
+            assert ws.subprotocol == "v2"
+            await ws.send_message("hello")
+            assert await ws.get_message() == "echo:hello"
+            await ws.send_message(b"\x00\x01\x02")
+            assert await ws.get_message() == b"\x02\x01\x00"
+            await ws.send_message("close")
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                await ws.get_message()
+        assert closed.value.reason.code == 4321
+        async with trio_websocket.open_websocket_url(url) as ws:
+            await ws.aclose(4000, "bye")
+        await local.ws_closed.wait()
+        with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+            async with trio_websocket.open_websocket_url(b.ws_url(f"/_t/{CLIENT}/ws-refuse")):
+                pass
+    assert local.ws_close_codes == [4000]
+    assert rejected.value.status_code == 403 and rejected.value.body == b"no entry"
+    assert dict(rejected.value.headers or [])[b"x-why"] == b"closed"
+    with trio.fail_after(10):
+        with pytest.raises(trio_websocket.ConnectionRejected) as forged:
+            async with trio_websocket.open_websocket_url(
+                url, extra_headers=[(HOP_HEADER, b"guessed-secret-123")]
+            ):
+                pass
+    assert forged.value.status_code == 403

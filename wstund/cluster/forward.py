@@ -16,8 +16,16 @@ from collections.abc import AsyncIterator
 
 import httpx
 import trio
+import trio_websocket
 
-from ..tunnel.asgi import Receive, Scope, Send, send_json_error
+from ..tunnel.asgi import (
+    Receive,
+    Scope,
+    Send,
+    ServerWebSocket,
+    WebSocketClosed,
+    send_json_error,
+)
 
 log = logging.getLogger("wstund.cluster")
 
@@ -174,3 +182,89 @@ async def _watch_caller(
         if message["type"] == "http.disconnect":
             scope.cancel()
             return
+
+
+# Handshake headers the node-to-node client makes itself.
+_OWN_HANDSHAKE = frozenset(
+    {
+        b"host",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+        b"content-length",
+    }
+)
+# Close codes a peer reports but may not send (no status, abnormal, TLS failure).
+_UNSENDABLE = {1005: 1000, 1006: 1011, 1015: 1011}
+
+
+async def forward_websocket(
+    base_url: str, secret: str, connect_timeout: float, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Carry one tunnelled WebSocket to ``base_url`` (another node): the handshake (a refusal
+    comes back with its status, headers and body), then messages both ways and the close code."""
+    caller = ServerWebSocket(scope, receive, send)
+    if not await caller.wait_connect():
+        return
+    raw_path = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    url = base_url.replace("http", "ws", 1).rstrip("/") + raw_path + (f"?{query}" if query else "")
+    headers = [
+        (bytes(k), bytes(v))
+        for k, v in scope["headers"]
+        if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN_HANDSHAKE
+    ]
+    headers.append((HOP_HEADER, secret.encode()))
+    try:
+        async with trio_websocket.open_websocket_url(
+            url,
+            subprotocols=list(scope.get("subprotocols") or []),
+            extra_headers=headers,
+            connect_timeout=connect_timeout,
+        ) as upstream:
+            await caller.accept(upstream.subprotocol)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_downstream, upstream, caller, nursery.cancel_scope)
+                await _upstream(caller, upstream)
+                nursery.cancel_scope.cancel()
+    except trio_websocket.ConnectionRejected as rejected:
+        refused = [
+            (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+            for k, v in rejected.headers or ()
+            if k.lower() not in (b"content-length", b"transfer-encoding", b"connection")
+        ]
+        await caller.respond(rejected.status_code, refused, rejected.body or b"")
+    except (trio_websocket.HandshakeError, OSError) as exc:
+        log.warning("cluster: forwarding a WebSocket to %s failed: %r", base_url, exc)
+        if caller.accepted:
+            await caller.close(1011, "the node holding the agent went away")
+        else:
+            await caller.deny(
+                503, "node_unreachable", "the node holding the agent cannot be reached"
+            )
+
+
+async def _upstream(caller: ServerWebSocket, upstream: trio_websocket.WebSocketConnection) -> None:
+    """Caller → other node until the caller closes; its close code goes along."""
+    try:
+        while True:
+            await upstream.send_message(await caller.receive())
+    except WebSocketClosed as closed:
+        await upstream.aclose(_UNSENDABLE.get(closed.code, closed.code))
+    except trio_websocket.ConnectionClosed:
+        pass  # the other side closed first: _downstream forwards its code
+
+
+async def _downstream(
+    upstream: trio_websocket.WebSocketConnection, caller: ServerWebSocket, done: trio.CancelScope
+) -> None:
+    """Other node → caller until it closes; its close code and reason go along."""
+    try:
+        while True:
+            await caller.send(await upstream.get_message())
+    except trio_websocket.ConnectionClosed as closed:
+        reason = closed.reason
+        code = reason.code if reason is not None else 1011
+        await caller.close(_UNSENDABLE.get(code, code), (reason.reason or "") if reason else "")
+    done.cancel()

@@ -35,9 +35,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from .. import closecodes
 from ..relay import handlers, protocol
-from ..tunnel.asgi import Receive, Scope, Send, send_json_error
+from ..tunnel.asgi import Receive, Scope, Send, ServerWebSocket, send_json_error
 from . import wire
-from .forward import forward_http, hop_allowed, hop_secret, without_hop
+from .forward import forward_http, forward_websocket, hop_allowed, hop_secret, without_hop
 from .remote import OwnedRemoteRoom, RemoteMember, RemoteOwner, RemoteRoom
 
 if TYPE_CHECKING:
@@ -684,12 +684,18 @@ class Cluster:
         """Answer a tunnel request whose agent is on another node; False to serve it here.
 
         A request from another node (it carries the cluster secret) is always served here.
+        HTTP and WebSocket alike.
         """
         given = hop_secret(scope)
         secret = self.hub.config.cluster.secret
         if given is not None:
             if not hop_allowed(given, secret):
-                await send_json_error(send, 403, "forbidden", "wrong cluster secret")
+                if scope["type"] == "websocket":
+                    refused = ServerWebSocket(scope, receive, send)
+                    if await refused.wait_connect():
+                        await refused.deny(403, "forbidden", "wrong cluster secret")
+                else:
+                    await send_json_error(send, 403, "forbidden", "wrong cluster secret")
                 return True
             without_hop(scope)
             return False
@@ -698,6 +704,12 @@ class Cluster:
         target = await self._tunnel_node(client_id)
         if target is None or self._http is None:
             return False
+        if scope["type"] == "websocket":
+            timeout = (
+                self.hub.config.cluster.request_timeout + self.hub.config.tunnel.request_timeout
+            )
+            await forward_websocket(target.advertise_url, secret, timeout, scope, receive, send)
+            return True
         await forward_http(
             self._http,
             target.advertise_url,

@@ -48,7 +48,7 @@ class TunnelFront:
         if kind in ("http", "websocket"):
             where = route(scope, self.hub.config.tunnel.host_suffix)
             cluster = self.hub.cluster
-            if where is not None and cluster is not None and kind == "http":
+            if where is not None and cluster is not None:
                 if await cluster.route_tunnel(where.client_id, scope, receive, send):
                     return  # served by the node holding the agent
             if where is not None:
