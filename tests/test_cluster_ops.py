@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import trio
 
-from wstund.cluster.node import load_node_id
+from wstund.cluster.registry import load_node_id
 
 from .conftest import StartNodes, connect, create_room, join_room, recv, send
 from .redisserver import RedisServer

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -38,6 +36,15 @@ from ..relay import handlers, protocol
 from ..tunnel.asgi import Receive, Scope, Send, ServerWebSocket, send_json_error
 from . import wire
 from .forward import forward_http, forward_websocket, hop_allowed, hop_secret, without_hop
+from .registry import (
+    NodeEntry,
+    RoomEntry,
+    channel,
+    load_node_id,
+    node_key,
+    room_key,
+    tunnel_key,
+)
 from .remote import OwnedRemoteRoom, RemoteMember, RemoteOwner, RemoteRoom
 
 if TYPE_CHECKING:
@@ -49,7 +56,6 @@ log = logging.getLogger("wstund.cluster")
 
 CLUSTER_UNAVAILABLE = "cluster_unavailable"
 NODE_GONE = "node_gone"
-PREFIX = "wstund:"
 _WARN_EVERY = 60.0
 _RETRY_DELAY = 0.5
 _MAX_BATCH_OPS = 4096
@@ -66,55 +72,6 @@ _FAULTS = (
 
 
 _CARRY_FRAMES = (wire.Deliver, wire.FromMember, wire.FromOwner)
-
-
-def node_key(node: str) -> str:
-    return f"{PREFIX}node:{node}"
-
-
-def room_key(uuid: str) -> str:
-    return f"{PREFIX}room:{uuid}"
-
-
-def tunnel_key(client_id: str) -> str:
-    return f"{PREFIX}tunnel:{client_id}"
-
-
-def channel(node: str) -> str:
-    return f"{PREFIX}to:{node}"
-
-
-def load_node_id(state_dir: Path) -> str:
-    """This node's id: ``state_dir/node-id``, written with a new random id the first time."""
-    path = state_dir / "node-id"
-    try:
-        existing = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        existing = ""
-    if existing:
-        return existing
-    node_id = f"node-{secrets.token_hex(4)}"
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(node_id + "\n", encoding="utf-8")
-    return node_id
-
-
-class RoomEntry(msgspec.Struct):
-    """A room as the registry holds it: its listing entry and the node holding it."""
-
-    node: str
-    room: dict[str, Any]
-
-
-class NodeEntry(msgspec.Struct):
-    """A node's heartbeat: how to reach it and what it holds."""
-
-    node: str
-    advertise_url: str
-    started_at: float
-    rooms: int
-    members: int
-    connections: int
 
 
 @dataclass
