@@ -68,6 +68,7 @@ _FAULTS = (
     OSError,
     trio.BrokenResourceError,
     anyio.ClosedResourceError,
+    trio.TooSlowError,  # no answer within cluster.request_timeout
 )
 
 
@@ -89,6 +90,7 @@ class Cluster:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         config = hub.config.cluster
+        self._timeout = config.request_timeout
         self.node_id = config.node_id or load_node_id(hub.state_dir)
         self.available = False
         self.node_count = 0  # live nodes at the last registry refresh
@@ -181,7 +183,8 @@ class Cluster:
         async with redis.pubsub(
             channels=[channel(self.node_id)], ignore_subscribe_messages=True, retry_policy=None
         ) as pubsub:
-            await self._refresh(redis)
+            with trio.fail_after(self._timeout):
+                await self._refresh(redis)
             self._up()
             async for message in pubsub:
                 data = message["data"]
@@ -240,7 +243,8 @@ class Cluster:
                     builder.ops.append(op)
                 try:
                     for node, builder in batches.items():
-                        await redis.publish(channel(node), wire.encode(builder.build()))
+                        with trio.fail_after(self._timeout):
+                            await redis.publish(channel(node), wire.encode(builder.build()))
                         self.published += 1
                         self.relayed_ops += len(builder.ops)
                 except* _FAULTS as group:
@@ -281,6 +285,7 @@ class Cluster:
             member = self._remote_members.pop((node, op.peer), None)
             if member is not None and member.joined is not None:
                 member.joined.remove_member(cast("Peer", member))
+                self._dirty.set()
         else:
             self._dispatch_owner(node, op, frames)
 
@@ -569,7 +574,8 @@ class Cluster:
         if self._redis is None or not self.available:
             raise self._unavailable(msg_id)
         try:
-            data = await self._redis.get(room_key(uuid))
+            with trio.fail_after(self._timeout):
+                data = await self._redis.get(room_key(uuid))
         except _FAULTS as exc:
             self._fault(f"get: {exc!r}")
             raise self._unavailable(msg_id) from None
@@ -598,8 +604,9 @@ class Cluster:
         if self._redis is None or not self.available:
             return []
         try:
-            keys = [key async for key in self._redis.scan_iter(match=room_key("*"), count=1000)]
-            values = await self._redis.mget(keys) if keys else []
+            with trio.fail_after(self._timeout):
+                keys = [key async for key in self._redis.scan_iter(match=room_key("*"), count=1000)]
+                values = await self._redis.mget(keys) if keys else []
         except _FAULTS as exc:
             self._fault(f"listing: {exc!r}")
             return []
@@ -616,8 +623,9 @@ class Cluster:
         """The live nodes' heartbeats (this node's own when Redis cannot be reached)."""
         if self._redis is not None and self.available:
             try:
-                keys = [key async for key in self._redis.scan_iter(match=node_key("*"))]
-                values = await self._redis.mget(keys) if keys else []
+                with trio.fail_after(self._timeout):
+                    keys = [key async for key in self._redis.scan_iter(match=node_key("*"))]
+                    values = await self._redis.mget(keys) if keys else []
                 found = [msgspec.msgpack.decode(v, type=NodeEntry) for v in values if v]
                 return sorted(found, key=lambda n: n.node)
             except _FAULTS as exc:
@@ -683,10 +691,11 @@ class Cluster:
         if self._redis is None or not self.available:
             return None
         try:
-            node = await self._redis.get(tunnel_key(client_id))
-            if node is None or node.decode() == self.node_id:
-                return None
-            value = await self._redis.get(node_key(node.decode()))
+            with trio.fail_after(self._timeout):
+                node = await self._redis.get(tunnel_key(client_id))
+                if node is None or node.decode() == self.node_id:
+                    return None
+                value = await self._redis.get(node_key(node.decode()))
         except _FAULTS as exc:
             self._fault(f"tunnel lookup: {exc!r}")
             return None
@@ -737,9 +746,10 @@ class Cluster:
         if self._redis is None or not self.available:
             return
         try:
-            await self._redis.set(
-                room_key(instance.uuid), self._room_value(instance), px=self._ttl_ms
-            )
+            with trio.fail_after(self._timeout):
+                await self._redis.set(
+                    room_key(instance.uuid), self._room_value(instance), px=self._ttl_ms
+                )
         except _FAULTS as exc:
             self._fault(f"register: {exc!r}")
 
@@ -776,8 +786,9 @@ class Cluster:
             if not self.available:
                 continue  # the subscription loop reconnects and refreshes first
             try:
-                await self._refresh(redis)
-                await self._check_nodes(redis)
+                with trio.fail_after(self._timeout):
+                    await self._refresh(redis)
+                    await self._check_nodes(redis)
             except _FAULTS as exc:
                 self._fault(f"registry: {exc!r}")
 
