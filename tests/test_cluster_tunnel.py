@@ -43,6 +43,8 @@ async def test_download_and_upload_through_a_node_without_the_agent(
         assert posted.status_code == 201 and posted.content == body
         assert posted.headers["x-method"] == "POST" and posted.headers["x-query"] == "x=1"
         assert posted.headers["x-saw-x-test"] == "kept"
+        # the caller's address, then the node that carried the request
+        assert posted.headers["x-saw-x-forwarded-for"] == "127.0.0.1, 127.0.0.1"
 
         # The agent leaves: the node that held it answers 503 through the other node.
         agent_scope.cancel()

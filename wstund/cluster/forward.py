@@ -63,6 +63,24 @@ def without_hop(scope: Scope) -> None:
     scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != HOP_HEADER]
 
 
+def node_headers(scope: Scope, skip: frozenset[bytes], secret: str) -> list[tuple[bytes, bytes]]:
+    """The caller's headers for the next node: ``skip`` dropped, the caller's address appended
+    to X-Forwarded-For (the next node appends ours), the cluster secret added."""
+    forwarded = [bytes(v) for k, v in scope["headers"] if k.lower() == b"x-forwarded-for"]
+    headers = [
+        (bytes(k), bytes(v))
+        for k, v in scope["headers"]
+        if k.lower() not in skip and k.lower() != b"x-forwarded-for"
+    ]
+    client = scope.get("client")
+    if client:
+        forwarded.append(str(client[0]).encode())
+    if forwarded:
+        headers.append((b"x-forwarded-for", b", ".join(forwarded)))
+    headers.append((HOP_HEADER, secret.encode()))
+    return headers
+
+
 def _has_body(scope: Scope) -> bool:
     for key, value in scope["headers"]:
         name = key.lower()
@@ -93,8 +111,7 @@ async def forward_http(
     raw_path = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
     query = bytes(scope.get("query_string", b"")).decode("latin-1")
     url = base_url.rstrip("/") + raw_path + (f"?{query}" if query else "")
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
-    headers.append((HOP_HEADER, secret.encode()))
+    headers = node_headers(scope, _HOP_BY_HOP, secret)
     uploaded = trio.Event()
     has_body = _has_body(scope)
 
@@ -210,12 +227,7 @@ async def forward_websocket(
     raw_path = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
     query = bytes(scope.get("query_string", b"")).decode("latin-1")
     url = base_url.replace("http", "ws", 1).rstrip("/") + raw_path + (f"?{query}" if query else "")
-    headers = [
-        (bytes(k), bytes(v))
-        for k, v in scope["headers"]
-        if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN_HANDSHAKE
-    ]
-    headers.append((HOP_HEADER, secret.encode()))
+    headers = node_headers(scope, _HOP_BY_HOP | _OWN_HANDSHAKE, secret)
     try:
         async with trio_websocket.open_websocket_url(
             url,
