@@ -10,9 +10,10 @@ import pytest
 import trio
 import trio_websocket
 
+from wstund.agent import Agent, AgentConfig
 from wstund.cluster.forward import HOP_HEADER, without_hop
 
-from .conftest import StartNodes
+from .conftest import RunningDaemon, StartNodes
 from .localapp import pattern_sha256, start_local_app
 from .test_tunnel_e2e import CLIENT, MB, agent_for, register, run_agent
 
@@ -107,3 +108,61 @@ async def test_websocket_through_a_node_without_the_agent(
             ):
                 pass
     assert forged.value.status_code == 403
+
+
+async def _connect_agent_socket(node: RunningDaemon, secret: str) -> int | None:
+    """Open an agent socket for CLIENT on ``node``; the close code (or refusal status)."""
+    url = node.ws_url("/_tunnel/connect", f"client_id={CLIENT}")
+    headers = [(b"authorization", f"Bearer {secret}".encode())]
+    with trio.fail_after(10):
+        try:
+            async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
+                while True:
+                    await ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            return exc.reason.code
+        except trio_websocket.ConnectionRejected as exc:
+            return exc.status_code
+    return None  # pragma: no cover
+
+
+async def test_one_agent_per_client_id_across_nodes(
+    start_nodes: StartNodes, nursery: trio.Nursery
+) -> None:
+    a, b = await start_nodes(2)
+    local = await start_local_app(nursery)
+    agent = agent_for(a, await register(a), local)
+    await run_agent(nursery, agent)
+    # The same client id registered on b too (the client registry is per node).
+    assert await _connect_agent_socket(b, await register(b)) == 4009
+    assert agent.online and agent.sessions == 1
+
+
+async def test_a_new_agent_elsewhere_replaces_the_old_one_when_configured(
+    start_nodes: StartNodes, nursery: trio.Nursery
+) -> None:
+    a, b = await start_nodes(2, tunnel={"replace_existing": True})
+    first_app, second_app = await start_local_app(nursery), await start_local_app(nursery)
+    first = Agent(
+        AgentConfig(
+            server=a.url,
+            client_id=CLIENT,
+            secret=await register(a),
+            target=first_app.url,
+            backoff_initial=60,  # it would replace the new one back when it reconnects
+            backoff_max=60,
+        )
+    )
+    await run_agent(nursery, first)
+    second = agent_for(b, await register(b), second_app)
+    await run_agent(nursery, second)
+    with trio.fail_after(10):
+        await first.wait_offline()
+    assert first.last_close is not None and first.last_close[0] == 4009
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(10):
+            # a forwards to b once b's announcement is in (at once, or at b's next refresh)
+            while (r := await http.get(f"{a.url}/_t/{CLIENT}/echo")).status_code == 503:
+                await trio.sleep(0.1)
+    assert r.status_code == 201
+    assert second_app.seen == ["/echo"] and first_app.seen == []

@@ -322,6 +322,10 @@ class Cluster:
             instance, owner = self._owned_here(node, op.uuid, op.peer)
             if instance is not None and owner is not None:
                 self._owner_gone(instance, owner)
+        elif isinstance(op, wire.DropAgent):
+            self.hub.tunnels.disconnect(
+                op.client_id, closecodes.ALREADY_CONNECTED, "replaced by a new agent"
+            )
         elif isinstance(op, wire.Disown):
             peer = self._owners_here.get(op.peer)
             if peer is not None:
@@ -667,7 +671,7 @@ class Cluster:
         if client_id in self.hub.tunnels.sessions or not secret:
             return False
         target = await self._tunnel_node(client_id)
-        if target is None or self._http is None:
+        if target is None or not target.advertise_url or self._http is None:
             return False
         if scope["type"] == "websocket":
             timeout = (
@@ -686,6 +690,15 @@ class Cluster:
         )
         return True
 
+    async def agent_node(self, client_id: str) -> str | None:
+        """The live node (not this one) holding an agent for ``client_id``, if any."""
+        entry = await self._tunnel_node(client_id)
+        return entry.node if entry is not None else None
+
+    def drop_agent(self, node: str, client_id: str) -> None:
+        """Ask ``node`` to close its agent for ``client_id`` (a new one connected here)."""
+        self.send(node, wire.DropAgent(client_id))
+
     async def _tunnel_node(self, client_id: str) -> NodeEntry | None:
         """The live node (not this one) holding ``client_id``'s agent, per the registry."""
         if self._redis is None or not self.available:
@@ -701,8 +714,7 @@ class Cluster:
             return None
         if value is None:
             return None
-        entry = msgspec.msgpack.decode(value, type=NodeEntry)
-        return entry if entry.advertise_url else None
+        return msgspec.msgpack.decode(value, type=NodeEntry)
 
     def gauges(self) -> Iterator[Metric]:
         """The cluster's gauges for ``/metrics``: link state, Redis latency, cross-node load."""

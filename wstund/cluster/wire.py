@@ -128,6 +128,12 @@ class Disown(msgspec.Struct, tag="D", array_like=True):
     peer: int
 
 
+class DropAgent(msgspec.Struct, tag="A", array_like=True):
+    """Another agent for ``client_id`` connected elsewhere and replaces this node's."""
+
+    client_id: str
+
+
 Op = (
     Deliver
     | Close
@@ -141,6 +147,7 @@ Op = (
     | Kick
     | OwnerLeft
     | Disown
+    | DropAgent
 )
 
 

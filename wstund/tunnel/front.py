@@ -72,6 +72,15 @@ class TunnelFront:
         record = tunnels.registry.get(client_id)
         assert record is not None
         existing = tunnels.sessions.get(client_id)
+        cluster = self.hub.cluster
+        if existing is None and cluster is not None:  # one agent per client id, cluster-wide
+            elsewhere = await cluster.agent_node(client_id)
+            if elsewhere is not None and not tunnels.config.replace_existing:
+                await ws.accept()
+                await ws.close(closecodes.ALREADY_CONNECTED, "an agent is already connected")
+                return
+            if elsewhere is not None:
+                cluster.drop_agent(elsewhere, client_id)
         if existing is not None and not tunnels.config.replace_existing:
             await ws.accept()
             await ws.close(closecodes.ALREADY_CONNECTED, "an agent is already connected")
