@@ -12,7 +12,16 @@ import trio
 
 from wstund.cluster.registry import load_node_id
 
-from .conftest import StartNodes, connect, create_room, join_room, recv, send
+from .conftest import (
+    RunningDaemon,
+    StartDaemon,
+    StartNodes,
+    connect,
+    create_room,
+    join_room,
+    recv,
+    send,
+)
 from .redisserver import RedisServer
 from .test_ops_cli import admin
 from .test_ops_daemon import admin_client, samples
@@ -81,3 +90,37 @@ async def test_status_and_metrics_show_the_cluster(start_nodes: StartNodes) -> N
     client_ws = await connect(c)
     await send(client_ws, "ping", {}, msg_id="p")
     assert (await recv(client_ws))["type"] == "pong"
+
+
+async def test_redis_password_from_a_file(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis-pw", password="s3cret-redis-pw")
+    server.start()
+    try:
+        (tmp_path / "redis.pw").write_text("s3cret-redis-pw\n")
+        cluster = {"redis_url": server.url, "redis_password_file": str(tmp_path / "redis.pw")}
+        a = await start_daemon(
+            server={"state_dir": str(tmp_path / "a")}, cluster={**cluster, "node_id": "a"}
+        )
+        b = await start_daemon(
+            server={"state_dir": str(tmp_path / "b")}, cluster={**cluster, "node_id": "b"}
+        )
+        assert a.hub.cluster is not None and a.hub.cluster.available
+        host, uuid = await create_room(a)
+        bob = await join_room(b, uuid, "bob", host=host)
+        await send(host, "chat", {"text": "through a guarded Redis"})
+        assert (await recv(bob))["payload"] == {"text": "through a guarded Redis"}
+        # A wrong password: the node serves alone (its rooms work), unlinked; its id is its own.
+        wrong = await start_daemon(
+            server={"state_dir": str(tmp_path / "c")},
+            cluster={"redis_url": server.url, "redis_password": "wrong", "request_timeout": 1.0},
+        )
+        assert wrong.hub.cluster is not None and not wrong.hub.cluster.available
+        assert (tmp_path / "c" / "node-id").read_text().startswith("node-")
+    finally:
+        server.stop()
+
+
+async def test_without_redis_url_there_is_no_cluster(wstund: RunningDaemon) -> None:
+    assert wstund.hub.cluster is None
+    async with httpx.AsyncClient(base_url=wstund.url, timeout=5) as client:
+        assert "cluster" not in (await client.get("/_api/status")).json()
