@@ -124,3 +124,15 @@ async def test_without_redis_url_there_is_no_cluster(wstund: RunningDaemon) -> N
     assert wstund.hub.cluster is None
     async with httpx.AsyncClient(base_url=wstund.url, timeout=5) as client:
         assert "cluster" not in (await client.get("/_api/status")).json()
+
+
+async def test_cluster_links_change_only_on_restart(
+    start_nodes: StartNodes, tmp_path: Path
+) -> None:
+    (a,) = await start_nodes(1)
+    running = a.hub.config.cluster.redis_url
+    new = tmp_path / "new.toml"
+    new.write_text('[cluster]\nredis_url = "redis://127.0.0.1:1/0"\nnode_id = "zz"\n')
+    outcome = a.daemon.reload(new)
+    assert {"cluster.redis_url", "cluster.node_id"} <= set(outcome.restart_needed)
+    assert a.hub.config.cluster.redis_url == running and a.hub.config.cluster.node_id == "a"
