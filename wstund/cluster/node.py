@@ -75,6 +75,11 @@ _FAULTS = (
 _CARRY_FRAMES = (wire.Deliver, wire.FromMember, wire.FromOwner)
 
 
+def _user_not_found(owner: RemoteOwner, message: str, msg_id: str | int | None) -> None:
+    """Answer an owner on another node as its own node would: ``error`` ``user_not_found``."""
+    owner.offer(protocol.encode_error(protocol.USER_NOT_FOUND, message, msg_id))
+
+
 @dataclass
 class _PendingJoin:
     peer: Peer
@@ -300,24 +305,12 @@ class Cluster:
             if instance is not None and owner is not None:
                 missing = instance.from_owner(frames[op.frame], op.to)
                 if missing:
-                    owner.offer(
-                        protocol.encode_error(
-                            protocol.USER_NOT_FOUND,
-                            f"not in the room: {', '.join(missing)}",
-                            op.msg_id,
-                        )
-                    )
+                    _user_not_found(owner, f"not in the room: {', '.join(missing)}", op.msg_id)
         elif isinstance(op, wire.Kick):
             instance, owner = self._owned_here(node, op.uuid, op.peer)
             if instance is not None and owner is not None:
                 if not self.hub.kick(instance, op.user_id, "kicked by host", op.msg_id):
-                    owner.offer(
-                        protocol.encode_error(
-                            protocol.USER_NOT_FOUND,
-                            f"no user {op.user_id!r} in this room",
-                            op.msg_id,
-                        )
-                    )
+                    _user_not_found(owner, f"no user {op.user_id!r} in this room", op.msg_id)
         elif isinstance(op, wire.OwnerLeft):
             instance, owner = self._owned_here(node, op.uuid, op.peer)
             if instance is not None and owner is not None:
