@@ -136,3 +136,16 @@ async def test_cluster_links_change_only_on_restart(
     outcome = a.daemon.reload(new)
     assert {"cluster.redis_url", "cluster.node_id"} <= set(outcome.restart_needed)
     assert a.hub.config.cluster.redis_url == running and a.hub.config.cluster.node_id == "a"
+
+
+async def test_an_admin_closes_a_room_through_any_node(start_nodes: StartNodes) -> None:
+    a, b = await start_nodes(2)
+    host, uuid = await create_room(a)
+    bob = await join_room(b, uuid, "bob", host=host)
+    async with admin_client(b) as client:
+        closed = await client.delete(f"/_api/instances/{uuid}")
+        assert closed.status_code == 200 and closed.json() == {"success": True, "uuid": uuid}
+        missing = await client.delete("/_api/instances/feedbeef")
+        assert missing.status_code == 404
+    gone = {"type": "instance_destroyed", "payload": {"uuid": uuid, "reason": "closed_by_admin"}}
+    assert await recv(host) == gone and await recv(bob) == gone

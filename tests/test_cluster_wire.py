@@ -26,6 +26,8 @@ def test_every_operation_round_trips_with_frames_kept_apart() -> None:
         wire.Kick("r00m", 4, "bob", 5),
         wire.OwnerLeft("r00m", 4),
         wire.Disown("r00m", 4),
+        wire.DropAgent("home"),
+        wire.CloseRoom("r00m", "closed_by_admin"),
     ]
     builder.ops.extend(ops)
     batch = wire.decode(wire.encode(builder.build()))

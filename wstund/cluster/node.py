@@ -315,6 +315,8 @@ class Cluster:
             instance, owner = self._owned_here(node, op.uuid, op.peer)
             if instance is not None and owner is not None:
                 self._owner_gone(instance, owner)
+        elif isinstance(op, wire.CloseRoom):
+            self.hub.close_instance(op.uuid, op.reason)
         elif isinstance(op, wire.DropAgent):
             self.hub.tunnels.disconnect(
                 op.client_id, closecodes.ALREADY_CONNECTED, "replaced by a new agent"
@@ -553,6 +555,17 @@ class Cluster:
         if pending.error is not None:
             raise pending.error
         return pending.failed
+
+    async def close_elsewhere(self, uuid: str, reason: str) -> bool:
+        """Ask the node holding room ``uuid`` to close it; False if no other node holds it."""
+        try:
+            entry = await self._room_entry(uuid, None)
+        except protocol.ProtocolError:
+            return False  # Redis cannot be reached: only this node's rooms can be closed
+        if entry is None or entry.node == self.node_id:
+            return False
+        self.send(entry.node, wire.CloseRoom(uuid, reason))
+        return True
 
     def owns_remotely(self, room: object) -> OwnedRemoteRoom | None:
         """``room`` as a room held elsewhere that a local peer owns (None for a local room)."""

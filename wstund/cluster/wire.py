@@ -134,6 +134,13 @@ class DropAgent(msgspec.Struct, tag="A", array_like=True):
     client_id: str
 
 
+class CloseRoom(msgspec.Struct, tag="C", array_like=True):
+    """An admin on another node closes room ``uuid`` (held here) for ``reason``."""
+
+    uuid: str
+    reason: str
+
+
 Op = (
     Deliver
     | Close
@@ -148,6 +155,7 @@ Op = (
     | OwnerLeft
     | Disown
     | DropAgent
+    | CloseRoom
 )
 
 

@@ -115,7 +115,11 @@ def create_blueprint(hub: Hub) -> Blueprint:
     @api.delete("/_api/instances/<uuid>")
     async def close_instance(uuid: str) -> Response:
         if not hub.close_instance(uuid, "closed_by_admin"):
-            return json_error(404, "instance_not_found", f"no instance {uuid!r}")
+            elsewhere = hub.cluster is not None and await hub.cluster.close_elsewhere(
+                uuid, "closed_by_admin"
+            )
+            if not elsewhere:  # nor on another node of the cluster
+                return json_error(404, "instance_not_found", f"no instance {uuid!r}")
         return jsonify({"success": True, "uuid": uuid})
 
     @api.get("/<svc>/service/api/status")
