@@ -18,12 +18,10 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-import anyio
 import coredis
 import coredis.exceptions
 import httpx
@@ -36,6 +34,7 @@ from ..relay import handlers, protocol
 from ..tunnel.asgi import Receive, Scope, Send, ServerWebSocket, send_json_error
 from . import wire
 from .forward import forward_http, forward_websocket, hop_allowed, hop_secret, without_hop
+from .publisher import FAULTS, Publisher
 from .registry import (
     NodeEntry,
     RoomEntry,
@@ -58,21 +57,6 @@ CLUSTER_UNAVAILABLE = "cluster_unavailable"
 NODE_GONE = "node_gone"
 _WARN_EVERY = 60.0
 _RETRY_DELAY = 0.5
-_MAX_BATCH_OPS = 4096
-# What a failed Redis call raises: coredis' own errors, timeouts, and the socket's. (coredis
-# 6.9's PubSub._cleanup also writes UNSUBSCRIBE to a connection already closed when the
-# subscriber is cancelled, and lets anyio's ClosedResourceError out.)
-_FAULTS = (
-    coredis.exceptions.RedisError,
-    TimeoutError,
-    OSError,
-    trio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    trio.TooSlowError,  # no answer within cluster.request_timeout
-)
-
-
-_CARRY_FRAMES = (wire.Deliver, wire.FromMember, wire.FromOwner)
 
 
 def _user_not_found(owner: RemoteOwner, message: str, msg_id: str | int | None) -> None:
@@ -100,14 +84,8 @@ class Cluster:
         self.available = False
         self.node_count = 0  # live nodes at the last registry refresh
         self.redis_latency = 0.0  # seconds of the last registry refresh's PING
-        self.published = 0  # PUBLISH calls (a batch each)
-        self.relayed_ops = 0  # operations those batches carried
         self._redis: coredis.Redis[bytes] | None = None
-        self._pending: deque[tuple[str, wire.Op, wire.Frame | None]] = deque()
-        self._pending_bytes = 0
-        self._wake = trio.Event()
-        self._published = trio.Event()  # set while nothing waits to be published
-        self._published.set()
+        self.publisher = Publisher(self.node_id, self._timeout)
         self._dirty = trio.Event()
         self._gone_rooms: set[str] = set()
         self._remote_members: dict[tuple[str, int], RemoteMember] = {}  # rooms held here
@@ -153,7 +131,7 @@ class Cluster:
             self._redis, self._http = redis, http
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._subscribe_loop, redis)
-                nursery.start_soon(self._publish_loop, redis)
+                nursery.start_soon(self.publisher.run, redis, self._fault)
                 nursery.start_soon(self._registry_loop, redis)
                 # Start serving even when Redis is down (local rooms work); give it a moment.
                 with trio.move_on_after(self.hub.config.cluster.request_timeout):
@@ -168,18 +146,18 @@ class Cluster:
         keys = [node_key(self.node_id)]
         keys += [room_key(uuid) for uuid in [*self.hub.instances, *self._gone_rooms]]
         with trio.move_on_after(self.hub.config.cluster.request_timeout):
-            await self._published.wait()  # the rooms' last words (instance_destroyed) first
+            await self.publisher.wait_idle()  # the rooms' last words (instance_destroyed) first
             self.available = False  # no refresh may put the keys back
             try:
                 await self._redis.delete(keys)
-            except* _FAULTS:
+            except* FAULTS:
                 pass  # they expire within node_ttl anyway
 
     async def _subscribe_loop(self, redis: coredis.Redis[bytes]) -> None:
         while True:
             try:
                 await self._subscribe(redis)
-            except* _FAULTS as group:  # coredis raises from its task groups, so in groups
+            except* FAULTS as group:  # coredis raises from its task groups, so in groups
                 self._fault(f"subscription: {group.exceptions[0]!r}")
             await trio.sleep(_RETRY_DELAY)
 
@@ -211,50 +189,19 @@ class Cluster:
             self._last_warning = now
             log.warning("cluster: Redis unavailable (%s); serving local rooms only", what)
         self.available = False
-        self._pending.clear()
-        self._pending_bytes = 0
-        self._published.set()
+        self.publisher.clear()
         self._cut_links(None, CLUSTER_UNAVAILABLE)
 
-    # -- the ordered publisher --------------------------------------------------------------
+    # -- to other nodes ---------------------------------------------------------------------
 
     def send(self, node: str, op: wire.Op, frame: wire.Frame | None = None) -> None:
         """Queue ``op`` (carrying ``frame``) for ``node``; queued operations leave in order."""
         if not self.available:
             return  # the links are cut already and their peers told
-        self._pending.append((node, op, frame))
-        self._pending_bytes += len(frame) if frame is not None else 0
-        self._wake.set()
-        if self._published.is_set():
-            self._published = trio.Event()
-        if self._pending_bytes > self.hub.config.cluster.max_pending_bytes:
-            self._fault(f"more than {self.hub.config.cluster.max_pending_bytes} bytes unpublished")
-
-    async def _publish_loop(self, redis: coredis.Redis[bytes]) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            while self._pending:
-                batches: dict[str, wire.BatchBuilder] = {}
-                for _ in range(min(len(self._pending), _MAX_BATCH_OPS)):
-                    node, op, frame = self._pending.popleft()
-                    if frame is not None:
-                        self._pending_bytes -= len(frame)
-                    builder = batches.get(node)
-                    if builder is None:
-                        builder = batches[node] = wire.BatchBuilder(self.node_id)
-                    if frame is not None and isinstance(op, _CARRY_FRAMES):
-                        op.frame = builder.frame(frame)
-                    builder.ops.append(op)
-                try:
-                    for node, builder in batches.items():
-                        with trio.fail_after(self._timeout):
-                            await redis.publish(channel(node), wire.encode(builder.build()))
-                        self.published += 1
-                        self.relayed_ops += len(builder.ops)
-                except* _FAULTS as group:
-                    self._fault(f"publish: {group.exceptions[0]!r}")
-            self._published.set()
+        self.publisher.queue(node, op, frame)
+        limit = self.hub.config.cluster.max_pending_bytes
+        if self.publisher.pending_bytes > limit:
+            self._fault(f"more than {limit} bytes unpublished")
 
     # -- what other nodes send --------------------------------------------------------------
 
@@ -586,7 +533,7 @@ class Cluster:
         try:
             with trio.fail_after(self._timeout):
                 data = await self._redis.get(room_key(uuid))
-        except _FAULTS as exc:
+        except FAULTS as exc:
             self._fault(f"get: {exc!r}")
             raise self._unavailable(msg_id) from None
         if data is None:
@@ -617,7 +564,7 @@ class Cluster:
             with trio.fail_after(self._timeout):
                 keys = [key async for key in self._redis.scan_iter(match=room_key("*"), count=1000)]
                 values = await self._redis.mget(keys) if keys else []
-        except _FAULTS as exc:
+        except FAULTS as exc:
             self._fault(f"listing: {exc!r}")
             return []
         entries = []
@@ -638,7 +585,7 @@ class Cluster:
                     values = await self._redis.mget(keys) if keys else []
                 found = [msgspec.msgpack.decode(v, type=NodeEntry) for v in values if v]
                 return sorted(found, key=lambda n: n.node)
-            except _FAULTS as exc:
+            except FAULTS as exc:
                 self._fault(f"nodes: {exc!r}")
         return [self._node_entry()]
 
@@ -715,7 +662,7 @@ class Cluster:
                 if node is None or node.decode() == self.node_id:
                     return None
                 value = await self._redis.get(node_key(node.decode()))
-        except _FAULTS as exc:
+        except FAULTS as exc:
             self._fault(f"tunnel lookup: {exc!r}")
             return None
         if value is None:
@@ -748,12 +695,12 @@ class Cluster:
         yield CounterMetricFamily(
             "wstund_cluster_published_batches",
             "PUBLISH calls to other nodes (one batch of operations each)",
-            self.published,
+            self.publisher.published,
         )
         yield CounterMetricFamily(
             "wstund_cluster_relayed_operations",
             "Operations (frames, joins, closes) sent to other nodes",
-            self.relayed_ops,
+            self.publisher.relayed_ops,
         )
 
     # -- the registry -----------------------------------------------------------------------
@@ -768,7 +715,7 @@ class Cluster:
                 await self._redis.set(
                     room_key(instance.uuid), self._room_value(instance), px=self._ttl_ms
                 )
-        except _FAULTS as exc:
+        except FAULTS as exc:
             self._fault(f"register: {exc!r}")
 
     def room_closed(self, instance: Instance) -> None:
@@ -807,7 +754,7 @@ class Cluster:
                 with trio.fail_after(self._timeout):
                     await self._refresh(redis)
                     await self._check_nodes(redis)
-            except _FAULTS as exc:
+            except FAULTS as exc:
                 self._fault(f"registry: {exc!r}")
 
     async def _refresh(self, redis: coredis.Redis[bytes]) -> None:
