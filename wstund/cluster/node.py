@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import coredis
-import coredis.exceptions
 import httpx
 import msgspec
 import trio
