@@ -73,12 +73,16 @@ async def test_redis_down_keeps_local_rooms_and_recovers(
     assert (await recv(back))["payload"] == {"text": "welcome back"}
 
 
+NODE_ADMIN_TOKEN = "node-admin-token"
+
+
 def _write_config(path: Path, port: int, redis_url: str, node_id: str) -> None:
     path.write_text(
         f"""
 [server]
 bind = ["127.0.0.1:{port}"]
 state_dir = "{path.parent / node_id}"
+admin_token = "{NODE_ADMIN_TOKEN}"
 [admin]
 socket = "{path.parent / node_id}.sock"
 [cluster]
@@ -122,6 +126,10 @@ class _NodeProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"X-Admin-Token": NODE_ADMIN_TOKEN}
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -15,6 +15,7 @@ from wstund.cluster.forward import HOP_HEADER, without_hop
 
 from .conftest import RunningDaemon, StartNodes
 from .localapp import pattern_sha256, start_local_app
+from .loopback import http_from
 from .test_tunnel_e2e import CLIENT, MB, agent_for, register, run_agent
 
 
@@ -37,15 +38,17 @@ async def test_download_and_upload_through_a_node_without_the_agent(
         assert size == n and digest.hexdigest() == pattern_sha256(n)
 
         body = bytes(range(256)) * 4099
-        with trio.fail_after(30):
-            posted = await http.post(
-                f"{b.url}/_t/{CLIENT}/echo?x=1", content=body, headers={"x-test": "kept"}
-            )
+        forged = {"x-test": "kept", "x-wstund-cluster-client": "6.6.6.6"}  # ignored
+        async with http_from("127.0.0.2") as caller:
+            with trio.fail_after(30):
+                posted = await caller.post(
+                    f"{b.url}/_t/{CLIENT}/echo?x=1", content=body, headers=forged
+                )
         assert posted.status_code == 201 and posted.content == body
         assert posted.headers["x-method"] == "POST" and posted.headers["x-query"] == "x=1"
         assert posted.headers["x-saw-x-test"] == "kept"
-        # the caller's address, then the node that carried the request
-        assert posted.headers["x-saw-x-forwarded-for"] == "127.0.0.1, 127.0.0.1"
+        # the caller's own address, as the node it reached saw it (not that node's)
+        assert posted.headers["x-saw-x-forwarded-for"] == "127.0.0.2"
 
         # The agent leaves: the node that held it answers 503 through the other node.
         agent_scope.cancel()

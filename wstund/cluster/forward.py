@@ -30,6 +30,8 @@ from ..tunnel.asgi import (
 log = logging.getLogger("wstund.cluster")
 
 HOP_HEADER = b"x-wstund-cluster"
+# The caller's address as the first node saw it; believed only beside a valid secret.
+CLIENT_HEADER = b"x-wstund-cluster-client"
 # Headers that describe one connection, not the request: never copied from one hop to the next.
 _HOP_BY_HOP = frozenset(
     {
@@ -59,24 +61,32 @@ def hop_allowed(given: str, secret: str) -> bool:
 
 
 def without_hop(scope: Scope) -> None:
-    """Drop the cluster secret from a request before it goes any further (the agent)."""
-    scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != HOP_HEADER]
+    """Take a checked node-to-node request as the caller's own: its client is the one the
+    first node saw (``CLIENT_HEADER``); the cluster headers go no further (the agent)."""
+    client = None
+    kept = []
+    for name, value in scope["headers"]:
+        lowered = name.lower()
+        if lowered == CLIENT_HEADER:
+            client = bytes(value).decode("latin-1")
+        elif lowered != HOP_HEADER:
+            kept.append((name, value))
+    scope["headers"] = kept
+    if client:
+        scope["client"] = (client, 0)
 
 
 def node_headers(scope: Scope, skip: frozenset[bytes], secret: str) -> list[tuple[bytes, bytes]]:
-    """The caller's headers for the next node: ``skip`` dropped, the caller's address appended
-    to X-Forwarded-For (the next node appends ours), the cluster secret added."""
-    forwarded = [bytes(v) for k, v in scope["headers"] if k.lower() == b"x-forwarded-for"]
+    """The caller's headers for the next node: ``skip`` dropped, the caller's effective address
+    (what this node's limits and logs saw) in ``CLIENT_HEADER``, the cluster secret added."""
     headers = [
         (bytes(k), bytes(v))
         for k, v in scope["headers"]
-        if k.lower() not in skip and k.lower() != b"x-forwarded-for"
+        if k.lower() not in skip and k.lower() not in (HOP_HEADER, CLIENT_HEADER)
     ]
     client = scope.get("client")
     if client:
-        forwarded.append(str(client[0]).encode())
-    if forwarded:
-        headers.append((b"x-forwarded-for", b", ".join(forwarded)))
+        headers.append((CLIENT_HEADER, str(client[0]).encode("latin-1")))
     headers.append((HOP_HEADER, secret.encode()))
     return headers
 

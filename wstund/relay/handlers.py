@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from .. import closecodes
 from ..hub import Hub
-from . import httphandlers, protocol
+from . import budget, httphandlers, protocol
 from .instance import Instance
 from .peer import Frame, Peer
 from .protocol import Envelope, ProtocolError
@@ -439,7 +439,7 @@ async def _forward(
     if peer.joined is not None:
         metrics.member_messages.inc()
         metrics.member_bytes.inc(len(frame))
-        strikes = peer.joined.charge(peer, len(frame), hub.config.relay)
+        strikes = budget.charge(peer, len(frame), hub.config.relay)
         if strikes:
             _rate_limited(hub, peer, strikes, msg_id)
             return
