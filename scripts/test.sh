@@ -8,7 +8,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null; then
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv systemd procps chromium chromium-driver caddy >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv systemd procps chromium chromium-driver caddy redis-server nginx >/dev/null
 fi
 
 python3 -m venv .venv

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from wstund.hub import Hub
 
 from .browser import Browser
 from .browser import available as browser_available
+from .redisserver import RedisServer
 
 RECV_TIMEOUT = 5.0
 
@@ -216,3 +217,50 @@ async def open_browser() -> AsyncIterator[Callable[..., Awaitable[Browser]]]:
     yield start
     for browser in started:
         await trio.to_thread.run_sync(browser.close)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped (by pid) after the test."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+StartNodes = Callable[..., Awaitable[list[RunningDaemon]]]
+
+
+@pytest.fixture
+async def start_nodes(
+    start_daemon: StartDaemon, redis_server: RedisServer, tmp_path: Path
+) -> StartNodes:
+    """Start wstund nodes ``a``, ``b``, ``c``... sharing ``redis_server``, each its own state."""
+
+    async def start(count: int = 3, **overrides: dict[str, Any]) -> list[RunningDaemon]:
+        nodes = []
+        for index in range(count):
+            name = "abcdefgh"[index]
+            cluster = {
+                "redis_url": redis_server.url,
+                "node_id": name,
+                "node_ttl": 3.0,
+                "secret": "cluster-secret-for-tests",
+            }
+            nodes.append(
+                await start_daemon(
+                    **{
+                        **overrides,
+                        "server": {
+                            "state_dir": str(tmp_path / name),
+                            **overrides.get("server", {}),
+                        },
+                        "cluster": {**cluster, **overrides.get("cluster", {})},
+                    }
+                )
+            )
+        return nodes
+
+    return start

@@ -35,7 +35,11 @@ def test_example_file_names_every_key() -> None:
             "log.level: expected one of 'debug', 'info', 'warning', 'error', got 'loud'",
         ),
         ("[server\n", "invalid TOML"),
-        ("[cluster]\nredis_url = 'redis://127.0.0.1'", "cluster.redis_url: clustering is not"),
+        ("[cluster]\nredis_url = 'http://127.0.0.1'", "cluster.redis_url: expected redis://"),
+        ("[cluster]\nredis_url = 'redis://h'\nnode_id = 'a b'", "cluster.node_id: 1 to 64"),
+        ("[cluster]\nsecret = 'short'", "cluster.secret: use at least 16"),
+        ("[cluster]\nsecret = 'x'\nsecret_file = '/x'", "cluster.secret_file: set either"),
+        ("[cluster]\nnode_ttl = 0", "cluster.node_ttl: expected a positive"),
     ],
 )
 def test_refusals_name_the_key(text: str, error: str) -> None:

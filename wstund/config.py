@@ -140,6 +140,15 @@ class MarketplaceConfig(_Section):
 
 class ClusterConfig(_Section):
     redis_url: str = ""
+    redis_password: str = ""
+    redis_password_file: str = ""
+    node_id: str = ""
+    advertise_url: str = ""
+    node_ttl: float = 15.0
+    secret: str = ""
+    secret_file: str = ""
+    request_timeout: float = 5.0
+    max_pending_bytes: int = 64 * 1024 * 1024
 
 
 class LogConfig(_Section):
@@ -185,6 +194,9 @@ _POSITIVE_INTS = {
     "marketplace.max_service_size",
     "marketplace.max_files",
     "http_relay.window",
+    "cluster.node_ttl",
+    "cluster.request_timeout",
+    "cluster.max_pending_bytes",
     "http_relay.channel_size",
     "http_relay.max_request_body",
     "tunnel.window_size",
@@ -263,6 +275,32 @@ def bind_problems(binds: list[str]) -> list[str]:
     ]
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _check_cluster(cluster: ClusterConfig, errors: list[str]) -> None:
+    """Check [cluster] and read its secret files (nothing is needed when redis_url is empty)."""
+    for name in ("redis_password", "secret"):
+        inline, path = getattr(cluster, name), getattr(cluster, f"{name}_file")
+        if inline and path:
+            errors.append(f"cluster.{name}_file: set either cluster.{name} or cluster.{name}_file")
+        elif path:
+            setattr(cluster, name, _read_secret(path, f"cluster.{name}_file", errors))
+    if cluster.secret and len(cluster.secret) < 16:
+        errors.append("cluster.secret: use at least 16 characters")
+    if not cluster.redis_url:
+        return
+    if not cluster.redis_url.startswith(_REDIS_SCHEMES):
+        errors.append(
+            f"cluster.redis_url: expected redis://, rediss:// or unix://, got {cluster.redis_url!r}"
+        )
+    if cluster.node_id and not _NODE_ID_RE.fullmatch(cluster.node_id):
+        errors.append("cluster.node_id: 1 to 64 characters of A-Z a-z 0-9 _ . -")
+    if cluster.advertise_url and not re.match(r"^https?://", cluster.advertise_url):
+        errors.append(f"cluster.advertise_url: {cluster.advertise_url!r} is not an http(s) URL")
+
+
 def validate(config: Config) -> Config:
     """Check ranges and read secret files; raise ConfigError listing every problem."""
     errors: list[str] = []
@@ -283,11 +321,6 @@ def validate(config: Config) -> Config:
             errors.append(f"marketplace.urls: {url!r} is not an http(s) URL")
     if not re.fullmatch(r"0?[0-7]{3}", config.admin.mode):
         errors.append(f"admin.mode: expected an octal mode like '0660', got {config.admin.mode!r}")
-    if config.cluster.redis_url:  # refused, not ignored: a lone node must not pose as a cluster
-        errors.append(
-            "cluster.redis_url: clustering is not in this version of wstund; leave it empty "
-            "(one node, all state in memory)"
-        )
     if config.metrics.bind and not _LOOPBACK_BIND_RE.match(config.metrics.bind):
         errors.append(
             f"metrics.bind: {config.metrics.bind!r} is not a loopback HOST:PORT "
@@ -297,6 +330,7 @@ def validate(config: Config) -> Config:
         errors.append("metrics.token_file: set either metrics.token or metrics.token_file")
     elif config.metrics.token_file:
         config.metrics.token = _read_secret(config.metrics.token_file, "metrics.token_file", errors)
+    _check_cluster(config.cluster, errors)
     for name in ("token", "admin_token"):
         inline = getattr(config.server, name)
         path = getattr(config.server, f"{name}_file")

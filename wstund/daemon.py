@@ -246,6 +246,8 @@ class Daemon:
                         self.hub.metrics.connections_refused.inc,
                     )
                     self.binds = await servers.start(self.transport.serve, sockets, servers_done)
+                    if self.hub.cluster is not None:
+                        self.hub.cluster.listening(self.binds)
                     await self._serve_admin(
                         servers,
                         servers_done,

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -22,6 +23,9 @@ from .relay.peer import Peer
 from .relay.ratelimit import SlidingWindow
 from .relay.services import ServiceRegistry
 from .tunnel.tunnels import Tunnels
+
+if TYPE_CHECKING:
+    from .cluster.node import Cluster
 
 
 class InFlight:
@@ -75,6 +79,13 @@ class Hub:
         self._nursery: trio.Nursery | None = None
         self._stop_scopes: set[trio.CancelScope] = set()
 
+        # Several nodes sharing rooms through Redis ([cluster] redis_url); None on a lone node.
+        self.cluster: Cluster | None = None
+        if config.cluster.redis_url:
+            from .cluster.node import Cluster  # the cluster code needs the relay handlers
+
+            self.cluster = Cluster(self)
+
     @contextmanager
     def until_stopped(self) -> Iterator[trio.CancelScope]:
         """A cancel scope that a graceful stop cancels once the grace for in-flight work is
@@ -90,6 +101,8 @@ class Hub:
         """Host the rooms' task trees until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.cluster is not None:
+                await nursery.start(self.cluster.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -133,10 +146,14 @@ class Hub:
         self.instances[instance.uuid] = instance
         owner.owned[instance.uuid] = instance
         await self._nursery.start(instance.run)
+        if self.cluster is not None:
+            await self.cluster.room_opened(instance)
         return instance
 
     def _forget_instance(self, instance: Instance) -> None:
         self.instances.pop(instance.uuid, None)
+        if self.cluster is not None:
+            self.cluster.room_closed(instance)
 
     def instances_of(self, service: str | None) -> list[Instance]:
         """Rooms, oldest first, optionally of one service."""
@@ -246,3 +263,5 @@ class Hub:
         with trio.move_on_at(max(deadline, trio.current_time() + 1.0)):
             if self.connection_count:
                 await self._all_released.wait()
+        if self.cluster is not None:
+            await self.cluster.leave()

@@ -196,7 +196,26 @@ def admin_token(ctl: Ctl) -> None:
 def status(ctl: Ctl) -> None:
     """Version, uptime, connections, rooms and members of the daemon."""
     data = ctl.call("GET", "/_api/status")
-    emit(ctl, data, lambda d: pairs({**d, "uptime": duration(d.get("uptime"))}))
+    emit(ctl, data, _status_text)
+
+
+def _status_text(data: dict[str, Any]) -> str:
+    text = pairs({**data, "uptime": duration(data.get("uptime"))})
+    cluster = data.get("cluster")
+    if not isinstance(cluster, dict):
+        return text
+    state = "linked" if cluster.get("available") else "Redis unavailable"
+    nodes = table(
+        cluster.get("nodes", []),
+        [
+            ("NODE", "node"),
+            ("ADDRESS", "advertise_url"),
+            ("ROOMS", "rooms"),
+            ("MEMBERS", "members"),
+            ("CONNECTIONS", "connections"),
+        ],
+    )
+    return f"{text}\n\ncluster: node {cluster.get('node')}, {state}\n{nodes}"
 
 
 @main.command()

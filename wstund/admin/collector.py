@@ -39,6 +39,8 @@ class HubCollector(Collector):
             hub.inflight.count,
         )
         yield GaugeMetricFamily("wstund_uptime_seconds", "Seconds since start", hub.uptime())
+        if hub.cluster is not None:
+            yield from hub.cluster.gauges()
 
 
 def register(hub: Hub) -> None:

@@ -10,7 +10,16 @@ import msgspec
 from ..config import Config
 
 # Keys whose new value only takes effect after a restart; reload keeps the running value.
-RESTART_ONLY = ("server.bind", "server.state_dir", "admin.socket", "metrics.bind")
+RESTART_ONLY = (
+    "server.bind",
+    "server.state_dir",
+    "admin.socket",
+    "metrics.bind",
+    "cluster.redis_url",
+    "cluster.redis_password",
+    "cluster.node_id",
+    "cluster.advertise_url",
+)
 
 
 @dataclass

@@ -9,7 +9,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import trio
+
+if TYPE_CHECKING:
+    from ..config import RelayConfig
+    from .peer import Peer
 
 
 class BudgetClosed(Exception):
@@ -100,3 +106,21 @@ class RateBudget:
             return True
         self.strikes += 1
         return False
+
+
+def charge(peer: Peer, size: int, limits: RelayConfig) -> int:
+    """Spend one message and ``size`` bytes of a room member's rate (``relay.member_*``), kept
+    on its own socket (so on its own node, whichever node holds the room).
+
+    Returns 0 when the frame is within the rate, else how many frames were refused so far.
+    """
+    per_second, per_byte = limits.member_messages_per_second, limits.member_bytes_per_second
+    if peer.user_id is None or not (per_second or per_byte):
+        return 0
+    # 0 turns one of the two limits off: an unreachable rate stands in for it.
+    rates = (per_second or float("inf"), per_byte or float("inf"), limits.member_rate_burst)
+    if peer.rate is None:
+        peer.rate = RateBudget(*rates)
+    else:
+        peer.rate.configure(*rates)
+    return 0 if peer.rate.allow(size, trio.current_time()) else peer.rate.strikes

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from .. import closecodes
 from ..hub import Hub
-from . import httphandlers, protocol
+from . import budget, httphandlers, protocol
 from .instance import Instance
 from .peer import Frame, Peer
 from .protocol import Envelope, ProtocolError
@@ -180,6 +180,22 @@ async def _reclaim_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     _check_payload_server_token(hub, envelope, request.server_token)
     _check_rate(hub, peer)
     instance = hub.instances.get(request.uuid)
+    if instance is None and hub.cluster is not None:
+        # The room may live on another node: that node runs the same checks.
+        _check_room_quota(hub, peer, msg_id)
+        try:
+            failed = await hub.cluster.reclaim(peer, envelope.service, request, msg_id)
+        except ProtocolError as error:
+            if error.code in (
+                protocol.INSTANCE_NOT_FOUND,
+                protocol.INVALID_TOKEN,
+                protocol.NOT_OWNER,
+            ):
+                _count_failure(hub, peer)
+            raise
+        if failed is not None:
+            raise RequestFailed("instance_reclaimed", *failed)
+        return
     if instance is None:
         _count_failure(hub, peer)
         raise ProtocolError(protocol.INSTANCE_NOT_FOUND, "Instance not found", msg_id)
@@ -247,19 +263,47 @@ async def _join_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     if peer.joined is not None or peer.owned:
         raise ProtocolError(protocol.ALREADY_JOINED, "this connection is already in a room", msg_id)
     instance = hub.instances.get(request.uuid)
+    if instance is None and hub.cluster is not None:
+        # The room may live on another node: that node runs the same checks (check_join).
+        try:
+            await hub.cluster.join(peer, envelope.service, request, msg_id)
+        except ProtocolError as error:
+            if error.code in (protocol.INSTANCE_NOT_FOUND, protocol.INVALID_TOKEN):
+                _count_failure(hub, peer)
+            raise
+        return
     if instance is None:
         _count_failure(hub, peer)
         raise ProtocolError(
             protocol.INSTANCE_NOT_FOUND, "Instance not found or not available", msg_id
         )
-    if envelope.service and envelope.service != instance.service:
+    try:
+        user_id = check_join(hub, instance, envelope.service, request.token, request.userId, msg_id)
+    except ProtocolError as error:
+        if error.code == protocol.INVALID_TOKEN:
+            _count_failure(hub, peer)
+        raise
+    peer.offer(join_ack(instance.uuid, instance.name, user_id, msg_id))
+    instance.add_member(user_id, peer)
+
+
+def check_join(
+    hub: Hub,
+    instance: Instance,
+    service: str | None,
+    token: str | None,
+    user_id: str | None,
+    msg_id: protocol.MessageId | None,
+) -> str:
+    """Whether a member may join ``instance`` (on this node, whichever node its socket is on);
+    return its user id (the one asked for, or a new one), or raise the refusal."""
+    if service and service != instance.service:
         raise ProtocolError(
             protocol.SERVICE_MISMATCH,
-            f"instance belongs to service {instance.service!r}, not {envelope.service!r}",
+            f"instance belongs to service {instance.service!r}, not {service!r}",
             msg_id,
         )
-    if not instance.token_matches(request.token):
-        _count_failure(hub, peer)
+    if not instance.token_matches(token):
         raise ProtocolError(protocol.INVALID_TOKEN, "Invalid instance token", msg_id)
     if instance.owner is None:
         raise ProtocolError(
@@ -270,39 +314,46 @@ async def _join_instance(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     limit = hub.config.relay.max_members_per_room
     if len(instance.members) >= limit:
         raise ProtocolError(protocol.ROOM_FULL, f"the room is full ({limit} members)", msg_id)
-    user_id = request.userId or f"user-{secrets.token_hex(4)}"
+    user_id = user_id or f"user-{secrets.token_hex(4)}"
     if len(user_id) > MAX_USER_ID_LENGTH:
         raise ProtocolError(
-            protocol.INVALID_PAYLOAD,
-            f"userId longer than {MAX_USER_ID_LENGTH} characters",
-            envelope.id,
+            protocol.INVALID_PAYLOAD, f"userId longer than {MAX_USER_ID_LENGTH} characters", msg_id
         )
     if user_id in instance.members:
         raise ProtocolError(protocol.USER_ID_TAKEN, f"user id {user_id!r} is taken", msg_id)
-    peer.offer(
-        protocol.encode(
-            "ack",
-            {
-                "success": True,
-                "message": f"Joined {instance.name}",
-                "userId": user_id,
-                "instanceUuid": instance.uuid,
-                "instanceName": instance.name,
-            },
-            msg_id,
-        )
+    return user_id
+
+
+def join_ack(uuid: str, name: str, user_id: str, msg_id: protocol.MessageId | None) -> str:
+    """The ``ack`` a member gets once seated."""
+    return protocol.encode(
+        "ack",
+        {
+            "success": True,
+            "message": f"Joined {name}",
+            "userId": user_id,
+            "instanceUuid": uuid,
+            "instanceName": name,
+        },
+        msg_id,
     )
-    instance.add_member(user_id, peer)
 
 
 async def _list_instances(hub: Hub, peer: Peer, envelope: Envelope) -> None:
-    rooms = [i.describe() for i in hub.instances_of(envelope.service or None)]
+    if hub.cluster is not None:
+        rooms = await hub.cluster.list_rooms(envelope.service or None)
+    else:
+        rooms = [i.describe() for i in hub.instances_of(envelope.service or None)]
     peer.offer(protocol.encode("instance_list", {"instances": rooms}, envelope.id))
 
 
 async def _kick_client(hub: Hub, peer: Peer, envelope: Envelope) -> None:
     request = protocol.decode_payload(envelope, protocol.KickClient)
     instance = _owned_instance(hub, peer, request.instanceUuid, envelope.id)
+    held_elsewhere = hub.cluster.owns_remotely(instance) if hub.cluster is not None else None
+    if held_elsewhere is not None:  # its node kicks, or answers user_not_found
+        held_elsewhere.kick(request.userId, envelope.id)
+        return
     if not hub.kick(instance, request.userId, "kicked by host", envelope.id):
         raise ProtocolError(
             protocol.USER_NOT_FOUND, f"no user {request.userId!r} in this room", envelope.id
@@ -388,7 +439,7 @@ async def _forward(
     if peer.joined is not None:
         metrics.member_messages.inc()
         metrics.member_bytes.inc(len(frame))
-        strikes = peer.joined.charge(peer, len(frame), hub.config.relay)
+        strikes = budget.charge(peer, len(frame), hub.config.relay)
         if strikes:
             _rate_limited(hub, peer, strikes, msg_id)
             return

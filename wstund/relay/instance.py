@@ -15,9 +15,8 @@ from typing import Any
 import trio
 
 from .. import closecodes
-from ..config import RelayConfig
 from . import ownership, protocol
-from .budget import BudgetClosed, ByteBudget, RateBudget
+from .budget import BudgetClosed, ByteBudget
 from .peer import Frame, Peer
 
 
@@ -51,7 +50,6 @@ class Instance:
         self.destroyed_reason: str | None = None
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[Frame](inbox_size)
         self.inbox_bytes = ByteBudget(inbox_bytes)
-        self._rates: dict[str, RateBudget] = {}
         self._owner_back = trio.Event()
         self._owner_back.set()
         self._grace_scope: trio.CancelScope | None = None
@@ -129,7 +127,6 @@ class Instance:
         if user_id is None or self.members.get(user_id) is not peer:
             return
         del self.members[user_id]
-        self._rates.pop(user_id, None)
         peer.joined = None
         if self.owner is not None:
             self.owner.offer(
@@ -173,23 +170,6 @@ class Instance:
         except (BudgetClosed, trio.ClosedResourceError):
             return True  # destroyed meanwhile: the member got instance_destroyed and 4004
         return False
-
-    def charge(self, peer: Peer, size: int, limits: RelayConfig) -> int:
-        """Spend one message and ``size`` bytes of the member's rate (``relay.member_*``).
-
-        Returns 0 when the frame is within the rate, else how many frames were refused so far.
-        """
-        per_second, per_byte = limits.member_messages_per_second, limits.member_bytes_per_second
-        if peer.user_id is None or not (per_second or per_byte):
-            return 0
-        # 0 turns one of the two limits off: an unreachable rate stands in for it.
-        rates = (per_second or float("inf"), per_byte or float("inf"), limits.member_rate_burst)
-        rate = self._rates.get(peer.user_id)
-        if rate is None:
-            rate = self._rates[peer.user_id] = RateBudget(*rates)
-        else:
-            rate.configure(*rates)
-        return 0 if rate.allow(size, trio.current_time()) else rate.strikes
 
     def from_owner(self, frame: Frame, to: list[str] | None) -> list[str]:
         """Relay an owner's frame to every member, or to the ``to`` user ids; return unknown ids."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from .. import closecodes
+from .budget import RateBudget
 
 if TYPE_CHECKING:
     from .instance import Instance
@@ -81,6 +82,7 @@ class Peer:
         self.user_id: str | None = None
         # The browser key from the handshake's cookie (relay.ownership): proves room ownership.
         self.browser_key: str | None = None
+        self.rate: RateBudget | None = None  # its room messages' rate (budget.charge)
         self.invalid_messages = 0
         self.close_code: int | None = None
         self.close_reason = ""

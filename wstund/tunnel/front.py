@@ -99,6 +99,10 @@ class TunnelFront:
         kind = scope["type"]
         if kind in ("http", "websocket"):
             where = route(scope, self.hub.config.tunnel.host_suffix)
+            cluster = self.hub.cluster
+            if where is not None and cluster is not None:
+                if await cluster.route_tunnel(where.client_id, scope, receive, send):
+                    return  # served by the node holding the agent
             if where is not None:
                 routed = raw_path_for(scope, where)
                 if routed is None:
@@ -165,6 +169,15 @@ class TunnelFront:
         record = tunnels.registry.get(client_id)
         assert record is not None
         existing = tunnels.sessions.get(client_id)
+        cluster = self.hub.cluster
+        if existing is None and cluster is not None:  # one agent per client id, cluster-wide
+            elsewhere = await cluster.agent_node(client_id)
+            if elsewhere is not None and not tunnels.config.replace_existing:
+                await ws.accept()
+                await ws.close(closecodes.ALREADY_CONNECTED, "an agent is already connected")
+                return
+            if elsewhere is not None:
+                cluster.drop_agent(elsewhere, client_id)
         if existing is not None and not tunnels.config.replace_existing:
             await ws.accept()
             await ws.close(closecodes.ALREADY_CONNECTED, "an agent is already connected")
@@ -174,6 +187,8 @@ class TunnelFront:
         await ws.accept()
         session = TunnelSession(client_id, record, ws, tunnels.limits())
         tunnels.attach(session)
+        if self.hub.cluster is not None:
+            self.hub.cluster.tunnel_changed()
         log.info("tunnel %s: agent connected", client_id)
         try:
             await session.run()

@@ -24,6 +24,13 @@ def _clients(hub: Hub, service: str) -> list[dict[str, Any]]:
     ]
 
 
+async def _rooms(hub: Hub, service: str | None) -> list[dict[str, Any]]:
+    """The rooms' listing entries: the cluster's when this node is in one, else this node's."""
+    if hub.cluster is not None:
+        return await hub.cluster.list_rooms(service)
+    return [i.describe() for i in hub.instances_of(service)]
+
+
 def _unknown_service(name: str) -> Response:
     return json_error(404, "service_not_found", f"no service named {name!r}")
 
@@ -34,16 +41,17 @@ def create_blueprint(hub: Hub) -> Blueprint:
 
     @api.get("/_api/status")
     async def status() -> Response:
-        return jsonify(
-            {
-                "version": hub.version,
-                "uptime": round(hub.uptime(), 3),
-                "connections": hub.connection_count,
-                "instances": len(hub.instances),
-                "members": sum(len(i.members) for i in hub.instances.values()),
-                "services": len(hub.services.all()),
-            }
-        )
+        body: dict[str, Any] = {
+            "version": hub.version,
+            "uptime": round(hub.uptime(), 3),
+            "connections": hub.connection_count,
+            "instances": len(hub.instances),
+            "members": sum(len(i.members) for i in hub.instances.values()),
+            "services": len(hub.services.all()),
+        }
+        if hub.cluster is not None:
+            body["cluster"] = await hub.cluster.describe()
+        return jsonify(body)
 
     @api.get("/_api/services")
     async def list_services() -> Response:
@@ -55,7 +63,7 @@ def create_blueprint(hub: Hub) -> Blueprint:
         if service is None:
             return _unknown_service(name)
         body = _service_json(hub, service)
-        body["instances"] = [i.describe() for i in hub.instances_of(name)]
+        body["instances"] = await _rooms(hub, name)
         return jsonify(body)
 
     @api.post("/_api/services/<name>/enable")
@@ -93,7 +101,7 @@ def create_blueprint(hub: Hub) -> Blueprint:
 
     @api.get("/_api/instances")
     async def list_instances() -> Response:
-        return jsonify({"instances": [i.describe() for i in hub.instances_of(None)]})
+        return jsonify({"instances": await _rooms(hub, None)})
 
     @api.get("/_api/instances/<key>")
     async def service_instances(key: str) -> Response:
@@ -102,12 +110,16 @@ def create_blueprint(hub: Hub) -> Blueprint:
             if instance is not None:  # a room's uuid: that room and its members
                 return jsonify({**instance.describe(), "members": list(instance.members)})
             return json_error(404, "not_found", f"no service or instance named {key!r}")
-        return jsonify({"instances": [i.describe() for i in hub.instances_of(key)]})
+        return jsonify({"instances": await _rooms(hub, key)})
 
     @api.delete("/_api/instances/<uuid>")
     async def close_instance(uuid: str) -> Response:
         if not hub.close_instance(uuid, "closed_by_admin"):
-            return json_error(404, "instance_not_found", f"no instance {uuid!r}")
+            elsewhere = hub.cluster is not None and await hub.cluster.close_elsewhere(
+                uuid, "closed_by_admin"
+            )
+            if not elsewhere:  # nor on another node of the cluster
+                return json_error(404, "instance_not_found", f"no instance {uuid!r}")
         return jsonify({"success": True, "uuid": uuid})
 
     @api.post("/_api/instances/<uuid>/kick")
@@ -128,7 +140,7 @@ def create_blueprint(hub: Hub) -> Blueprint:
         if service is None:
             return _unknown_service(svc)
         body = _service_json(hub, service)
-        body["instances"] = [i.describe() for i in hub.instances_of(svc)]
+        body["instances"] = await _rooms(hub, svc)
         body["userCount"] = sum(i["userCount"] for i in body["instances"])
         return jsonify(body)
 

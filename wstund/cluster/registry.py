@@ -1,0 +1,61 @@
+"""What a node keeps in Redis: its heartbeat, its rooms and its agents, each under a key with
+a TTL of ``node_ttl`` that the node refreshes, and the names of the keys and channels."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+PREFIX = "wstund:"
+
+
+def node_key(node: str) -> str:
+    return f"{PREFIX}node:{node}"
+
+
+def room_key(uuid: str) -> str:
+    return f"{PREFIX}room:{uuid}"
+
+
+def tunnel_key(client_id: str) -> str:
+    return f"{PREFIX}tunnel:{client_id}"
+
+
+def channel(node: str) -> str:
+    return f"{PREFIX}to:{node}"
+
+
+def load_node_id(state_dir: Path) -> str:
+    """This node's id: ``state_dir/node-id``, written with a new random id the first time."""
+    path = state_dir / "node-id"
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    node_id = f"node-{secrets.token_hex(4)}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(node_id + "\n", encoding="utf-8")
+    return node_id
+
+
+class RoomEntry(msgspec.Struct):
+    """A room as the registry holds it: its listing entry and the node holding it."""
+
+    node: str
+    room: dict[str, Any]
+
+
+class NodeEntry(msgspec.Struct):
+    """A node's heartbeat: how to reach it and what it holds."""
+
+    node: str
+    advertise_url: str
+    started_at: float
+    rooms: int
+    members: int
+    connections: int
