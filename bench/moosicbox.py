@@ -34,7 +34,7 @@ import trio_websocket
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
-from relay import free_port, log, wstund_argv  # noqa: E402
+from relay import admin_headers, free_port, log, wstund_argv  # noqa: E402
 from tunnel import wait_http  # noqa: E402
 
 from wstund.moosicbox.wire import encode_packet  # noqa: E402
@@ -150,8 +150,7 @@ def start_paths(procs: list[subprocess.Popen[bytes]], tmp: Path) -> list[Route]:
     daemon, direct = f"http://127.0.0.1:{daemon_port}", f"http://127.0.0.1:{app_port}"
     wait_http(daemon)
     wait_http(direct)
-    token = tmp / "state" / "admin.token"  # a daemon that keeps one wants it on the REST API
-    admin = {"X-Admin-Token": token.read_text().strip()} if token.exists() else {}
+    admin = admin_headers(tmp / "state")
     r = httpx.post(f"{daemon}/_api/tunnel/clients", json={"id": "bench"}, headers=admin, timeout=5)
     r.raise_for_status()
     agent = [str(BIN / "wstund-agent"), "--server", daemon, "--client-id", "bench"]
