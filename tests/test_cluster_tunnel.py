@@ -134,10 +134,11 @@ async def test_one_agent_per_client_id_across_nodes(
 ) -> None:
     a, b = await start_nodes(2)
     local = await start_local_app(nursery)
-    agent = agent_for(a, await register(a), local)
+    secret = await register(a)
+    agent = agent_for(a, secret, local)
     await run_agent(nursery, agent)
-    # The same client id registered on b too (the client registry is per node).
-    assert await _connect_agent_socket(b, await register(b)) == 4009
+    # The same client, logging in on b (the client registry is cluster-wide).
+    assert await _connect_agent_socket(b, secret) == 4009
     assert agent.online and agent.sessions == 1
 
 
@@ -146,18 +147,19 @@ async def test_a_new_agent_elsewhere_replaces_the_old_one_when_configured(
 ) -> None:
     a, b = await start_nodes(2, tunnel={"replace_existing": True})
     first_app, second_app = await start_local_app(nursery), await start_local_app(nursery)
+    secret = await register(a)
     first = Agent(
         AgentConfig(
             server=a.url,
             client_id=CLIENT,
-            secret=await register(a),
+            secret=secret,
             target=first_app.url,
             backoff_initial=60,  # it would replace the new one back when it reconnects
             backoff_max=60,
         )
     )
     await run_agent(nursery, first)
-    second = agent_for(b, await register(b), second_app)
+    second = agent_for(b, secret, second_app)
     await run_agent(nursery, second)
     with trio.fail_after(10):
         await first.wait_offline()

@@ -32,9 +32,11 @@ from .. import closecodes
 from ..relay import handlers, protocol
 from ..tunnel.asgi import Receive, Scope, Send, ServerWebSocket, send_json_error
 from . import wire
+from .clients import SharedClients
 from .forward import forward_http, forward_websocket, hop_allowed, hop_secret, without_hop
 from .publisher import FAULTS, Publisher
 from .registry import (
+    DELETE_IF_OURS,
     NodeEntry,
     RoomEntry,
     channel,
@@ -87,6 +89,7 @@ class Cluster:
         self.publisher = Publisher(self.node_id, self._timeout)
         self._dirty = trio.Event()
         self._gone_rooms: set[str] = set()
+        self._gone_agents: set[str] = set()
         self._remote_members: dict[tuple[str, int], RemoteMember] = {}  # rooms held here
         self._remote_peers: dict[int, Peer] = {}  # local members of rooms held elsewhere
         self._remote_owners: dict[tuple[str, int], RemoteOwner] = {}  # of rooms held here
@@ -97,6 +100,12 @@ class Cluster:
         self._subscribed = trio.Event()
         self.advertise_url = config.advertise_url
         self._http: httpx.AsyncClient | None = None
+        self.clients = SharedClients(self)
+
+    @property
+    def redis(self) -> coredis.Redis[bytes] | None:
+        """The Redis client while linked; None while Redis cannot be reached."""
+        return self._redis if self.available else None
 
     def listening(self, binds: list[str]) -> None:
         """The daemon is listening: announce its first address unless advertise_url is set."""
@@ -105,8 +114,11 @@ class Cluster:
             self.advertise_url = bind if "://" in bind else f"http://{bind}"
             self._dirty.set()
 
-    def tunnel_changed(self) -> None:
-        """An agent connected here: announce it at once (not at the next refresh)."""
+    def tunnel_changed(self, left: str | None = None) -> None:
+        """An agent connected here, or ``left``: announce it at once (not at the next refresh),
+        so that the agent reconnecting to another node is not taken for a second agent."""
+        if left is not None:
+            self._gone_agents.add(left)
         self._dirty.set()
 
     @property
@@ -167,6 +179,7 @@ class Cluster:
         ) as pubsub:
             with trio.fail_after(self._timeout):
                 await self._refresh(redis)
+                await self.clients.link(redis)
             self._up()
             async for message in pubsub:
                 data = message["data"]
@@ -264,9 +277,7 @@ class Cluster:
         elif isinstance(op, wire.CloseRoom):
             self.hub.close_instance(op.uuid, op.reason)
         elif isinstance(op, wire.DropAgent):
-            self.hub.tunnels.disconnect(
-                op.client_id, closecodes.ALREADY_CONNECTED, "replaced by a new agent"
-            )
+            self.hub.tunnels.disconnect(op.client_id, op.code, op.reason)
         elif isinstance(op, wire.Disown):
             peer = self._owners_here.get(op.peer)
             if peer is not None:
@@ -647,9 +658,15 @@ class Cluster:
         entry = await self._tunnel_node(client_id)
         return entry.node if entry is not None else None
 
-    def drop_agent(self, node: str, client_id: str) -> None:
+    def drop_agent(
+        self,
+        node: str,
+        client_id: str,
+        code: int = closecodes.ALREADY_CONNECTED,
+        reason: str = "replaced by a new agent",
+    ) -> None:
         """Ask ``node`` to close its agent for ``client_id`` (a new one connected here)."""
-        self.send(node, wire.DropAgent(client_id))
+        self.send(node, wire.DropAgent(client_id, code, reason))
 
     async def _tunnel_node(self, client_id: str) -> NodeEntry | None:
         """The live node (not this one) holding ``client_id``'s agent, per the registry."""
@@ -762,6 +779,7 @@ class Cluster:
         await redis.ping()
         self.redis_latency = time.monotonic() - started
         gone, self._gone_rooms = self._gone_rooms, set()
+        agents_gone, self._gone_agents = self._gone_agents - set(self.hub.tunnels.sessions), set()
         ttl = self._ttl_ms
         async with redis.pipeline(transaction=False) as pipe:
             pipe.set(node_key(self.node_id), msgspec.msgpack.encode(self._node_entry()), px=ttl)
@@ -771,6 +789,8 @@ class Cluster:
                 pipe.set(tunnel_key(client_id), self.node_id.encode(), px=ttl)
             if gone:
                 pipe.delete([room_key(uuid) for uuid in gone])
+            for client_id in agents_gone:
+                pipe.eval(DELETE_IF_OURS, [tunnel_key(client_id)], [self.node_id])
         self.node_count = len([key async for key in redis.scan_iter(match=node_key("*"))])
 
     async def _check_nodes(self, redis: coredis.Redis[bytes]) -> None:

@@ -129,9 +129,12 @@ class Disown(msgspec.Struct, tag="D", array_like=True):
 
 
 class DropAgent(msgspec.Struct, tag="A", array_like=True):
-    """Another agent for ``client_id`` connected elsewhere and replaces this node's."""
+    """Close this node's agent for ``client_id``: another agent connected elsewhere and
+    replaces it (4009), or its client was removed or its secret rotated (4003)."""
 
     client_id: str
+    code: int = 4009
+    reason: str = "replaced by a new agent"
 
 
 class CloseRoom(msgspec.Struct, tag="C", array_like=True):

@@ -162,6 +162,8 @@ class TunnelFront:
             await ws.respond(status, headers, json_body(error, message))
             return
         client_id, secret = agent_credentials(ws.scope)
+        if client_id and self.hub.cluster is not None:  # registered, rotated, removed elsewhere
+            await self.hub.cluster.clients.sync(client_id)
         if not client_id or not tunnels.registry.verify(client_id, secret):
             tunnels.failed_logins.add(address)
             await ws.deny(401, "unauthorized", "unknown client id or wrong secret")
@@ -194,4 +196,6 @@ class TunnelFront:
             await session.run()
         finally:
             tunnels.detach(session)
+            if self.hub.cluster is not None:
+                self.hub.cluster.tunnel_changed(left=client_id)
             log.info("tunnel %s: agent left", client_id)
