@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -527,6 +527,15 @@ class Cluster:
     def owns_remotely(self, room: object) -> OwnedRemoteRoom | None:
         """``room`` as a room held elsewhere that a local peer owns (None for a local room)."""
         return room if isinstance(room, OwnedRemoteRoom) else None
+
+    def members_here(self) -> Iterable[Peer]:
+        """This node's sockets that are members of rooms held elsewhere."""
+        return self._remote_peers.values()
+
+    @property
+    def http(self) -> httpx.AsyncClient | None:
+        """The node-to-node HTTP client (None before the cluster runs)."""
+        return self._http
 
     def forget_peer(self, peer: Peer) -> None:
         """A local member of a room held elsewhere left it."""
