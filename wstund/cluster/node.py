@@ -32,6 +32,7 @@ from .. import closecodes
 from ..relay import handlers, protocol
 from ..tunnel.asgi import Receive, Scope, Send, ServerWebSocket, send_json_error
 from . import wire
+from .admin import RemoteAdmin
 from .clients import SharedClients
 from .forward import forward_http, forward_websocket, hop_allowed, hop_secret, without_hop
 from .publisher import FAULTS, Publisher
@@ -101,6 +102,7 @@ class Cluster:
         self.advertise_url = config.advertise_url
         self._http: httpx.AsyncClient | None = None
         self.clients = SharedClients(self)
+        self.admin = RemoteAdmin(self)
 
     @property
     def redis(self) -> coredis.Redis[bytes] | None:
@@ -274,6 +276,10 @@ class Cluster:
             instance, owner = self._owned_here(node, op.uuid, op.peer)
             if instance is not None and owner is not None:
                 self._owner_gone(instance, owner)
+        elif isinstance(op, wire.AdminAsk):
+            self.admin.answer(node, op)
+        elif isinstance(op, wire.AdminAnswer):
+            self.admin.answered(op)
         elif isinstance(op, wire.CloseRoom):
             self.hub.close_instance(op.uuid, op.reason)
         elif isinstance(op, wire.DropAgent):

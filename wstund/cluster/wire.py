@@ -144,6 +144,25 @@ class CloseRoom(msgspec.Struct, tag="C", array_like=True):
     reason: str
 
 
+class AdminAsk(msgspec.Struct, tag="q", array_like=True):
+    """An admin on another node acts on this node's rooms: ``describe`` room ``uuid``, or
+    ``kick`` ``user_id`` from room ``uuid`` (from any room of ``service`` when ``uuid`` is "")."""
+
+    ask: int
+    action: str
+    service: str
+    uuid: str
+    user_id: str
+
+
+class AdminAnswer(msgspec.Struct, tag="Q", array_like=True):
+    """The answer to ``AdminAsk`` ``ask``: the HTTP status and JSON body the asked node gave."""
+
+    ask: int
+    status: int
+    body: bytes
+
+
 Op = (
     Deliver
     | Close
@@ -159,6 +178,8 @@ Op = (
     | Disown
     | DropAgent
     | CloseRoom
+    | AdminAsk
+    | AdminAnswer
 )
 
 
