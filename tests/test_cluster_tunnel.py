@@ -171,3 +171,29 @@ async def test_a_new_agent_elsewhere_replaces_the_old_one_when_configured(
                 await trio.sleep(0.1)
     assert r.status_code == 201
     assert second_app.seen == ["/echo"] and first_app.seen == []
+
+
+async def test_host_routed_websocket_through_a_node_without_the_agent(
+    start_nodes: StartNodes, nursery: trio.Nursery
+) -> None:
+    a, b = await start_nodes(2, tunnel={"host_suffix": "tunnel.test"})
+    local = await start_local_app(nursery)
+    await run_agent(nursery, agent_for(a, await register(a), local))
+    host = f"{CLIENT}.tunnel.test:{b.port}"  # the Host a browser on that name sends
+    with trio.fail_after(10):
+        async with trio.open_nursery() as inner:
+            stream = await trio.open_tcp_stream("127.0.0.1", b.port)
+            ws = await trio_websocket.wrap_client_stream(
+                inner, stream, host, "/ws", subprotocols=["v1", "v2"]
+            )
+            assert ws.subprotocol == "v2"
+            await ws.send_message("hello")
+            assert await ws.get_message() == "echo:hello"
+            await ws.aclose(4000, "bye")
+        await local.ws_closed.wait()
+    assert local.ws_close_codes == [4000]
+    # Over HTTP too, the name routes on the agent's node.
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(10):
+            r = await http.post(f"{b.url}/echo", content=b"by host", headers={"host": host})
+    assert r.status_code == 201 and r.content == b"by host"
