@@ -145,6 +145,13 @@ def ensure_python_socketio() -> str:
 # -- the servers ----------------------------------------------------------------------------------
 
 
+def admin_headers(state: Path) -> dict[str, str]:
+    """The admin-token header for a daemon whose state dir is ``state``: a first start makes
+    the token and keeps it there (``admin.token``); none before it exists."""
+    token = state / "admin.token"
+    return {"X-Admin-Token": token.read_text().strip()} if token.exists() else {}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

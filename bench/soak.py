@@ -37,7 +37,7 @@ import trio_websocket
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
 
-from relay import free_port, log  # noqa: E402
+from relay import admin_headers, free_port, log  # noqa: E402
 from tunnel import wait_http  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -91,7 +91,8 @@ def start(tmp: Path) -> Processes:
     url, direct = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{app_port}"
     wait_http(f"{url}/health", ok=(200,))
     wait_http(direct)
-    r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, timeout=10)
+    admin = admin_headers(tmp / "state")
+    r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=10)
     r.raise_for_status()
     agent_argv = [str(BIN / "wstund-agent"), "--server", url, "--client-id", CLIENT]
     agent_argv += ["--log-level", "info", direct]

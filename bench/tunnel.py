@@ -48,6 +48,7 @@ sys.path[:0] = [str(ROOT / "bench")]
 from httpclient import LeanHTTP  # noqa: E402
 from relay import (  # noqa: E402
     add_wstund_options,
+    admin_headers,
     ensure_command,
     free_port,
     load_average,
@@ -194,9 +195,7 @@ def start_all(
         procs.append(daemon)
         url = f"http://127.0.0.1:{port}"
         wait_http(url)
-        # A daemon that keeps an admin token in its state dir wants it on the REST API.
-        token = tmp / "state" / "admin.token"
-        admin = {"X-Admin-Token": token.read_text().strip()} if token.exists() else {}
+        admin = admin_headers(tmp / "state")
         r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=5)
         r.raise_for_status()
         agent_args = ["--server", url, "--client-id", CLIENT, "--log-level", "warning"]

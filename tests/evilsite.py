@@ -126,6 +126,9 @@ class EvilSite:
         path = scope["path"].rsplit("/", 1)[-1]
         if path == "page":
             body, ctype, extra = self.attack_page("sw.js"), b"text/html", []
+        elif path == "escape":  # its own, permissive sandbox, hoping to keep the origin
+            body, ctype = self.attack_page("sw.js"), b"text/html"
+            extra = [(b"content-security-policy", b"sandbox allow-same-origin allow-scripts")]
         elif path == "sw.js":
             body, ctype = self.worker(), b"text/javascript"
             extra = [(b"service-worker-allowed", b"/")]

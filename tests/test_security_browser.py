@@ -161,6 +161,7 @@ async def test_untrusted_content_cannot_manage_nor_steal_the_admin_token(
         "404 download": daemon.url + "/fileshare/download/mallory/page",
         "registered program": daemon.url + "/evilprog/page",
         "tunnelled app": daemon.url + "/_t/evil/page",
+        "tunnelled app with its own sandbox": daemon.url + "/_t/evil/escape",
         "marketplace page": daemon.url + "/evilsvc/main",
     }
     browser = await open_browser()

@@ -215,7 +215,7 @@ async def test_service_worker_scripts_are_refused(wstund: RunningDaemon) -> None
         assert (await client.get("/libwstun.js")).status_code == 200
 
 
-def test_untrusted_headers_keep_a_stricter_sandbox_and_drop_worker_scope() -> None:
+def test_untrusted_headers_always_add_our_sandbox_and_drop_worker_scope() -> None:
     given = [
         (b"Content-Type", b"text/html"),
         (b"Service-Worker-Allowed", b"/"),
@@ -228,8 +228,13 @@ def test_untrusted_headers_keep_a_stricter_sandbox_and_drop_worker_scope() -> No
         (b"content-security-policy", UNTRUSTED_SANDBOX.encode()),
         (b"x-content-type-options", b"nosniff"),
     ]
-    strict = [(b"content-security-policy", b"sandbox")]
-    assert untrusted_response_headers(strict) == [*strict, (b"x-content-type-options", b"nosniff")]
+    # A response's own sandbox never replaces ours: both are enforced, the strictest wins.
+    for own in (b"sandbox", b"sandbox allow-same-origin allow-scripts"):
+        assert untrusted_response_headers([(b"content-security-policy", own)]) == [
+            (b"content-security-policy", own),
+            (b"content-security-policy", UNTRUSTED_SANDBOX.encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
 
 
 @pytest.mark.parametrize(

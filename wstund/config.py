@@ -108,6 +108,24 @@ class TunnelConfig(_Section):
     body_timeout: float = 15.0
 
 
+class MoosicBoxConfig(_Section):
+    enabled: bool = True
+    request_timeout: float = 30.0
+    max_request_body: int = 256 * 1024
+    max_frame_size: int = 64 * 1024
+    max_pending_bytes: int = 16 * 1024 * 1024
+    stall_timeout: float = 4.0
+    max_buffered_bytes: int = 16 * 1024 * 1024
+    buffered_clients: list[str] = msgspec.field(default_factory=list)
+    max_requests_per_client: int = 256
+    max_app_sockets_per_client: int = 64
+    app_outbox_size: int = 256
+    reply_routes_per_client: int = 1024
+    max_tokens_per_client: int = 1000
+    ping_interval: float = 5.0
+    idle_timeout: float = 10.0
+
+
 class MarketplaceConfig(_Section):
     urls: list[str] = msgspec.field(default_factory=list)
     timeout: float = 10.0
@@ -151,6 +169,7 @@ class Config(_Section):
     relay: RelayConfig = msgspec.field(default_factory=RelayConfig)
     http_relay: HttpRelayConfig = msgspec.field(default_factory=HttpRelayConfig)
     tunnel: TunnelConfig = msgspec.field(default_factory=TunnelConfig)
+    moosicbox: MoosicBoxConfig = msgspec.field(default_factory=MoosicBoxConfig)
     marketplace: MarketplaceConfig = msgspec.field(default_factory=MarketplaceConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
@@ -183,6 +202,15 @@ _POSITIVE_INTS = {
     "tunnel.window_size",
     "tunnel.max_frame_size",
     "tunnel.max_streams_per_client",
+    "moosicbox.max_request_body",
+    "moosicbox.max_frame_size",
+    "moosicbox.max_pending_bytes",
+    "moosicbox.max_buffered_bytes",
+    "moosicbox.max_requests_per_client",
+    "moosicbox.max_app_sockets_per_client",
+    "moosicbox.app_outbox_size",
+    "moosicbox.reply_routes_per_client",
+    "moosicbox.max_tokens_per_client",
     "tunnel.max_requests_per_address",
     "tunnel.auth_failures_per_minute",
 }
@@ -207,6 +235,10 @@ _NON_NEGATIVE = {
     "tunnel.ping_interval",
     "tunnel.idle_timeout",
     "tunnel.stats_flush_interval",
+    "moosicbox.request_timeout",
+    "moosicbox.stall_timeout",
+    "moosicbox.ping_interval",
+    "moosicbox.idle_timeout",
     "admin.login_max_age",
     "tunnel.body_timeout",
 }

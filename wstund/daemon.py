@@ -30,6 +30,7 @@ from .forwarded import Trusted, TrustedProxies, client_address
 from .hub import Hub
 from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
+from .moosicbox.front import MoosicBoxFront, leave_moosicbox_sockets
 from .relay import endpoint
 from .transport.fdlimit import ensure_fd_limit
 from .transport.server import Lanes, LaneSettings, Transport
@@ -225,14 +226,14 @@ class Daemon:
                 nursery.start_soon(self._watch_signals, config_path)
                 async with trio.open_nursery() as servers:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
-                    front = TunnelFront(self.app, self.hub)
+                    front = TunnelFront(MoosicBoxFront(self.app, self.hub), self.hub)
                     public = TrustedProxies(
                         FinishResponses(
                             AccessLog(UntrustedContent(front, self.hub), latency, "public")
                         ),
                         lambda: self.hub.config.server.trusted_proxies,
                     )
-                    relay_route = endpoint.lane_route(self.hub)
+                    relay_route = leave_moosicbox_sockets(self.hub, endpoint.lane_route(self.hub))
                     agent_route = agent_lane_route(front)
                     self.transport = Transport(
                         wrap_app(public, self.hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]

@@ -123,23 +123,15 @@ UNTRUSTED_DROPPED = frozenset({b"service-worker-allowed"})
 
 def untrusted_response_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Raw (ASGI) headers of an untrusted response, of any status, made harmless to this origin:
-    a CSP ``sandbox`` (unless the response already has a sandboxing CSP of its own, which
-    stays: it may be stricter), ``X-Content-Type-Options: nosniff``, no
+    our CSP ``sandbox`` added whatever policies the response has (a browser enforces every
+    policy, so a response's own sandbox can only add restrictions: ``sandbox allow-same-origin``
+    of its own does not keep the origin), ``X-Content-Type-Options: nosniff``, no
     ``Service-Worker-Allowed``."""
     kept = [
         (name, value)
         for name, value in headers
         if name.lower() not in UNTRUSTED_DROPPED and name.lower() != b"x-content-type-options"
     ]
-    sandboxed = any(
-        name.lower() == b"content-security-policy" and _sandboxes(value) for name, value in kept
-    )
-    if not sandboxed:
-        kept.append((b"content-security-policy", UNTRUSTED_SANDBOX.encode()))
+    kept.append((b"content-security-policy", UNTRUSTED_SANDBOX.encode()))
     kept.append((b"x-content-type-options", b"nosniff"))
     return kept
-
-
-def _sandboxes(policy: bytes) -> bool:
-    """Whether a CSP value has a ``sandbox`` directive."""
-    return any(d.split()[:1] == [b"sandbox"] for d in policy.lower().split(b";"))

@@ -15,6 +15,7 @@ import trio
 from . import __version__, closecodes
 from .config import Config
 from .metrics import Metrics
+from .moosicbox.state import MoosicBox
 from .relay import protocol
 from .relay.httprelay import HttpRelay
 from .relay.instance import Instance
@@ -74,6 +75,7 @@ class Hub:
         self.http_relay = HttpRelay()
         self.installing: set[str] = set()  # marketplace installs under way (public + admin app)
         self.tunnels = Tunnels(self)
+        self.moosicbox = MoosicBox(self)
         self._nursery: trio.Nursery | None = None
         self._stop_scopes: set[trio.CancelScope] = set()
 
@@ -257,6 +259,7 @@ class Hub:
             instance.destroy("server_shutdown", closecodes.GOING_AWAY)
         for peer in list(self.peers):
             peer.close(closecodes.GOING_AWAY, "server shutting down")
+        self.moosicbox.close_all(closecodes.GOING_AWAY, "server shutting down")
         with trio.move_on_at(max(deadline, trio.current_time() + 1.0)):
             if self.connection_count:
                 await self._all_released.wait()

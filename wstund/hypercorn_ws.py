@@ -31,6 +31,10 @@ from .keepalive import keep_alive
 
 PING_INTERVAL = "wstund_websocket_ping_interval"  # seconds; None = no pings
 IDLE_TIMEOUT = "wstund_websocket_idle_timeout"  # seconds; None = never
+# Per-socket keepalive: ``websocket.accept`` may carry KEEPALIVE: (ping_interval, idle_timeout),
+# overriding the config's for that socket (MoosicBox sockets: 5 s / 10 s, as its own server);
+# an unpatched Hypercorn ignores the extra key.
+KEEPALIVE = "wstund.websocket.keepalive"
 
 
 def configure(hyper: HypercornConfig, ping_interval: float, idle_timeout: float) -> None:
@@ -47,6 +51,9 @@ async def _keepalive(stream: WSStream, scope: trio.CancelScope) -> None:
     """
 
     def settings() -> tuple[float | None, float | None]:
+        override = getattr(stream, "_wstund_keepalive_settings", None)
+        if override is not None:
+            return override  # type: ignore[no-any-return]
         config = stream.config
         return getattr(config, PING_INTERVAL, None), getattr(config, IDLE_TIMEOUT, None)
 
@@ -92,6 +99,9 @@ def apply() -> None:
         await handle(self, event)
 
     async def patched_accept(self: WSStream, message: Any) -> None:
+        if message.get(KEEPALIVE) is not None:
+            ping, idle = message[KEEPALIVE]
+            self._wstund_keepalive_settings = (ping or None, idle or None)  # type: ignore[attr-defined]
         await accept(self, message)
         self._wstund_last_heard = trio.current_time()  # type: ignore[attr-defined]
         self._wstund_keepalive = trio.CancelScope()  # type: ignore[attr-defined]

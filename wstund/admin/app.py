@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import Config, runtime_dir
 from ..hub import Hub
 from ..marketplace import routes as marketplace_routes
+from ..moosicbox import routes as moosicbox_routes
 from ..tunnel import routes as tunnel_routes
 from ..web import api
 from ..web.auth import admin_access, presented_token, tokens_equal
@@ -74,6 +75,7 @@ def create_admin_app(
     app.register_blueprint(ops_blueprint(hub, reload, over_tcp=False))
     app.register_blueprint(marketplace_routes.create_blueprint(hub, trusted=True))
     app.register_blueprint(tunnel_routes.create_blueprint(hub))
+    app.register_blueprint(moosicbox_routes.create_blueprint(hub))
 
     @app.get("/_api/admin/token")
     async def show_admin_token() -> Response:

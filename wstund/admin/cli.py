@@ -573,3 +573,68 @@ def tunnel_run(ctx: click.Context) -> None:
     from ..agent import main as agent_main  # here: only `tunnel run` needs the agent's imports
 
     agent_main.main(args=list(ctx.args), prog_name="wstunctl tunnel run", standalone_mode=False)
+
+
+# -- moosicbox --------------------------------------------------------------------------------
+
+MOOSICBOX_COLUMNS = [
+    ("ID", "id"),
+    ("CONNECTED", "connected"),
+    ("APPS", "app_sockets"),
+    ("ACCESS", "access_tokens"),
+    ("SIGNATURE", "signature_tokens"),
+    ("MAGIC", "magic_tokens"),
+    ("CREATED", "created"),
+]
+
+
+@main.group()
+def moosicbox() -> None:
+    """Register MoosicBox servers (clients of the MoosicBox-compatible tunnel)."""
+
+
+@moosicbox.command("list")
+@json_option
+@pass_ctl
+def moosicbox_list(ctl: Ctl) -> None:
+    """Registered MoosicBox clients, whether their sender is connected, their live tokens."""
+    data = ctl.call("GET", "/_api/moosicbox/clients")
+    rows = [{**c, "created": when(c.get("created_at"))} for c in data.get("clients", [])]
+    emit(ctl, data, lambda d: table(rows, MOOSICBOX_COLUMNS))
+
+
+def _token_text(d: dict[str, Any]) -> str:
+    return (
+        f"client id:    {d['id']}\naccess token: {d['token']}\n"
+        "The token is shown only now: it is the MoosicBox client's access token."
+    )
+
+
+@moosicbox.command("add")
+@click.argument("client_id")
+@json_option
+@pass_ctl
+def moosicbox_add(ctl: Ctl, client_id: str) -> None:
+    """Register CLIENT_ID; prints its access token once."""
+    data = ctl.call("POST", "/_api/moosicbox/clients", {"id": client_id})
+    emit(ctl, data, _token_text)
+
+
+@moosicbox.command("remove")
+@click.argument("client_id")
+@json_option
+@pass_ctl
+def moosicbox_remove(ctl: Ctl, client_id: str) -> None:
+    """Forget CLIENT_ID and every token of it (its sender and apps are disconnected)."""
+    data = ctl.call("DELETE", f"/_api/moosicbox/clients/{_seg(client_id)}")
+    emit(ctl, data, lambda d: f"removed {client_id}")
+
+
+@moosicbox.command("rotate")
+@click.argument("client_id")
+@json_option
+@pass_ctl
+def moosicbox_rotate(ctl: Ctl, client_id: str) -> None:
+    """Replace every token of CLIENT_ID with one new access token; prints it once."""
+    data = ctl.call("POST", f"/_api/moosicbox/clients/{_seg(client_id)}/rotate")
+    emit(ctl, data, _token_text)

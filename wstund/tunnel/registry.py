@@ -13,8 +13,10 @@ import re
 import secrets
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 CLIENT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 DB_NAME = "tunnel.sqlite3"
@@ -32,6 +34,17 @@ MIGRATIONS = (
         bytes_out   INTEGER NOT NULL DEFAULT 0,
         requests    INTEGER NOT NULL DEFAULT 0
     )
+    """,
+    # MoosicBox-compatible clients (wstund.moosicbox): every token kept as its SHA-256 hex.
+    """
+    CREATE TABLE moosicbox_tokens (
+        token_hash TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL CHECK (kind IN ('access', 'signature', 'magic')),
+        client_id  TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires    REAL
+    );
+    CREATE INDEX moosicbox_tokens_client ON moosicbox_tokens (client_id, kind)
     """,
 )
 
@@ -88,6 +101,7 @@ class Registry:
         self._db.execute("PRAGMA synchronous=NORMAL")
         migrate(self._db)
         self._clients: dict[str, ClientRecord] = {}
+        self.moosicbox = MoosicBoxTokens(self._db)
         rows = self._db.execute(
             "SELECT id, secret_hash, created_at, last_seen, node, bytes_in, bytes_out, requests"
             " FROM clients"
@@ -182,11 +196,119 @@ class Registry:
             record.dirty = False
 
 
+MOOSICBOX_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SIGNATURE_LIFETIME = 14 * 24 * 3600.0  # seconds, as MoosicBox's tunnel server
+TokenKind = Literal["access", "signature", "magic"]
+
+
+def valid_moosicbox_id(client_id: str) -> bool:
+    """Whether ``client_id`` can name a MoosicBox client (MoosicBox servers use UUIDs)."""
+    return MOOSICBOX_ID_RE.fullmatch(client_id) is not None
+
+
+def token_hash(token: str) -> str:
+    """The lowercase hex SHA-256 a MoosicBox token is stored as."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class MoosicBoxTokens:
+    """MoosicBox clients' access, signature and magic tokens, stored only as hashes.
+
+    A client exists while it has an access token. Access and magic tokens never expire;
+    signature tokens expire after 14 days; every call mints a new token, old ones stay valid
+    (as MoosicBox's tunnel server) until the client is removed or rotated.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def mint(self, kind: TokenKind, client_id: str, token: str | None = None, keep: int = 0) -> str:
+        """Store a new token of ``kind`` for ``client_id`` and return it (a fresh UUID v4);
+        with ``keep``, only the newest ``keep`` tokens of that kind stay (expired ones go)."""
+        token = token or str(uuid.uuid4())
+        now = time.time()
+        expires = now + SIGNATURE_LIFETIME if kind == "signature" else None
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO moosicbox_tokens"
+                " (token_hash, kind, client_id, created_at, expires) VALUES (?, ?, ?, ?, ?)",
+                (token_hash(token), kind, client_id, now, expires),
+            )
+            if keep:
+                self._db.execute(
+                    "DELETE FROM moosicbox_tokens WHERE client_id = ? AND kind = ? AND"
+                    " (expires < ? OR token_hash NOT IN (SELECT token_hash FROM moosicbox_tokens"
+                    " WHERE client_id = ? AND kind = ? ORDER BY created_at DESC LIMIT ?))",
+                    (client_id, kind, now, client_id, kind, keep),
+                )
+        return token
+
+    def client_of(self, kind: TokenKind, token: str | None) -> str | None:
+        """The client a valid token of ``kind`` belongs to, or None."""
+        if not token:
+            return None
+        row = self._db.execute(
+            "SELECT client_id FROM moosicbox_tokens WHERE token_hash = ? AND kind = ?"
+            " AND (expires IS NULL OR expires >= ?)",
+            (token_hash(token), kind, time.time()),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def check(self, kind: TokenKind, client_id: str | None, token: str | None) -> bool:
+        """Whether ``token`` is a valid token of ``kind`` for ``client_id``."""
+        return client_id is not None and self.client_of(kind, token) == client_id
+
+    def exists(self, client_id: str) -> bool:
+        """Whether ``client_id`` is registered (has an access token)."""
+        row = self._db.execute(
+            "SELECT 1 FROM moosicbox_tokens WHERE client_id = ? AND kind = 'access' LIMIT 1",
+            (client_id,),
+        ).fetchone()
+        return row is not None
+
+    def clients(self) -> list[dict[str, object]]:
+        """Every registered client: id, first registration, live token counts."""
+        rows = self._db.execute(
+            "SELECT client_id, MIN(created_at),"
+            " SUM(kind = 'access'), SUM(kind = 'signature' AND expires >= ?), SUM(kind = 'magic')"
+            " FROM moosicbox_tokens GROUP BY client_id HAVING SUM(kind = 'access') > 0"
+            " ORDER BY client_id",
+            (time.time(),),
+        )
+        return [
+            {
+                "id": row[0],
+                "created_at": row[1],
+                "access_tokens": row[2],
+                "signature_tokens": row[3],
+                "magic_tokens": row[4],
+            }
+            for row in rows
+        ]
+
+    def remove(self, client_id: str) -> bool:
+        """Forget every token of ``client_id``; False if it was not registered."""
+        known = self.exists(client_id)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM moosicbox_tokens WHERE client_id = ?", (client_id,))
+        return known
+
+    def rotate(self, client_id: str) -> str:
+        """Replace every token of ``client_id`` with one new access token; KeyError if unknown."""
+        if not self.exists(client_id):
+            raise KeyError(client_id)
+        self.remove(client_id)
+        return self.mint("access", client_id)
+
+
 def migrate(db: sqlite3.Connection) -> None:
     """Bring the schema up to date (idempotent)."""
     done = int(db.execute("PRAGMA user_version").fetchone()[0])
     for version, statement in enumerate(MIGRATIONS[done:], start=done + 1):
         with db:
             db.execute("BEGIN")
-            db.execute(statement)
+            for part in statement.split(";"):
+                db.execute(part)
             db.execute(f"PRAGMA user_version = {version}")

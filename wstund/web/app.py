@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..hub import Hub
 from ..marketplace import routes as marketplace_routes
+from ..moosicbox import routes as moosicbox_routes
 from ..relay import endpoint
 from ..tunnel import routes as tunnel_routes
 from . import api, login, pages, relayhttp
@@ -50,6 +51,7 @@ def create_app(hub: Hub) -> QuartTrio:
     app.register_blueprint(relayhttp.create_blueprint(hub))
     app.register_blueprint(pages.create_blueprint(hub))
     app.register_blueprint(tunnel_routes.create_blueprint(hub))
+    app.register_blueprint(moosicbox_routes.create_blueprint(hub))
     app.register_blueprint(login.create_blueprint(hub))
 
     @app.before_request
