@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -44,6 +44,7 @@ from .registry import (
     load_node_id,
     node_key,
     room_key,
+    sender_key,
     tunnel_key,
 )
 from .remote import OwnedRemoteRoom, RemoteMember, RemoteOwner, RemoteRoom
@@ -90,7 +91,7 @@ class Cluster:
         self.publisher = Publisher(self.node_id, self._timeout)
         self._dirty = trio.Event()
         self._gone_rooms: set[str] = set()
-        self._gone_agents: set[str] = set()
+        self._gone_agents: set[str] = set()  # registry keys of agents and senders that left
         self._remote_members: dict[tuple[str, int], RemoteMember] = {}  # rooms held here
         self._remote_peers: dict[int, Peer] = {}  # local members of rooms held elsewhere
         self._remote_owners: dict[tuple[str, int], RemoteOwner] = {}  # of rooms held here
@@ -116,11 +117,11 @@ class Cluster:
             self.advertise_url = bind if "://" in bind else f"http://{bind}"
             self._dirty.set()
 
-    def tunnel_changed(self, left: str | None = None) -> None:
-        """An agent connected here, or ``left``: announce it at once (not at the next refresh),
-        so that the agent reconnecting to another node is not taken for a second agent."""
+    def tunnel_changed(self, left: str | None = None, *, moosicbox: bool = False) -> None:
+        """An agent (a MoosicBox sender) connected here, or ``left``: announce it at once (not
+        at the next refresh), so that its reconnection elsewhere is not taken for a second one."""
         if left is not None:
-            self._gone_agents.add(left)
+            self._gone_agents.add((sender_key if moosicbox else tunnel_key)(left))
         self._dirty.set()
 
     @property
@@ -626,9 +627,10 @@ class Cluster:
     # -- the tunnel ---------------------------------------------------------------------------
 
     async def route_tunnel(
-        self, client_id: str, scope: Scope, receive: Receive, send: Send
+        self, client_id: str, scope: Scope, receive: Receive, send: Send, *, moosicbox: bool = False
     ) -> bool:
-        """Answer a tunnel request whose agent is on another node; False to serve it here.
+        """Answer a tunnel (``moosicbox``: a MoosicBox) request whose agent (sender) is on
+        another node; False to serve it here.
 
         A request from another node (it carries the cluster secret) is always served here.
         HTTP and WebSocket alike.
@@ -646,9 +648,10 @@ class Cluster:
                 return True
             without_hop(scope)
             return False
-        if client_id in self.hub.tunnels.sessions or not secret:
+        here = self.hub.moosicbox.senders if moosicbox else self.hub.tunnels.sessions
+        if client_id in here or not secret:
             return False
-        target = await self._tunnel_node(client_id)
+        target = await self._tunnel_node(client_id, sender_key if moosicbox else tunnel_key)
         if target is None or not target.advertise_url or self._http is None:
             return False
         if scope["type"] == "websocket":
@@ -683,13 +686,15 @@ class Cluster:
         """Ask ``node`` to close its agent for ``client_id`` (a new one connected here)."""
         self.send(node, wire.DropAgent(client_id, code, reason))
 
-    async def _tunnel_node(self, client_id: str) -> NodeEntry | None:
+    async def _tunnel_node(
+        self, client_id: str, key: Callable[[str], str] = tunnel_key
+    ) -> NodeEntry | None:
         """The live node (not this one) holding ``client_id``'s agent, per the registry."""
         if self._redis is None or not self.available:
             return None
         try:
             with trio.fail_after(self._timeout):
-                node = await self._redis.get(tunnel_key(client_id))
+                node = await self._redis.get(key(client_id))
                 if node is None or node.decode() == self.node_id:
                     return None
                 value = await self._redis.get(node_key(node.decode()))
@@ -794,18 +799,20 @@ class Cluster:
         await redis.ping()
         self.redis_latency = time.monotonic() - started
         gone, self._gone_rooms = self._gone_rooms, set()
-        agents_gone, self._gone_agents = self._gone_agents - set(self.hub.tunnels.sessions), set()
+        here = [tunnel_key(c) for c in self.hub.tunnels.sessions]
+        here += [sender_key(c) for c in self.hub.moosicbox.senders]
+        agents_gone, self._gone_agents = self._gone_agents - set(here), set()
         ttl = self._ttl_ms
         async with redis.pipeline(transaction=False) as pipe:
             pipe.set(node_key(self.node_id), msgspec.msgpack.encode(self._node_entry()), px=ttl)
             for instance in self.hub.instances.values():
                 pipe.set(room_key(instance.uuid), self._room_value(instance), px=ttl)
-            for client_id in self.hub.tunnels.sessions:
-                pipe.set(tunnel_key(client_id), self.node_id.encode(), px=ttl)
+            for key in here:
+                pipe.set(key, self.node_id.encode(), px=ttl)
             if gone:
                 pipe.delete([room_key(uuid) for uuid in gone])
-            for client_id in agents_gone:
-                pipe.eval(DELETE_IF_OURS, [tunnel_key(client_id)], [self.node_id])
+            for key in agents_gone:
+                pipe.eval(DELETE_IF_OURS, [key], [self.node_id])
         self.node_count = len([key async for key in redis.scan_iter(match=node_key("*"))])
 
     async def _check_nodes(self, redis: coredis.Redis[bytes]) -> None:

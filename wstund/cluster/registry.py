@@ -31,6 +31,11 @@ DELETE_IF_OURS = (
 )
 
 
+def sender_key(client_id: str) -> str:
+    """A MoosicBox sender's entry: the node its socket is on."""
+    return f"{PREFIX}moosicbox:{client_id}"
+
+
 def channel(node: str) -> str:
     return f"{PREFIX}to:{node}"
 
