@@ -44,7 +44,8 @@ async def test_download_through_a_node_without_the_owner(
     assert response.status_code == 200
     assert got == size and digest == _sha(size)
     assert response.headers["content-disposition"].startswith("attachment")
-    assert response.headers["content-security-policy"] == "sandbox"
+    policies = response.headers.get_list("content-security-policy")
+    assert "sandbox" in policies and all(p.split()[0] == "sandbox" for p in policies)
 
     # A member whose socket is on c, of the room held on a: a download through a reaches it.
     bob = await join_room(c, uuid, "bob", service="fileshare", host=host)
