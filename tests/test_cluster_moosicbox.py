@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import coredis
 import httpx
 import trio
 import trio_websocket
@@ -13,18 +14,23 @@ import trio_websocket
 from .conftest import StartNodes
 from .localapp import pattern_sha256, start_local_app
 from .moosicbox_sender import ADMIN, connect_sender, register
+from .redisserver import RedisServer
 
 CLIENT = "5d0f3c2a-8b1e-4f7a-9c6d-2e4b8a1f0c93"
 MB = 1024 * 1024
 
 
 async def test_moosicbox_through_a_node_without_the_sender(
-    start_nodes: StartNodes, nursery: trio.Nursery
+    start_nodes: StartNodes, redis_server: RedisServer, nursery: trio.Nursery
 ) -> None:
     a, b = await start_nodes(2, server={"admin_token": ADMIN})
     local = await start_local_app(nursery)
     access, signature = await register(a, CLIENT)
     sender = await connect_sender(a, CLIENT, signature, local.url)
+    async with coredis.Redis.from_url(redis_server.url) as redis:
+        with trio.fail_after(5):  # a announces it at once (its registry refresh is woken)
+            while not await redis.exists([f"wstund:moosicbox:{CLIENT}"]):
+                await trio.sleep(0.02)
 
     n = 5 * MB
     digest, size = hashlib.sha256(), 0
