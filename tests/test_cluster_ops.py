@@ -18,6 +18,7 @@ from .conftest import (
     StartNodes,
     connect,
     create_room,
+    expect_closed,
     join_room,
     recv,
     send,
@@ -149,3 +150,35 @@ async def test_an_admin_closes_a_room_through_any_node(start_nodes: StartNodes) 
         assert missing.status_code == 404
     gone = {"type": "instance_destroyed", "payload": {"uuid": uuid, "reason": "closed_by_admin"}}
     assert await recv(host) == gone and await recv(bob) == gone
+
+
+async def test_an_admin_sees_and_kicks_through_any_node(start_nodes: StartNodes) -> None:
+    a, b, c = await start_nodes(3)
+    host, uuid = await create_room(a)
+    bob = await join_room(b, uuid, "bob", host=host)
+    carol = await join_room(c, uuid, "carol", host=host)
+    async with admin_client(c) as client:
+        details = await client.get(f"/_api/instances/{uuid}")
+        assert details.status_code == 200
+        assert details.json()["uuid"] == uuid and details.json()["members"] == ["bob", "carol"]
+        assert (await client.get("/_api/instances/feedbeef")).status_code == 404
+
+        kicked = await client.post(f"/_api/instances/{uuid}/kick", json={"userId": "bob"})
+        assert kicked.status_code == 200
+        assert kicked.json() == {"success": True, "userId": "bob", "instanceUuid": uuid}
+        nobody = await client.post(f"/_api/instances/{uuid}/kick", json={"userId": "bob"})
+        assert nobody.status_code == 404 and nobody.json()["error"] == "user_not_found"
+    assert await recv(bob) == {
+        "type": "kick",
+        "payload": {"reason": "kicked by admin", "instanceUuid": uuid},
+    }
+    assert await expect_closed(bob) == 4003
+    assert (await recv(host))["payload"] == {"userId": "bob", "instanceUuid": uuid}
+
+    async with admin_client(b) as client:  # by service, the room unnamed
+        kicked = await client.post("/chat/service/api/kick", json={"userId": "carol"})
+        assert kicked.status_code == 200 and kicked.json()["instanceUuid"] == uuid
+        nobody = await client.post("/chat/service/api/kick", json={"userId": "dave"})
+        assert nobody.status_code == 404 and nobody.json()["error"] == "user_not_found"
+    assert (await recv(carol))["type"] == "kick"
+    assert await expect_closed(carol) == 4003

@@ -134,10 +134,11 @@ async def test_one_agent_per_client_id_across_nodes(
 ) -> None:
     a, b = await start_nodes(2)
     local = await start_local_app(nursery)
-    agent = agent_for(a, await register(a), local)
+    secret = await register(a)
+    agent = agent_for(a, secret, local)
     await run_agent(nursery, agent)
-    # The same client id registered on b too (the client registry is per node).
-    assert await _connect_agent_socket(b, await register(b)) == 4009
+    # The same client, logging in on b (the client registry is cluster-wide).
+    assert await _connect_agent_socket(b, secret) == 4009
     assert agent.online and agent.sessions == 1
 
 
@@ -146,18 +147,19 @@ async def test_a_new_agent_elsewhere_replaces_the_old_one_when_configured(
 ) -> None:
     a, b = await start_nodes(2, tunnel={"replace_existing": True})
     first_app, second_app = await start_local_app(nursery), await start_local_app(nursery)
+    secret = await register(a)
     first = Agent(
         AgentConfig(
             server=a.url,
             client_id=CLIENT,
-            secret=await register(a),
+            secret=secret,
             target=first_app.url,
             backoff_initial=60,  # it would replace the new one back when it reconnects
             backoff_max=60,
         )
     )
     await run_agent(nursery, first)
-    second = agent_for(b, await register(b), second_app)
+    second = agent_for(b, secret, second_app)
     await run_agent(nursery, second)
     with trio.fail_after(10):
         await first.wait_offline()
@@ -169,3 +171,29 @@ async def test_a_new_agent_elsewhere_replaces_the_old_one_when_configured(
                 await trio.sleep(0.1)
     assert r.status_code == 201
     assert second_app.seen == ["/echo"] and first_app.seen == []
+
+
+async def test_host_routed_websocket_through_a_node_without_the_agent(
+    start_nodes: StartNodes, nursery: trio.Nursery
+) -> None:
+    a, b = await start_nodes(2, tunnel={"host_suffix": "tunnel.test"})
+    local = await start_local_app(nursery)
+    await run_agent(nursery, agent_for(a, await register(a), local))
+    host = f"{CLIENT}.tunnel.test:{b.port}"  # the Host a browser on that name sends
+    with trio.fail_after(10):
+        async with trio.open_nursery() as inner:
+            stream = await trio.open_tcp_stream("127.0.0.1", b.port)
+            ws = await trio_websocket.wrap_client_stream(
+                inner, stream, host, "/ws", subprotocols=["v1", "v2"]
+            )
+            assert ws.subprotocol == "v2"
+            await ws.send_message("hello")
+            assert await ws.get_message() == "echo:hello"
+            await ws.aclose(4000, "bye")
+        await local.ws_closed.wait()
+    assert local.ws_close_codes == [4000]
+    # Over HTTP too, the name routes on the agent's node.
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(10):
+            r = await http.post(f"{b.url}/echo", content=b"by host", headers={"host": host})
+    assert r.status_code == 201 and r.content == b"by host"

@@ -32,6 +32,10 @@ log = logging.getLogger("wstund.cluster")
 HOP_HEADER = b"x-wstund-cluster"
 # The caller's address as the first node saw it; believed only beside a valid secret.
 CLIENT_HEADER = b"x-wstund-cluster-client"
+# The caller's Host on a carried WebSocket (its handshake names the other node's address);
+# believed only beside a valid secret.
+HOST_HEADER = b"x-wstund-cluster-host"
+_CLUSTER_HEADERS = (HOP_HEADER, CLIENT_HEADER, HOST_HEADER)
 # Headers that describe one connection, not the request: never copied from one hop to the next.
 _HOP_BY_HOP = frozenset(
     {
@@ -69,11 +73,24 @@ def without_hop(scope: Scope) -> None:
         lowered = name.lower()
         if lowered == CLIENT_HEADER:
             client = bytes(value).decode("latin-1")
-        elif lowered != HOP_HEADER:
+        elif lowered not in _CLUSTER_HEADERS:
             kept.append((name, value))
     scope["headers"] = kept
     if client:
         scope["client"] = (client, 0)
+
+
+def restore_host(scope: Scope, secret: str) -> None:
+    """On a WebSocket carried from another node (valid secret), give it back the caller's Host,
+    so that host routing (``{id}.{host_suffix}``) sees what the first node saw."""
+    if scope["type"] != "websocket":
+        return
+    headers = scope["headers"]
+    host = next((v for k, v in headers if k.lower() == HOST_HEADER), None)
+    given = hop_secret(scope)
+    if host is None or given is None or not hop_allowed(given, secret):
+        return
+    scope["headers"] = [(k, v) for k, v in headers if k.lower() != b"host"] + [(b"host", host)]
 
 
 def node_headers(scope: Scope, skip: frozenset[bytes], secret: str) -> list[tuple[bytes, bytes]]:
@@ -82,7 +99,7 @@ def node_headers(scope: Scope, skip: frozenset[bytes], secret: str) -> list[tupl
     headers = [
         (bytes(k), bytes(v))
         for k, v in scope["headers"]
-        if k.lower() not in skip and k.lower() not in (HOP_HEADER, CLIENT_HEADER)
+        if k.lower() not in skip and k.lower() not in _CLUSTER_HEADERS
     ]
     client = scope.get("client")
     if client:
@@ -238,6 +255,9 @@ async def forward_websocket(
     query = bytes(scope.get("query_string", b"")).decode("latin-1")
     url = base_url.replace("http", "ws", 1).rstrip("/") + raw_path + (f"?{query}" if query else "")
     headers = node_headers(scope, _HOP_BY_HOP | _OWN_HANDSHAKE, secret)
+    host = next((v for k, v in scope["headers"] if k.lower() == b"host"), None)
+    if host is not None:
+        headers.append((HOST_HEADER, bytes(host)))
     try:
         async with trio_websocket.open_websocket_url(
             url,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,15 +32,19 @@ from .. import closecodes
 from ..relay import handlers, protocol
 from ..tunnel.asgi import Receive, Scope, Send, ServerWebSocket, send_json_error
 from . import wire
+from .admin import RemoteAdmin
+from .clients import SharedClients
 from .forward import forward_http, forward_websocket, hop_allowed, hop_secret, without_hop
 from .publisher import FAULTS, Publisher
 from .registry import (
+    DELETE_IF_OURS,
     NodeEntry,
     RoomEntry,
     channel,
     load_node_id,
     node_key,
     room_key,
+    sender_key,
     tunnel_key,
 )
 from .remote import OwnedRemoteRoom, RemoteMember, RemoteOwner, RemoteRoom
@@ -87,6 +91,7 @@ class Cluster:
         self.publisher = Publisher(self.node_id, self._timeout)
         self._dirty = trio.Event()
         self._gone_rooms: set[str] = set()
+        self._gone_agents: set[str] = set()  # registry keys of agents and senders that left
         self._remote_members: dict[tuple[str, int], RemoteMember] = {}  # rooms held here
         self._remote_peers: dict[int, Peer] = {}  # local members of rooms held elsewhere
         self._remote_owners: dict[tuple[str, int], RemoteOwner] = {}  # of rooms held here
@@ -97,6 +102,13 @@ class Cluster:
         self._subscribed = trio.Event()
         self.advertise_url = config.advertise_url
         self._http: httpx.AsyncClient | None = None
+        self.clients = SharedClients(self)
+        self.admin = RemoteAdmin(self)
+
+    @property
+    def redis(self) -> coredis.Redis[bytes] | None:
+        """The Redis client while linked; None while Redis cannot be reached."""
+        return self._redis if self.available else None
 
     def listening(self, binds: list[str]) -> None:
         """The daemon is listening: announce its first address unless advertise_url is set."""
@@ -105,8 +117,11 @@ class Cluster:
             self.advertise_url = bind if "://" in bind else f"http://{bind}"
             self._dirty.set()
 
-    def tunnel_changed(self) -> None:
-        """An agent connected here: announce it at once (not at the next refresh)."""
+    def tunnel_changed(self, left: str | None = None, *, moosicbox: bool = False) -> None:
+        """An agent (a MoosicBox sender) connected here, or ``left``: announce it at once (not
+        at the next refresh), so that its reconnection elsewhere is not taken for a second one."""
+        if left is not None:
+            self._gone_agents.add((sender_key if moosicbox else tunnel_key)(left))
         self._dirty.set()
 
     @property
@@ -167,6 +182,7 @@ class Cluster:
         ) as pubsub:
             with trio.fail_after(self._timeout):
                 await self._refresh(redis)
+                await self.clients.link(redis)
             self._up()
             async for message in pubsub:
                 data = message["data"]
@@ -261,12 +277,14 @@ class Cluster:
             instance, owner = self._owned_here(node, op.uuid, op.peer)
             if instance is not None and owner is not None:
                 self._owner_gone(instance, owner)
+        elif isinstance(op, wire.AdminAsk):
+            self.admin.answer(node, op)
+        elif isinstance(op, wire.AdminAnswer):
+            self.admin.answered(op)
         elif isinstance(op, wire.CloseRoom):
             self.hub.close_instance(op.uuid, op.reason)
         elif isinstance(op, wire.DropAgent):
-            self.hub.tunnels.disconnect(
-                op.client_id, closecodes.ALREADY_CONNECTED, "replaced by a new agent"
-            )
+            self.hub.tunnels.disconnect(op.client_id, op.code, op.reason)
         elif isinstance(op, wire.Disown):
             peer = self._owners_here.get(op.peer)
             if peer is not None:
@@ -517,6 +535,15 @@ class Cluster:
         """``room`` as a room held elsewhere that a local peer owns (None for a local room)."""
         return room if isinstance(room, OwnedRemoteRoom) else None
 
+    def members_here(self) -> Iterable[Peer]:
+        """This node's sockets that are members of rooms held elsewhere."""
+        return self._remote_peers.values()
+
+    @property
+    def http(self) -> httpx.AsyncClient | None:
+        """The node-to-node HTTP client (None before the cluster runs)."""
+        return self._http
+
     def forget_peer(self, peer: Peer) -> None:
         """A local member of a room held elsewhere left it."""
         self._remote_peers.pop(peer.id, None)
@@ -600,9 +627,10 @@ class Cluster:
     # -- the tunnel ---------------------------------------------------------------------------
 
     async def route_tunnel(
-        self, client_id: str, scope: Scope, receive: Receive, send: Send
+        self, client_id: str, scope: Scope, receive: Receive, send: Send, *, moosicbox: bool = False
     ) -> bool:
-        """Answer a tunnel request whose agent is on another node; False to serve it here.
+        """Answer a tunnel (``moosicbox``: a MoosicBox) request whose agent (sender) is on
+        another node; False to serve it here.
 
         A request from another node (it carries the cluster secret) is always served here.
         HTTP and WebSocket alike.
@@ -620,9 +648,10 @@ class Cluster:
                 return True
             without_hop(scope)
             return False
-        if client_id in self.hub.tunnels.sessions or not secret:
+        here = self.hub.moosicbox.senders if moosicbox else self.hub.tunnels.sessions
+        if client_id in here or not secret:
             return False
-        target = await self._tunnel_node(client_id)
+        target = await self._tunnel_node(client_id, sender_key if moosicbox else tunnel_key)
         if target is None or not target.advertise_url or self._http is None:
             return False
         if scope["type"] == "websocket":
@@ -647,17 +676,25 @@ class Cluster:
         entry = await self._tunnel_node(client_id)
         return entry.node if entry is not None else None
 
-    def drop_agent(self, node: str, client_id: str) -> None:
+    def drop_agent(
+        self,
+        node: str,
+        client_id: str,
+        code: int = closecodes.ALREADY_CONNECTED,
+        reason: str = "replaced by a new agent",
+    ) -> None:
         """Ask ``node`` to close its agent for ``client_id`` (a new one connected here)."""
-        self.send(node, wire.DropAgent(client_id))
+        self.send(node, wire.DropAgent(client_id, code, reason))
 
-    async def _tunnel_node(self, client_id: str) -> NodeEntry | None:
+    async def _tunnel_node(
+        self, client_id: str, key: Callable[[str], str] = tunnel_key
+    ) -> NodeEntry | None:
         """The live node (not this one) holding ``client_id``'s agent, per the registry."""
         if self._redis is None or not self.available:
             return None
         try:
             with trio.fail_after(self._timeout):
-                node = await self._redis.get(tunnel_key(client_id))
+                node = await self._redis.get(key(client_id))
                 if node is None or node.decode() == self.node_id:
                     return None
                 value = await self._redis.get(node_key(node.decode()))
@@ -762,15 +799,20 @@ class Cluster:
         await redis.ping()
         self.redis_latency = time.monotonic() - started
         gone, self._gone_rooms = self._gone_rooms, set()
+        here = [tunnel_key(c) for c in self.hub.tunnels.sessions]
+        here += [sender_key(c) for c in self.hub.moosicbox.senders]
+        agents_gone, self._gone_agents = self._gone_agents - set(here), set()
         ttl = self._ttl_ms
         async with redis.pipeline(transaction=False) as pipe:
             pipe.set(node_key(self.node_id), msgspec.msgpack.encode(self._node_entry()), px=ttl)
             for instance in self.hub.instances.values():
                 pipe.set(room_key(instance.uuid), self._room_value(instance), px=ttl)
-            for client_id in self.hub.tunnels.sessions:
-                pipe.set(tunnel_key(client_id), self.node_id.encode(), px=ttl)
+            for key in here:
+                pipe.set(key, self.node_id.encode(), px=ttl)
             if gone:
                 pipe.delete([room_key(uuid) for uuid in gone])
+            for key in agents_gone:
+                pipe.eval(DELETE_IF_OURS, [key], [self.node_id])
         self.node_count = len([key async for key in redis.scan_iter(match=node_key("*"))])
 
     async def _check_nodes(self, redis: coredis.Redis[bytes]) -> None:

@@ -24,6 +24,18 @@ def tunnel_key(client_id: str) -> str:
     return f"{PREFIX}tunnel:{client_id}"
 
 
+# Delete KEYS[1] only while it still names this node (ARGV[1]): an agent that left here may
+# be on another node already, whose entry must stay.
+DELETE_IF_OURS = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+
+
+def sender_key(client_id: str) -> str:
+    """A MoosicBox sender's entry: the node its socket is on."""
+    return f"{PREFIX}moosicbox:{client_id}"
+
+
 def channel(node: str) -> str:
     return f"{PREFIX}to:{node}"
 

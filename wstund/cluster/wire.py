@@ -129,9 +129,12 @@ class Disown(msgspec.Struct, tag="D", array_like=True):
 
 
 class DropAgent(msgspec.Struct, tag="A", array_like=True):
-    """Another agent for ``client_id`` connected elsewhere and replaces this node's."""
+    """Close this node's agent for ``client_id``: another agent connected elsewhere and
+    replaces it (4009), or its client was removed or its secret rotated (4003)."""
 
     client_id: str
+    code: int = 4009
+    reason: str = "replaced by a new agent"
 
 
 class CloseRoom(msgspec.Struct, tag="C", array_like=True):
@@ -139,6 +142,25 @@ class CloseRoom(msgspec.Struct, tag="C", array_like=True):
 
     uuid: str
     reason: str
+
+
+class AdminAsk(msgspec.Struct, tag="q", array_like=True):
+    """An admin on another node acts on this node's rooms: ``describe`` room ``uuid``, or
+    ``kick`` ``user_id`` from room ``uuid`` (from any room of ``service`` when ``uuid`` is "")."""
+
+    ask: int
+    action: str
+    service: str
+    uuid: str
+    user_id: str
+
+
+class AdminAnswer(msgspec.Struct, tag="Q", array_like=True):
+    """The answer to ``AdminAsk`` ``ask``: the HTTP status and JSON body the asked node gave."""
+
+    ask: int
+    status: int
+    body: bytes
 
 
 Op = (
@@ -156,6 +178,8 @@ Op = (
     | Disown
     | DropAgent
     | CloseRoom
+    | AdminAsk
+    | AdminAnswer
 )
 
 

@@ -86,12 +86,31 @@ class MoosicBoxFront:
         kind = scope["type"]
         if kind in ("http", "websocket") and self.hub.config.moosicbox.enabled:
             pairs = parse_query(bytes(scope.get("query_string", b"")))
+            if await self._elsewhere(scope, pairs, receive, send):
+                return  # served by the node holding the sender
             if kind == "http" and await self.serve_http(scope, pairs, receive, send):
                 return
             if kind == "websocket" and is_moosicbox_socket(scope["path"], pairs):
                 await self.serve_socket(MoosicBoxSocket(scope, receive, send), pairs)
                 return
         await self.app(scope, receive, send)
+
+    async def _elsewhere(
+        self, scope: Scope, pairs: list[tuple[str, str]], receive: Receive, send: Send
+    ) -> bool:
+        """In a cluster, carry a request naming a client whose sender is on another node there
+        (an app's event socket too; a sender's own socket stays where it connects)."""
+        cluster = self.hub.cluster
+        if cluster is None:
+            return False
+        if scope["type"] == "http":
+            ours = is_moosicbox_http(scope["method"], scope["path"], pairs)
+        else:
+            ours = is_moosicbox_socket(scope["path"], pairs) and first(pairs, "sender") != "true"
+        client_id = first(pairs, "clientId")
+        if not ours or client_id is None:
+            return False
+        return await cluster.route_tunnel(client_id, scope, receive, send, moosicbox=True)
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -262,11 +281,16 @@ class MoosicBoxFront:
             await ws.accept_with_keepalive(config.ping_interval, config.idle_timeout)
             sender = Sender(client_id, ws, state)
             state.attach(sender)
+            cluster = self.hub.cluster
+            if cluster is not None:  # announce it, so the other nodes carry its requests here
+                cluster.tunnel_changed()
             log.info("moosicbox %s: sender connected", client_id)
             try:
                 await sender.serve()
             finally:
                 state.detach(sender)
+                if cluster is not None:
+                    cluster.tunnel_changed(left=client_id, moosicbox=True)
                 log.info("moosicbox %s: sender left", client_id)
             return
         profile = profile_of(pairs, header(ws.scope, b"moosicbox-profile"))

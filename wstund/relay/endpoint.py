@@ -13,6 +13,7 @@ import trio
 from werkzeug.datastructures import Headers
 
 from .. import closecodes
+from ..cluster.forward import restore_host
 from ..hub import Hub
 from ..transport.head import Head
 from ..transport.websocket import LaneSocket
@@ -44,7 +45,9 @@ def lane_route(hub: Hub) -> Callable[[Head], LaneHandler | None]:
     def route(head: Head) -> LaneHandler | None:
         if not head.is_websocket_upgrade or head.path not in PATHS:
             return None
-        scope = {"path": head.path, "headers": head.headers}
+        scope = {"type": "websocket", "path": head.path, "headers": head.headers}
+        if hub.cluster is not None:  # carried from another node: the caller's Host
+            restore_host(scope, hub.config.cluster.secret)
         if tunnel_route(scope, hub.config.tunnel.host_suffix) is not None:
             return None  # a tunnel's host: its own /ws
         return handler

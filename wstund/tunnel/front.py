@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from .. import closecodes
+from ..cluster.forward import restore_host
 from .asgi import (
     ASGIApp,
     Receive,
@@ -98,8 +99,10 @@ class TunnelFront:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind in ("http", "websocket"):
-            where = route(scope, self.hub.config.tunnel.host_suffix)
             cluster = self.hub.cluster
+            if cluster is not None:  # a WebSocket carried from another node: the caller's Host
+                restore_host(scope, self.hub.config.cluster.secret)
+            where = route(scope, self.hub.config.tunnel.host_suffix)
             if where is not None and cluster is not None:
                 if await cluster.route_tunnel(where.client_id, scope, receive, send):
                     return  # served by the node holding the agent
@@ -162,6 +165,8 @@ class TunnelFront:
             await ws.respond(status, headers, json_body(error, message))
             return
         client_id, secret = agent_credentials(ws.scope)
+        if client_id and self.hub.cluster is not None:  # registered, rotated, removed elsewhere
+            await self.hub.cluster.clients.sync(client_id)
         if not client_id or not tunnels.registry.verify(client_id, secret):
             tunnels.failed_logins.add(address)
             await ws.deny(401, "unauthorized", "unknown client id or wrong secret")
@@ -194,4 +199,6 @@ class TunnelFront:
             await session.run()
         finally:
             tunnels.detach(session)
+            if self.hub.cluster is not None:
+                self.hub.cluster.tunnel_changed(left=client_id)
             log.info("tunnel %s: agent left", client_id)

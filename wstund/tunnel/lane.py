@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ..cluster.forward import restore_host
 from ..httpheaders import to_bytes
 from ..transport.head import Head
 from ..transport.websocket import LaneSocket
@@ -90,7 +91,9 @@ def agent_lane_route(front: TunnelFront) -> Callable[[Head], LaneHandler | None]
     def route(head: Head) -> LaneHandler | None:
         if not head.is_websocket_upgrade or head.path != CONNECT_PATH:
             return None
-        scope = {"path": head.path, "headers": head.headers}
+        scope = {"type": "websocket", "path": head.path, "headers": head.headers}
+        if front.hub.cluster is not None:  # carried from another node: the caller's Host
+            restore_host(scope, front.hub.config.cluster.secret)
         if tunnel_route(scope, front.hub.config.tunnel.host_suffix) is not None:
             return None
         return handler

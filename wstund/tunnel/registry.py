@@ -159,6 +159,21 @@ class Registry:
         )
         return secret
 
+    def put(self, client_id: str, secret_hash: bytes, created_at: float) -> None:
+        """Register or update a client from another node's registration (its secret's hash)."""
+        record = self._clients.get(client_id)
+        if record is not None and record.secret_hash == secret_hash:
+            return
+        self._db.execute(
+            "INSERT INTO clients (id, secret_hash, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET secret_hash = excluded.secret_hash",
+            (client_id, secret_hash, created_at),
+        )
+        if record is None:
+            self._clients[client_id] = ClientRecord(client_id, secret_hash, created_at)
+        else:
+            record.secret_hash = secret_hash
+
     def verify(self, client_id: str, secret: str) -> bool:
         """Whether ``secret`` is the client's secret (constant-time on the digests)."""
         record = self._clients.get(client_id)

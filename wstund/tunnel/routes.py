@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response, jsonify, request
 
 from .. import closecodes
+from ..cluster.clients import ClusterUnavailable
 from ..web.errors import json_error
 from .registry import ClientExists, InvalidClientId
 
@@ -18,6 +19,14 @@ def _unknown(client_id: str) -> Response:
     return json_error(404, "client_not_found", f"no tunnel client named {client_id!r}")
 
 
+def _unavailable() -> Response:
+    return json_error(
+        503,
+        "cluster_unavailable",
+        "the cluster is unavailable (Redis cannot be reached): tunnel clients cannot change",
+    )
+
+
 def create_blueprint(hub: Hub) -> Blueprint:
     """List, add, remove and rotate tunnel clients; writes need the admin token (app.py)."""
     routes = Blueprint("tunnel", __name__)
@@ -25,6 +34,8 @@ def create_blueprint(hub: Hub) -> Blueprint:
     @routes.get("/_api/tunnel/clients")
     async def list_clients() -> Response:
         tunnels = hub.tunnels
+        if hub.cluster is not None:  # the clients registered on other nodes too
+            await hub.cluster.clients.pull()
         return jsonify({"clients": [tunnels.describe(r) for r in tunnels.registry.all()]})
 
     @routes.post("/_api/tunnel/clients")
@@ -34,7 +45,12 @@ def create_blueprint(hub: Hub) -> Blueprint:
         if not isinstance(client_id, str):
             return json_error(400, "bad_request", 'expected a JSON object {"id": "<client id>"}')
         try:
-            secret = hub.tunnels.registry.add(client_id)
+            if hub.cluster is not None:
+                secret = await hub.cluster.clients.add(client_id)
+            else:
+                secret = hub.tunnels.registry.add(client_id)
+        except ClusterUnavailable:
+            return _unavailable()
         except InvalidClientId:
             return json_error(
                 400,
@@ -50,7 +66,14 @@ def create_blueprint(hub: Hub) -> Blueprint:
     @routes.delete("/_api/tunnel/clients/<client_id>")
     async def remove_client(client_id: str) -> Response:
         tunnels = hub.tunnels
-        if not tunnels.registry.remove(client_id):
+        try:
+            if hub.cluster is not None:
+                removed = await hub.cluster.clients.remove(client_id)
+            else:
+                removed = tunnels.registry.remove(client_id)
+        except ClusterUnavailable:
+            return _unavailable()
+        if not removed:
             return _unknown(client_id)
         tunnels.disconnect(client_id, closecodes.KICKED, "client removed")
         return jsonify({"id": client_id, "removed": True})
@@ -59,7 +82,12 @@ def create_blueprint(hub: Hub) -> Blueprint:
     async def rotate_client(client_id: str) -> Response:
         tunnels = hub.tunnels
         try:
-            secret = tunnels.registry.rotate(client_id)
+            if hub.cluster is not None:
+                secret = await hub.cluster.clients.rotate(client_id)
+            else:
+                secret = tunnels.registry.rotate(client_id)
+        except ClusterUnavailable:
+            return _unavailable()
         except KeyError:
             return _unknown(client_id)
         tunnels.disconnect(client_id, closecodes.KICKED, "secret rotated")

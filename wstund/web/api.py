@@ -6,6 +6,7 @@ from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
 
+from ..cluster.admin import DESCRIBE, KICK
 from ..hub import Hub
 from ..marketplace import store as marketplace_store
 from ..relay.services import Service
@@ -109,6 +110,10 @@ def create_blueprint(hub: Hub) -> Blueprint:
             instance = hub.instances.get(key)
             if instance is not None:  # a room's uuid: that room and its members
                 return jsonify({**instance.describe(), "members": list(instance.members)})
+            if hub.cluster is not None:  # a room held by another node
+                answer = await hub.cluster.admin.elsewhere(DESCRIBE, None, key)
+                if answer is not None:
+                    return answer
             return json_error(404, "not_found", f"no service or instance named {key!r}")
         return jsonify({"instances": await _rooms(hub, key)})
 
@@ -125,11 +130,15 @@ def create_blueprint(hub: Hub) -> Blueprint:
     @api.post("/_api/instances/<uuid>/kick")
     async def kick_member(uuid: str) -> Response:
         instance = hub.instances.get(uuid)
-        if instance is None:
-            return json_error(404, "instance_not_found", f"no instance {uuid!r}")
         body = await request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("userId"), str):
             return json_error(400, "invalid_request", 'expected JSON {"userId": str}')
+        if instance is None and hub.cluster is not None:  # a room held by another node
+            answer = await hub.cluster.admin.elsewhere(KICK, None, uuid, body["userId"])
+            if answer is not None:
+                return answer
+        if instance is None:
+            return json_error(404, "instance_not_found", f"no instance {uuid!r}")
         if not hub.kick(instance, body["userId"], "kicked by admin"):
             return json_error(404, "user_not_found", f"no user {body['userId']!r} in {uuid}")
         return jsonify({"success": True, "userId": body["userId"], "instanceUuid": uuid})
@@ -173,6 +182,10 @@ def create_blueprint(hub: Hub) -> Blueprint:
                 instance, user_id, "kicked by admin"
             ):
                 return jsonify({"success": True, "userId": user_id, "instanceUuid": instance.uuid})
+        if hub.cluster is not None:  # in a room held by another node
+            answer = await hub.cluster.admin.elsewhere(KICK, svc, uuid, user_id)
+            if answer is not None and answer.status_code == 200:
+                return answer
         return json_error(404, "user_not_found", f"no user {user_id!r} in {svc} rooms")
 
     return api

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 import trio
 from quart import Blueprint, Response, request
 
+from ..cluster.relayhttp import program_elsewhere
 from ..hub import Hub
 from ..marketplace import routes as marketplace_routes
 from ..relay.services import static_root
@@ -91,6 +92,8 @@ def create_blueprint(hub: Hub) -> Blueprint:
             if request.method not in ("GET", "HEAD"):
                 return json_error(405, "method_not_allowed", f"/{svc}/{rest} is a static file")
             return await marketplace_routes.serve(hub, service, rest)
+        if service is None and (elsewhere := await program_elsewhere(hub)) is not None:
+            return elsewhere  # a program registered on another node
         if service is None or service.root is None:
             return json_error(404, "not_found", f"nothing at /{svc}/{rest}")
         if request.method not in ("GET", "HEAD"):

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 from quart import Blueprint, Response, request
 
+from ..cluster.relayhttp import from_another_node, is_cluster_header, local_members
 from ..exchange import ExchangeFailed, FailKind
 from ..httpheaders import BodyLimit
 from ..hub import Hub
@@ -27,12 +28,9 @@ BINARY_TYPES = ("application/octet-stream", "image/", "audio/", "video/")
 
 
 def _find_member(hub: Hub, service: str, user_id: str, instance: str | None) -> Peer | None:
-    """The member ``user_id`` of a room of ``service`` (of room ``instance`` when given)."""
-    found = [
-        room.members[user_id]
-        for room in hub.instances_of(service)
-        if user_id in room.members and (instance is None or room.uuid == instance)
-    ]
+    """The member ``user_id`` of a room of ``service`` (of room ``instance`` when given), whose
+    socket is on this node."""
+    found = local_members(hub, service, user_id, instance)
     return found[0] if len(found) == 1 else None
 
 
@@ -121,6 +119,9 @@ async def download(hub: Hub, raw_path: bytes, instance: str | None) -> Response:
         return json_error(403, "service_disabled", "the fileshare service is disabled")
     owner = _find_member(hub, "fileshare", owner_id, instance)
     if owner is None:
+        elsewhere = await from_another_node(hub)  # its socket may be on another node
+        if elsewhere is not None:
+            return elsewhere
         return json_error(503, "owner_offline", f"{owner_id!r} is not connected to a file room")
     settings = hub.config.http_relay
     exchange = hub.http_relay.open(
@@ -150,6 +151,8 @@ async def forward_to_program(hub: Hub, program: Program) -> Response:
     query = request.scope.get("query_string", b"").decode("latin-1")
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
+        if is_cluster_header(name):
+            continue  # another node's secret: never shown to the program
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     payload: dict[str, Any] = {
         "method": request.method,
