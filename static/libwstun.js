@@ -46,7 +46,7 @@
     });
 
     var VERSION = '2.0.0';
-    // Close codes after which reconnecting cannot help (DESIGN 3.5).
+    // Close codes after which reconnecting cannot help.
     var FINAL_CLOSE_CODES = { 1008: 'policy', 4003: 'kicked', 4004: 'room closed', 4029: 'rate limited' };
     // Join refusals that clear up by themselves while the owner reclaims its room.
     var RETRY_JOIN_CODES = { owner_away: true, user_id_taken: true };
@@ -86,7 +86,7 @@
         return msg.type === 'error' || (msg.payload && msg.payload.success === false);
     }
 
-    /* Binary relay frames (DESIGN 3.4): [kind][id length][id ASCII][payload]. */
+    /* Binary relay frames: [kind][id length][id ASCII][payload]. */
     var frames = {
         CHUNK: 0x01,
         END: 0x02,

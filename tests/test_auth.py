@@ -1,4 +1,4 @@
-"""Server token and admin token on HTTP paths and on the WebSocket upgrade (DESIGN 3.7)."""
+"""Server token and admin token on HTTP paths and on the WebSocket upgrade."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The binary chunk frame codec (DESIGN 3.4, docs/protocol.md), without sockets."""
+"""The binary chunk frame codec (docs/protocol.md), without sockets."""
 
 from __future__ import annotations
 

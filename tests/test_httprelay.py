@@ -1,4 +1,4 @@
-"""HTTP through the relay (DESIGN 3.3) over real sockets: downloads, backpressure, failures."""
+"""HTTP through the relay over real sockets: downloads, backpressure, failures."""
 
 from __future__ import annotations
 

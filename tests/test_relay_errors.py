@@ -1,4 +1,4 @@
-"""Bad frames, close codes and every relay limit (DESIGN 3.1, 3.5, 3.6)."""
+"""Bad frames, close codes and every relay limit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every relay message type and its reply, over real sockets (DESIGN 3.2)."""
+"""Every relay message type and its reply, over real sockets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WebSocket close codes used by wstund (DESIGN 3.5), shared by the relay and the tunnel."""
+"""WebSocket close codes used by wstund, shared by the relay and the tunnel."""
 
 NORMAL = 1000
 GOING_AWAY = 1001

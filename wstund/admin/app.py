@@ -1,6 +1,6 @@
 """The admin app on the unix socket: the management API without tokens, /metrics, reload.
 
-The socket's file mode and group are the access control (DESIGN 5). The ``/metrics`` and
+The socket's file mode and group are the access control. The ``/metrics`` and
 ``/_api/reload`` routes are also mounted on the public app, where they need the admin token.
 """
 

@@ -47,7 +47,7 @@ class Endpoint(msgspec.Struct, kw_only=True):
 
 
 class Manifest(msgspec.Struct, kw_only=True):
-    """A service manifest, ``{base}/service/{name}.json`` (DESIGN 3.8)."""
+    """A service manifest, ``{base}/service/{name}.json``."""
 
     name: ShortText
     endpoints: list[Endpoint]

@@ -1,4 +1,4 @@
-"""Binary relay frames (DESIGN 3.4), sans-I/O: the raw-bytes form of response body chunks.
+"""Binary relay frames, sans-I/O: the raw-bytes form of response body chunks.
 
 Layout of one WebSocket binary frame::
 

@@ -1,4 +1,4 @@
-"""What the relay does with each frame a peer sends (DESIGN 3.2): control messages and room traffic.
+"""What the relay does with each frame a peer sends: control messages and room traffic.
 
 Control messages are answered by the server; every other type is room traffic, forwarded as the
 original frame (never re-encoded): member → owner (inbox) and other members, owner → members.
@@ -387,7 +387,7 @@ _CONTROL: dict[str, _Control] = {
     protocol.KICK_CLIENT: _kick_client,
     protocol.PING: _ping,
 }
-_CONTROL.update(httphandlers.CONTROL)  # answers to HTTP requests (DESIGN 3.3), never room traffic
+_CONTROL.update(httphandlers.CONTROL)  # answers to HTTP requests, never room traffic
 
 
 # -- room traffic -------------------------------------------------------------------------------

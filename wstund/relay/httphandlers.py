@@ -1,4 +1,4 @@
-"""Relay messages that answer HTTP requests (DESIGN 3.3): they feed the HTTP relay engine and
+"""Relay messages that answer HTTP requests: they feed the HTTP relay engine and
 are never forwarded as room traffic.
 
 ``http_response_start`` / ``http_response_chunk`` / ``http_response`` come from whoever the

@@ -1,4 +1,4 @@
-"""HTTP through the relay (DESIGN 3.3): requests parked under an id and answered over a relay
+"""HTTP through the relay: requests parked under an id and answered over a relay
 connection, on the shared exchange engine (``wstund.exchange``).
 
 The owner side (the relay connection answering) calls ``start`` / ``feed`` / ``end`` / ``fail``

@@ -1,6 +1,6 @@
 """The WSTun relay envelope, sans-I/O: decode frames, validate payloads, encode replies.
 
-Wire format (DESIGN 3.1): every text frame is ``{"type", "id"?, "service"?, "payload"?}``.
+Wire format: every text frame is ``{"type", "id"?, "service"?, "payload"?}``.
 The payload stays raw until a handler needs its fields, so forwarded frames are never
 re-encoded: the original text is what members receive.
 """

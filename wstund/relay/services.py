@@ -11,7 +11,7 @@ BUILTIN_SERVICES = {
     "chat": ("Chat", "Group chat; history comes from peers, the server keeps none."),
     "fileshare": ("File share", "Share files of any size; downloads stream through the relay."),
 }
-# Names no service may take: they are paths of the server itself (DESIGN 3.3).
+# Names no service may take: they are paths of the server itself.
 RESERVED_NAMES = frozenset(
     {
         "debug",

@@ -1,4 +1,4 @@
-"""The tunnel wire format between wstund and an agent: a sans-I/O codec (DESIGN 3.4, 4.1).
+"""The tunnel wire format between wstund and an agent: a sans-I/O codec.
 
 Every request carried through one agent socket is a *stream* with a 32-bit id chosen by the
 server. Stream traffic travels in binary WebSocket messages::

@@ -1,4 +1,4 @@
-"""Raw ASGI in front of Quart for the tunnel's paths (STACK.md: Quart buffers uploads).
+"""Raw ASGI in front of Quart for the tunnel's paths (Quart buffers uploads).
 
 Public requests for a tunnel (``/_t/{id}/...``, or any path on host ``{id}.{host_suffix}``),
 HTTP or WebSocket, go to the agent of that client id.

@@ -1,4 +1,4 @@
-"""The REST API for services and rooms (DESIGN 3.7), reference paths, JSON errors."""
+"""The REST API for services and rooms, reference paths, JSON errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Server and admin tokens on HTTP requests and WebSocket upgrades (DESIGN 3.7)."""
+"""Server and admin tokens on HTTP requests and WebSocket upgrades."""
 
 from __future__ import annotations
 

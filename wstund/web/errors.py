@@ -18,7 +18,7 @@ def json_error(status: int, error: str, message: str, **extra: Any) -> Response:
 
 
 def unauthorized(message: str = "a valid server token is required") -> Response:
-    """401 with the ``WWW-Authenticate`` challenge of DESIGN 3.7."""
+    """401 with the ``WWW-Authenticate`` challenge that HTTP defines."""
     response = json_error(401, "unauthorized", message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="wstun"'
     return response

@@ -1,4 +1,4 @@
-"""HTTP routes answered through the relay (DESIGN 3.3): fileshare downloads and registered
+"""HTTP routes answered through the relay: fileshare downloads and registered
 programs. The engine is ``wstund.relay.httprelay``; this module is its Quart glue.
 """
 
@@ -77,7 +77,7 @@ async def relay_response(hub: Hub, exchange: Exchange) -> Response:
     for name, value in head.headers:
         response.headers.add(name, value)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.timeout = None  # STACK.md: RESPONSE_TIMEOUT would cut long downloads
+    response.timeout = None  # Quart's RESPONSE_TIMEOUT would cut long downloads
     return response
 
 
