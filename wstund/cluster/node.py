@@ -465,22 +465,14 @@ class Cluster:
             )
         if not self.available:
             raise self._unavailable(msg_id)
-        request_id = next(self._join_ids)
-        pending = _PendingJoin(peer, msg_id)
-        self._joins[request_id] = pending
-        self.send(
+        await self._ask_room_node(
             entry.node,
-            wire.Join(request_id, peer.id, request.uuid, service, request.token, request.userId),
+            lambda request_id: wire.Join(
+                request_id, peer.id, request.uuid, service, request.token, request.userId
+            ),
+            peer,
+            msg_id,
         )
-        with trio.move_on_after(self.hub.config.cluster.request_timeout):
-            await pending.done.wait()
-        if not pending.done.is_set():
-            self._joins.pop(request_id, None)
-            raise protocol.ProtocolError(
-                CLUSTER_UNAVAILABLE, "the node holding this room did not answer; retry", msg_id
-            )
-        if pending.error is not None:
-            raise pending.error
 
     async def reclaim(
         self,
@@ -496,19 +488,35 @@ class Cluster:
             raise protocol.ProtocolError(protocol.INSTANCE_NOT_FOUND, "Instance not found", msg_id)
         if not self.available:
             raise self._unavailable(msg_id)
+        pending = await self._ask_room_node(
+            entry.node,
+            lambda request_id: wire.Reclaim(
+                request_id,
+                peer.id,
+                request.uuid,
+                service,
+                request.token,
+                request.ownerKey,
+                peer.browser_key,
+            ),
+            peer,
+            msg_id,
+        )
+        return pending.failed
+
+    async def _ask_room_node(
+        self,
+        node: str,
+        make_op: Callable[[int], wire.Op],
+        peer: Peer,
+        msg_id: protocol.MessageId | None,
+    ) -> _PendingJoin:
+        """Send ``node`` a join or reclaim for ``peer`` and wait for its verdict; raise the
+        refusal it sent, or ``cluster_unavailable`` when none comes within request_timeout."""
         request_id = next(self._join_ids)
         pending = _PendingJoin(peer, msg_id)
         self._joins[request_id] = pending
-        op = wire.Reclaim(
-            request_id,
-            peer.id,
-            request.uuid,
-            service,
-            request.token,
-            request.ownerKey,
-            peer.browser_key,
-        )
-        self.send(entry.node, op)
+        self.send(node, make_op(request_id))
         with trio.move_on_after(self.hub.config.cluster.request_timeout):
             await pending.done.wait()
         if not pending.done.is_set():
@@ -518,7 +526,7 @@ class Cluster:
             )
         if pending.error is not None:
             raise pending.error
-        return pending.failed
+        return pending
 
     async def close_elsewhere(self, uuid: str, reason: str) -> bool:
         """Ask the node holding room ``uuid`` to close it; False if no other node holds it."""
