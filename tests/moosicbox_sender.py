@@ -138,18 +138,22 @@ class FakeSender:
         await self.ws.send_message(json.dumps({"request_id": request_id, "body": body, **routing}))
 
 
-async def register(daemon: RunningDaemon, client_id: str) -> tuple[str, str]:
-    """Register ``client_id`` with the admin token, fetch a signature token: (access, signature),
-    as a MoosicBox server does (raw Authorization headers)."""
-    async with httpx.AsyncClient(base_url=daemon.url) as http:
+async def register(
+    daemon: RunningDaemon, client_id: str, signer: RunningDaemon | None = None
+) -> tuple[str, str]:
+    """Register ``client_id`` with the admin token, fetch a signature token (through ``signer``
+    if given): (access, signature), as a MoosicBox server does (raw Authorization headers)."""
+    async with httpx.AsyncClient() as http:
         with trio.fail_after(5):
             r = await http.post(
-                f"/auth/register-client?clientId={client_id}", headers={"Authorization": ADMIN}
+                f"{daemon.url}/auth/register-client?clientId={client_id}",
+                headers={"Authorization": ADMIN},
             )
             assert r.status_code == 200, r.text
             access = r.json()["token"]
             r = await http.post(
-                f"/auth/signature-token?clientId={client_id}", headers={"Authorization": access}
+                f"{(signer or daemon).url}/auth/signature-token?clientId={client_id}",
+                headers={"Authorization": access},
             )
             assert r.status_code == 200, r.text
     return access, r.json()["token"]

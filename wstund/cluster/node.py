@@ -35,6 +35,7 @@ from . import wire
 from .admin import RemoteAdmin
 from .clients import SharedClients
 from .forward import forward_http, forward_websocket, hop_allowed, hop_secret, without_hop
+from .moosicbox import SharedTokens
 from .publisher import FAULTS, Publisher
 from .registry import (
     DELETE_IF_OURS,
@@ -103,6 +104,7 @@ class Cluster:
         self.advertise_url = config.advertise_url
         self._http: httpx.AsyncClient | None = None
         self.clients = SharedClients(self)
+        self.moosicbox_tokens = SharedTokens(self)
         self.admin = RemoteAdmin(self)
 
     @property
@@ -183,6 +185,7 @@ class Cluster:
             with trio.fail_after(self._timeout):
                 await self._refresh(redis)
                 await self.clients.link(redis)
+                await self.moosicbox_tokens.link(redis)
             self._up()
             async for message in pubsub:
                 data = message["data"]
@@ -284,7 +287,12 @@ class Cluster:
         elif isinstance(op, wire.CloseRoom):
             self.hub.close_instance(op.uuid, op.reason)
         elif isinstance(op, wire.DropAgent):
-            self.hub.tunnels.disconnect(op.client_id, op.code, op.reason)
+            if not op.moosicbox:
+                self.hub.tunnels.disconnect(op.client_id, op.code, op.reason)
+            elif op.code == closecodes.ALREADY_CONNECTED:  # replaced: its app sockets stay
+                self.hub.moosicbox.close_sender(op.client_id, op.code, op.reason)
+            else:
+                self.hub.moosicbox.disconnect(op.client_id, op.code, op.reason)
         elif isinstance(op, wire.Disown):
             peer = self._owners_here.get(op.peer)
             if peer is not None:
@@ -690,9 +698,17 @@ class Cluster:
         client_id: str,
         code: int = closecodes.ALREADY_CONNECTED,
         reason: str = "replaced by a new agent",
+        *,
+        moosicbox: bool = False,
     ) -> None:
-        """Ask ``node`` to close its agent for ``client_id`` (a new one connected here)."""
-        self.send(node, wire.DropAgent(client_id, code, reason))
+        """Ask ``node`` to close its agent (``moosicbox``: its MoosicBox sender) for
+        ``client_id`` (a new one connected here, or the client was removed)."""
+        self.send(node, wire.DropAgent(client_id, code, reason, moosicbox))
+
+    async def sender_node(self, client_id: str) -> str | None:
+        """The live node (not this one) holding a MoosicBox sender for ``client_id``, if any."""
+        entry = await self._tunnel_node(client_id, sender_key)
+        return entry.node if entry is not None else None
 
     async def _tunnel_node(
         self, client_id: str, key: Callable[[str], str] = tunnel_key

@@ -135,6 +135,7 @@ class DropAgent(msgspec.Struct, tag="A", array_like=True):
     client_id: str
     code: int = 4009
     reason: str = "replaced by a new agent"
+    moosicbox: bool = False  # a MoosicBox sender rather than an agent
 
 
 class CloseRoom(msgspec.Struct, tag="C", array_like=True):

@@ -15,9 +15,19 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .. import hypercorn_ws
-from ..tunnel.asgi import ASGIApp, Message, Receive, Scope, Send, ServerWebSocket, header
-from ..tunnel.registry import valid_moosicbox_id
+from .. import closecodes, hypercorn_ws
+from ..cluster.clients import ClusterUnavailable
+from ..tunnel.asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    ServerWebSocket,
+    header,
+    send_json_error,
+)
+from ..tunnel.registry import TokenKind, valid_moosicbox_id
 from ..web.auth import tokens_equal
 from .proxy import Call, proxy, send_text
 from .sender import Sender
@@ -29,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wstund.moosicbox")
 UNAUTHORIZED = "Unauthorized"
+UNAVAILABLE = "the cluster is unavailable (Redis cannot be reached): tokens cannot be issued"
 BUFFER_PARAM = "_buffer"
 FILES_RE = re.compile(r"/files/(artists|albums)/[^/]+/[^/]+")
 PROXY_METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD"})
@@ -141,24 +152,24 @@ class MoosicBoxFront:
             elif not valid_moosicbox_id(client_id):
                 await send_text(send, 400, "Invalid clientId", head=head)
             else:
-                keep = self.hub.config.moosicbox.max_tokens_per_client
-                token = "" if head else tokens.mint("access", client_id, keep=keep)
-                log.info("moosicbox %s: client registered", client_id)
-                await _json(send, {"token": token}, head)
+                token = "" if head else await self._mint(send, "access", client_id)
+                if token is not None:
+                    log.info("moosicbox %s: client registered", client_id)
+                    await _json(send, {"token": token}, head)
             return True
         if path == "/auth/signature-token" and method in AUTH_METHODS:
             if "clientId" not in query:
                 await send_text(send, 400, missing_field("clientId"), head=head)
-            elif not tokens.check("access", first(pairs, "clientId"), access):
+            elif not await self._check("access", first(pairs, "clientId"), access):
                 await send_text(send, 401, UNAUTHORIZED, head=head)
             else:
                 client_id = first(pairs, "clientId") or ""
-                keep = self.hub.config.moosicbox.max_tokens_per_client
-                token = "" if head else tokens.mint("signature", client_id, keep=keep)
-                await _json(send, {"token": token}, head)
+                token = "" if head else await self._mint(send, "signature", client_id)
+                if token is not None:
+                    await _json(send, {"token": token}, head)
             return True
         if path == "/auth/validate-signature-token" and method in AUTH_METHODS:
-            if self._signed(pairs) is None:
+            if await self._signed(pairs) is None:
                 await send_text(send, 401, UNAUTHORIZED, head=head)
             else:
                 await _json(send, {"valid": True}, head)
@@ -168,11 +179,9 @@ class MoosicBoxFront:
             if "clientId" not in query or magic is None:
                 field = "clientId" if "clientId" not in query else "magicToken"
                 await send_text(send, 400, missing_field(field))
-            elif not tokens.check("access", first(pairs, "clientId"), access):
+            elif not await self._check("access", first(pairs, "clientId"), access):
                 await send_text(send, 401, UNAUTHORIZED)
-            else:
-                keep = self.hub.config.moosicbox.max_tokens_per_client
-                tokens.mint("magic", first(pairs, "clientId") or "", magic, keep=keep)
+            elif await self._mint(send, "magic", first(pairs, "clientId") or "", magic):
                 await _json(send, {"success": True}, False)
             return True
         if path == "/auth/magic-token" and method == "GET":
@@ -180,6 +189,7 @@ class MoosicBoxFront:
             if magic is None:
                 await send_text(send, 400, missing_field("magicToken"))
                 return True
+            await self._sync(magic)
             client_id = tokens.client_of("magic", magic)
             if client_id is None:
                 await send_text(send, 401, UNAUTHORIZED)
@@ -190,7 +200,7 @@ class MoosicBoxFront:
         if files and (
             method in ("GET", "HEAD") or (method == "OPTIONS" and path == "/files/track")
         ):
-            client_id = self._signed(pairs)
+            client_id = await self._signed(pairs)
             if client_id is None:
                 await send_text(send, 401, UNAUTHORIZED, head=head)
                 return True
@@ -199,7 +209,7 @@ class MoosicBoxFront:
         if not _has(pairs, "clientId") or method not in PROXY_METHODS:
             return False
         client_id = first(pairs, "clientId")
-        if not tokens.check("access", client_id, access) or client_id is None:
+        if not await self._check("access", client_id, access) or client_id is None:
             await send_text(send, 401, UNAUTHORIZED, head=head)
             return True
         await self._proxy(scope, client_id, pairs, receive, send)
@@ -209,10 +219,35 @@ class MoosicBoxFront:
         """Whether ``token`` is wstund's admin token (registering needs one to be set)."""
         return tokens_equal(token, self.hub.config.server.admin_token)
 
-    def _signed(self, pairs: list[tuple[str, str]]) -> str | None:
+    async def _sync(self, token: str | None) -> None:
+        """In a cluster, bring ``token``'s local copy up to date (issued or revoked elsewhere)."""
+        if self.hub.cluster is not None:
+            await self.hub.cluster.moosicbox_tokens.sync(token)
+
+    async def _check(self, kind: TokenKind, client_id: str | None, token: str | None) -> bool:
+        """Whether ``token`` is a valid token of ``kind`` for ``client_id``, cluster-wide."""
+        await self._sync(token)
+        return self.hub.moosicbox.tokens.check(kind, client_id, token)
+
+    async def _mint(
+        self, send: Send, kind: TokenKind, client_id: str, token: str | None = None
+    ) -> str | None:
+        """Issue a token (on every node in a cluster); None after answering 503 when the
+        cluster cannot be reached (a token known to one node alone would fail elsewhere)."""
+        keep = self.hub.config.moosicbox.max_tokens_per_client
+        cluster = self.hub.cluster
+        if cluster is None:
+            return self.hub.moosicbox.tokens.mint(kind, client_id, token, keep=keep)
+        try:
+            return await cluster.moosicbox_tokens.mint(kind, client_id, token, keep=keep)
+        except ClusterUnavailable:
+            await send_json_error(send, 503, "cluster_unavailable", UNAVAILABLE)
+            return None
+
+    async def _signed(self, pairs: list[tuple[str, str]]) -> str | None:
         """The client a valid ``clientId`` + ``signature`` pair names (keys in any case)."""
         client_id = first(pairs, "clientId")
-        if self.hub.moosicbox.tokens.check("signature", client_id, first(pairs, "signature")):
+        if await self._check("signature", client_id, first(pairs, "signature")):
             return client_id
         return None
 
@@ -271,19 +306,30 @@ class MoosicBoxFront:
             message = "Query deserialize error: provided string was not `true` or `false`"
             await ws.respond(400, [("content-type", text)], message.encode())
             return
-        client_id = self._signed(pairs)
+        client_id = await self._signed(pairs)
         if client_id is None:
             await ws.respond(401, [("content-type", text)], UNAUTHORIZED.encode())
             return
         config = self.hub.config.moosicbox
         state = self.hub.moosicbox
         if sender_flag == "true":
+            cluster = self.hub.cluster
+            elsewhere = None
+            if cluster is not None and client_id not in state.senders:
+                elsewhere = await cluster.sender_node(client_id)
             await ws.accept_with_keepalive(config.ping_interval, config.idle_timeout)
             sender = Sender(client_id, ws, state)
             state.attach(sender)
-            cluster = self.hub.cluster
             if cluster is not None:  # announce it, so the other nodes carry its requests here
                 cluster.tunnel_changed()
+                if elsewhere is not None:  # one sender per client id, cluster-wide
+                    cluster.drop_agent(
+                        elsewhere,
+                        client_id,
+                        closecodes.ALREADY_CONNECTED,
+                        "replaced by a new sender",
+                        moosicbox=True,
+                    )
             log.info("moosicbox %s: sender connected", client_id)
             try:
                 await sender.serve()

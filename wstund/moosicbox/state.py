@@ -97,6 +97,13 @@ class MoosicBox:
         if self.senders.get(sender.client_id) is sender:
             del self.senders[sender.client_id]
 
+    def close_sender(self, client_id: str, code: int, reason: str) -> None:
+        """Close the sender of ``client_id`` (replaced by one on another node)."""
+        sender = self.senders.get(client_id)
+        if sender is not None:
+            log.warning("moosicbox %s: %s", client_id, reason)
+            sender.close(code, reason)
+
     def disconnect(self, client_id: str, code: int, reason: str) -> None:
         """Close the sender and the app sockets of ``client_id`` (removed or rotated)."""
         sender = self.senders.get(client_id)

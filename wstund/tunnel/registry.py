@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 CLIENT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 DB_NAME = "tunnel.sqlite3"
@@ -211,6 +211,16 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class TokenRow(NamedTuple):
+    """One stored MoosicBox token: its hash, kind, client, creation and expiry times."""
+
+    token_hash: str
+    kind: str
+    client_id: str
+    created_at: float
+    expires: float | None
+
+
 class MoosicBoxTokens:
     """MoosicBox clients' access, signature and magic tokens, stored only as hashes.
 
@@ -243,6 +253,40 @@ class MoosicBoxTokens:
                     (client_id, kind, now, client_id, kind, keep),
                 )
         return token
+
+    def put(self, row: TokenRow) -> None:
+        """Keep a copy of a token another node issued (the cluster's registry is the original)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO moosicbox_tokens"
+                " (token_hash, kind, client_id, created_at, expires) VALUES (?, ?, ?, ?, ?)",
+                tuple(row),
+            )
+
+    def forget(self, hashed: str) -> None:
+        """Drop the copy of a token the cluster no longer knows (revoked on another node)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM moosicbox_tokens WHERE token_hash = ?", (hashed,))
+
+    def rows(self) -> list[TokenRow]:
+        """Every stored token (hashes only), as the cluster's registry holds them."""
+        rows = self._db.execute(
+            "SELECT token_hash, kind, client_id, created_at, expires FROM moosicbox_tokens"
+        )
+        return [TokenRow(*row) for row in rows]
+
+    def replace_all(self, rows: list[TokenRow]) -> None:
+        """Make the copy exactly ``rows`` (the cluster's word, after linking up)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM moosicbox_tokens")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO moosicbox_tokens"
+                " (token_hash, kind, client_id, created_at, expires) VALUES (?, ?, ?, ?, ?)",
+                [tuple(row) for row in rows],
+            )
 
     def client_of(self, kind: TokenKind, token: str | None) -> str | None:
         """The client a valid token of ``kind`` belongs to, or None."""
