@@ -1,5 +1,6 @@
 """Three nodes behind the README's nginx recipe (round robin, no stickiness), as a user meets
-them: chat across nodes and a tunnelled download, whichever node nginx picks."""
+them: chat across nodes, a tunnelled download and a MoosicBox server whose every call (register,
+signature token, sender socket, requests) goes through nginx, whichever node it picks."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ import trio_websocket
 
 from .conftest import RunningDaemon, StartNodes, recv, send
 from .localapp import pattern_sha256, start_local_app
+from .moosicbox_sender import ADMIN, FakeSender
 from .redisserver import free_port
+from .test_cluster_moosicbox import CLIENT as MOOSICBOX_CLIENT
+from .test_cluster_moosicbox import _download as moosicbox_download
 from .test_tunnel_e2e import CLIENT, MB, agent_for, register, run_agent
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -83,7 +87,7 @@ def nginx_in_front(tmp_path: Path) -> Iterator[list[Nginx]]:
 async def test_chat_and_tunnel_through_the_readme_recipe(
     start_nodes: StartNodes, nginx_in_front: list[Nginx], tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    nodes = await start_nodes(3)
+    nodes = await start_nodes(3, server={"admin_token": ADMIN})  # one admin token: see README
     nginx = Nginx(tmp_path / "nginx", readme_recipe(), nodes)
     nginx_in_front.append(nginx)
     front = f"ws://127.0.0.1:{nginx.port}/ws"
@@ -114,3 +118,30 @@ async def test_chat_and_tunnel_through_the_readme_recipe(
                 got = await http.get(f"http://127.0.0.1:{nginx.port}/_t/{CLIENT}/bytes?n={n}")
             assert got.status_code == 200
             assert hashlib.sha256(got.content).hexdigest() == pattern_sha256(n)
+
+    # MoosicBox, every call through nginx: WS_HOST=ws://nginx/ws and its /auth routes.
+    base = f"http://127.0.0.1:{nginx.port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        with trio.fail_after(10):
+            r = await http.post(
+                f"/auth/register-client?clientId={MOOSICBOX_CLIENT}",
+                headers={"Authorization": ADMIN},
+            )
+            assert r.status_code == 200, r.text
+            access = r.json()["token"]
+            r = await http.post(
+                f"/auth/signature-token?clientId={MOOSICBOX_CLIENT}",
+                headers={"Authorization": access},
+            )
+            assert r.status_code == 200, r.text
+            signature = r.json()["token"]
+    ws = await trio_websocket.connect_websocket_url(
+        nursery, f"{front}?clientId={MOOSICBOX_CLIENT}&sender=true&signature={signature}"
+    )
+    sender = FakeSender(ws, local.url)
+    nursery.start_soon(sender.serve, nursery)
+    with trio.fail_after(10):
+        while not any(MOOSICBOX_CLIENT in node.hub.moosicbox.senders for node in nodes):
+            await trio.sleep(0.02)
+    for _ in range(3):
+        await moosicbox_download(base, access, MB + 7)
