@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-import httpx
 import trio
 import trio_websocket
 
@@ -31,6 +30,7 @@ from ..tunnel.frames import (
 from ..tunnel.writer import FrameWriter, WriterClosed
 from .backoff import reconnect_delay
 from .forward import forward_http, forward_websocket
+from .local import LocalApp
 from .streams import AgentStream, StreamAborted
 
 log = logging.getLogger("wstund.agent")
@@ -96,11 +96,8 @@ class Agent:
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with capped exponential backoff until cancelled."""
-        timeout = httpx.Timeout(self.config.connect_timeout, read=None, write=None, pool=None)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
-        async with httpx.AsyncClient(
-            timeout=timeout, limits=limits, follow_redirects=False
-        ) as client:
+        client = LocalApp(self.config.target, self.config.connect_timeout)
+        try:
             attempt = 0
             while True:
                 try:
@@ -116,8 +113,11 @@ class Agent:
                 attempt += 1
                 log.info("reconnecting in %.1f s", delay)
                 await trio.sleep(delay)
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
 
-    async def _connect_once(self, client: httpx.AsyncClient) -> bool:
+    async def _connect_once(self, client: LocalApp) -> bool:
         """One session; True if it got as far as the hello (so backoff restarts)."""
         config = self.config
         headers = [
@@ -146,9 +146,7 @@ class Agent:
             log.warning("cannot reach %s: %s", config.server, exc or type(exc).__name__)
             return False
 
-    async def _serve(
-        self, ws: trio_websocket.WebSocketConnection, client: httpx.AsyncClient
-    ) -> bool:
+    async def _serve(self, ws: trio_websocket.WebSocketConnection, client: LocalApp) -> bool:
         try:
             with trio.fail_after(self.config.connect_timeout):
                 first = await ws.get_message()
@@ -214,7 +212,7 @@ class Agent:
         self,
         ws: trio_websocket.WebSocketConnection,
         hello: Hello,
-        client: httpx.AsyncClient,
+        client: LocalApp,
         nursery: trio.Nursery,
     ) -> None:
         """Demultiplex the server's frames until the socket closes."""
@@ -243,7 +241,7 @@ class Agent:
         ws: trio_websocket.WebSocketConnection,
         frame: Frame,
         hello: Hello,
-        client: httpx.AsyncClient,
+        client: LocalApp,
         nursery: trio.Nursery,
     ) -> None:
         if frame.kind == Kind.HEAD:
@@ -274,7 +272,7 @@ class Agent:
         self,
         ws: trio_websocket.WebSocketConnection,
         stream: AgentStream,
-        client: httpx.AsyncClient,
+        client: LocalApp,
         hello: Hello,
     ) -> None:
         """Run one stream; a failure aborts only this stream."""
@@ -290,7 +288,7 @@ class Agent:
                 if stream.head.websocket:
                     await forward_websocket(send, stream, self.config.target)
                 else:
-                    await forward_http(send, stream, client, self.config.target, hello.max_frame)
+                    await forward_http(send, stream, client, hello.max_frame)
         except* (StreamAborted, StreamGone, trio_websocket.ConnectionClosed):
             pass
         except* Exception as group:
