@@ -401,8 +401,9 @@ def main() -> None:
             runs = trio.run(measure, opts, routes, origin)
         finally:
             for proc in reversed(procs):
-                # SIGINT ends the agent through trio's KeyboardInterrupt, so cProfile writes.
-                agent = "wstund-agent" in str(proc.args)
+                # SIGINT ends a profiled agent through trio's KeyboardInterrupt, so cProfile
+                # writes (with a traceback on stderr).
+                agent = opts.profile and "wstund-agent" in str(proc.args)
                 proc.send_signal(signal.SIGINT if agent else signal.SIGTERM)
             for proc in procs:
                 try:
