@@ -39,13 +39,19 @@ async def _serve(nursery: trio.Nursery, handler: Handler) -> tuple[int, list[byt
     return listeners[0].socket.getsockname()[1], seen
 
 
-async def _forward(app: LocalApp, head: RequestHead) -> list[tuple[Kind, bytes]]:
-    """Run one stream through ``forward_http``; the frames it sent."""
+async def _forward(
+    app: LocalApp, head: RequestHead, calls: list[int] | None = None
+) -> list[tuple[Kind, bytes]]:
+    """Run one stream through ``forward_http``; the frames it sent (``calls``: how many frames
+    each send was handed)."""
     sent: list[tuple[Kind, bytes]] = []
 
-    async def send(data: bytes) -> None:
-        frame = decode(data)
-        sent.append((frame.kind, frame.payload))
+    async def send(*frames: bytes) -> None:
+        if calls is not None:
+            calls.append(len(frames))
+        for data in frames:
+            frame = decode(data)
+            sent.append((frame.kind, frame.payload))
 
     stream = AgentStream(1, head, 1024 * 1024, 1024 * 1024)
     await forward_http(send, stream, app, 256 * 1024)
@@ -67,12 +73,14 @@ async def test_requests_reuse_one_connection_and_pass_header_bytes_as_given() ->
         port, seen = await _serve(nursery, _keep_alive_app)
         app = LocalApp(f"http://127.0.0.1:{port}/base", connect_timeout=5)
         head = RequestHead(method="GET", path="/a%20b", query="x=1", headers=[("X-Odd-Case", "V")])
+        calls: list[int] = []
         with trio.fail_after(10):
             first = await _forward(app, head)
-            second = await _forward(app, head)
+            second = await _forward(app, head, calls)
         await app.aclose()
         nursery.cancel_scope.cancel()
     assert first == second
+    assert calls == [3]  # the whole small response handed over at once: one write
     assert [kind for kind, _ in first] == [Kind.HEAD, Kind.BODY, Kind.END]
     response = decode_response_head(first[0][1])
     assert response.status == 200 and ("X-Mixed-CASE", "Keep") in response.headers
@@ -119,9 +127,10 @@ async def test_a_body_cut_short_by_the_app_is_no_end() -> None:
         port, _ = await _serve(nursery, _truncating_app)
         app = LocalApp(f"http://127.0.0.1:{port}", connect_timeout=5)
 
-        async def send(data: bytes) -> None:
-            frame = decode(data)
-            sent.append((frame.kind, frame.payload))
+        async def send(*frames: bytes) -> None:
+            for data in frames:
+                frame = decode(data)
+                sent.append((frame.kind, frame.payload))
 
         stream = AgentStream(1, RequestHead(method="GET", path="/"), 1 << 20, 1 << 20)
         with trio.fail_after(10), pytest.raises(Exception, match="(?i)incomplete|closed"):

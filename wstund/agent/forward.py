@@ -29,7 +29,7 @@ from .streams import AgentStream, StreamAborted
 
 log = logging.getLogger("wstund.agent")
 
-Send = Callable[[bytes], Awaitable[None]]
+Send = Callable[..., Awaitable[None]]  # send(*frames): handed over together, in order
 
 
 def local_url(target: str, path: str, query: str) -> str:
@@ -71,16 +71,29 @@ async def forward_http(send: Send, stream: AgentStream, local: LocalApp, max_fra
         try:
             status = response.status_code
             headers = end_to_end(from_bytes(response.headers.raw_items()))
-            await send(
+            # Frames wait while the local app's bytes are already here, and go out together:
+            # a small response is one write (HEAD, BODY, END) instead of three.
+            pending = [
                 encode_response_head(stream.id, ResponseHead(status=status, headers=headers))
-            )
+            ]
             while True:
-                event = await conn.next_event()  # as it arrives (a size would batch)
-                if isinstance(event, h11.Data):
+                event = conn.h11.next_event()
+                if event is h11.NEED_DATA:
+                    if pending:
+                        await send(*pending)
+                        pending = []
+                    await conn.receive()  # as it arrives (a size would batch)
+                elif isinstance(event, h11.Data):
                     chunk = event.data
                     for start in range(0, len(chunk), max_frame):
                         piece = chunk[start : start + max_frame]
-                        await _send_body(send, stream, Kind.BODY, piece)
+                        if stream.credit.available <= 0:
+                            if pending:
+                                await send(*pending)
+                                pending = []
+                            await stream.credit.wait()
+                        stream.credit.spend(frame_cost(piece))
+                        pending.append(encode(Kind.BODY, stream.id, piece))
                         sent += len(piece)
                 elif isinstance(event, h11.EndOfMessage):
                     break
@@ -88,7 +101,7 @@ async def forward_http(send: Send, stream: AgentStream, local: LocalApp, max_fra
                     raise LocalError(f"local app closed the response early ({event!r})")
         finally:
             await local.release(conn)
-        await send(encode(Kind.END, stream.id))
+        await send(*pending, encode(Kind.END, stream.id))
     finally:
         outcome = "aborted" if stream.aborted else str(status)
         elapsed = (time.monotonic() - started) * 1000

@@ -41,8 +41,12 @@ class LocalConnection:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
-            data = await self.stream.receive_some(READ_SIZE)
-            self.h11.receive_data(data)  # type: ignore[arg-type]  # a bytearray works as well
+            await self.receive()
+
+    async def receive(self) -> None:
+        """Hand h11 what one receive gives (b"" at the end of the stream)."""
+        data = await self.stream.receive_some(READ_SIZE)
+        self.h11.receive_data(data)  # type: ignore[arg-type]  # a bytearray works as well
 
     def reusable(self) -> bool:
         """True once both sides finished their message on a keep-alive connection."""

@@ -281,9 +281,9 @@ class Agent:
     ) -> None:
         """Run one stream; a failure aborts only this stream."""
 
-        async def send(data: bytes) -> None:
+        async def send(*frames: bytes) -> None:
             try:
-                await self._writer.send(data)  # handed over whole, or not at all
+                await self._writer.send(*frames)  # each handed over whole, or not at all
             except WriterClosed:
                 raise StreamAborted() from None
 

@@ -73,15 +73,21 @@ class FrameWriter:
             self._enqueue(ticket.data)
             ticket.event.set()
 
-    async def send(self, data: Data) -> None:
-        """Queue one frame, after the frames before it, once ``max_queued`` allows; WriterClosed
-        once the writer is gone. Returning (or being cancelled after admission) means the frame
-        will be written whole; cancelled before admission, nothing of it is written."""
+    async def send(self, *frames: Data) -> None:
+        """Queue frames in order, after the frames before them, once ``max_queued`` allows;
+        WriterClosed once the writer is gone. Returning (or being cancelled after admission)
+        means a frame will be written whole; cancelled before admission, nothing of it is
+        written. Frames that fit at once are queued together (the writer may batch them)."""
+        for index, data in enumerate(frames, 1):
+            await self._send(data, checkpoint=index == len(frames))
+
+    async def _send(self, data: Data, checkpoint: bool) -> None:
         if self._closed:
             raise WriterClosed()
         if not self._waiting and self._fits(data):
             self._enqueue(data)
-            await trio.lowlevel.checkpoint()
+            if checkpoint:
+                await trio.lowlevel.checkpoint()
             return
         ticket = _Ticket(data)
         self._waiting.append(ticket)
