@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -200,7 +201,8 @@ def start_all(
         r.raise_for_status()
         agent_args = ["--server", url, "--client-id", CLIENT, "--log-level", "warning"]
         agent_args.append(f"http://127.0.0.1:{origin_port}")
-        agent_argv = wstund_argv(agent_args, src=opts.wstund_src, program="wstund-agent")
+        agent_profile = f"{opts.profile}.agent" if opts.profile else None
+        agent_argv = wstund_argv(agent_args, agent_profile, opts.wstund_src, "wstund-agent")
         env = {"WSTUN_TUNNEL_SECRET": r.json()["secret"], "PATH": str(BIN)}
         agent = subprocess.Popen(agent_argv, env=env, stdin=subprocess.DEVNULL)
         procs.append(agent)
@@ -398,7 +400,10 @@ def main() -> None:
             runs = trio.run(measure, opts, routes, origin)
         finally:
             for proc in reversed(procs):
-                proc.terminate()
+                # SIGINT ends a profiled agent through trio's KeyboardInterrupt, so cProfile
+                # writes (with a traceback on stderr).
+                agent = opts.profile and "wstund-agent" in str(proc.args)
+                proc.send_signal(signal.SIGINT if agent else signal.SIGTERM)
             for proc in procs:
                 try:
                     proc.wait(10)
@@ -421,6 +426,7 @@ def main() -> None:
         print(f"{header}\n{text}")
     if opts.profile:
         print_profile(opts.profile)
+        print_profile(f"{opts.profile}.agent")
 
 
 if __name__ == "__main__":

@@ -88,3 +88,32 @@ def test_wstunctl_tunnel_run_wraps_the_agent() -> None:
         wstunctl, ["tunnel", "run", "--server", "http://x", "--client-id", "a", "http://y"], env={}
     )
     assert usage.exit_code == 2
+
+
+async def test_writer_with_write_many_writes_every_queued_frame_at_once() -> None:
+    import trio.testing
+
+    from wstund.tunnel.writer import FrameWriter
+
+    batches: list[list[str | bytes]] = []
+
+    async def one(data: str | bytes) -> None:
+        raise AssertionError("a batching writer writes lists")
+
+    async def many(frames: list[str | bytes]) -> None:
+        batches.append(frames)
+
+    writer = FrameWriter(one, max_queued=100, max_posted=10, write_many=many)
+    await writer.send(b"head")
+    await writer.send(b"body")
+    await writer.send(b"end")
+    assert writer.post("pong")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert batches == [["pong", b"head", b"body", b"end"]]  # control first, then in order
+        assert writer.queued == 0 and writer.posted == 0
+        await writer.send(b"more")
+        await trio.testing.wait_all_tasks_blocked()
+        assert batches[-1] == [b"more"]
+        nursery.cancel_scope.cancel()

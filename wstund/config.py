@@ -98,8 +98,8 @@ class TunnelConfig(_Section):
     replace_existing: bool = False
     buffered_clients: list[str] = msgspec.field(default_factory=list)
     auth_failures_per_minute: int = 10
-    window_size: int = 256 * 1024
-    max_frame_size: int = 64 * 1024
+    window_size: int = 1024 * 1024
+    max_frame_size: int = 256 * 1024
     max_streams_per_client: int = 256
     ping_interval: float = 20.0
     idle_timeout: float = 60.0

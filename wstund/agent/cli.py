@@ -97,8 +97,6 @@ def main(
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
-    for chatty in ("httpx", "httpcore"):  # the agent logs its own line per request
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     os.environ.pop("WSTUN_TUNNEL_SECRET", None)
     try:
         trio.run(Agent(config).run)

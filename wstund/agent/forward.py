@@ -1,13 +1,13 @@
-"""Forwarding one stream to the local app: HTTP with httpx, WebSocket with trio-websocket."""
+"""Forwarding one stream to the local app: HTTP with h11, WebSocket with trio-websocket."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+import h11
 import trio
 import trio_websocket
 
@@ -24,11 +24,12 @@ from ..tunnel.frames import (
     encode_window,
 )
 from ..tunnel.headers import WEBSOCKET_HANDSHAKE
+from .local import LocalApp, LocalConnection, LocalError
 from .streams import AgentStream, StreamAborted
 
 log = logging.getLogger("wstund.agent")
 
-Send = Callable[[bytes], Awaitable[None]]
+Send = Callable[..., Awaitable[None]]  # send(*frames): handed over together, in order
 
 
 def local_url(target: str, path: str, query: str) -> str:
@@ -48,17 +49,6 @@ async def _grant(send: Send, stream: AgentStream, size: int) -> None:
         await send(encode_window(stream.id, credit))
 
 
-async def _request_body(send: Send, stream: AgentStream) -> AsyncIterator[bytes]:
-    """The request body from BODY frames, granting credit back as httpx takes each chunk."""
-    while True:
-        frame = await stream.next_frame()
-        if frame.kind == Kind.END:
-            return
-        if frame.kind == Kind.BODY and frame.payload:
-            yield frame.payload
-            await _grant(send, stream, frame_cost(frame.payload))
-
-
 async def _send_body(send: Send, stream: AgentStream, kind: Kind, payload: bytes) -> None:
     """One BODY/TEXT frame, once the server has given credit for it."""
     await stream.credit.wait()
@@ -66,46 +56,118 @@ async def _send_body(send: Send, stream: AgentStream, kind: Kind, payload: bytes
     await send(encode(kind, stream.id, payload))
 
 
-async def forward_http(
-    send: Send, stream: AgentStream, client: httpx.AsyncClient, target: str, max_frame: int
-) -> None:
+async def forward_http(send: Send, stream: AgentStream, local: LocalApp, max_frame: int) -> None:
     """Replay the request to the local app and stream the response back within the credit."""
     head = stream.head
     started = time.monotonic()
     status, sent = 0, 0
     try:
-        request = client.build_request(
-            head.method,
-            local_url(target, head.path, head.query),
-            headers=to_bytes(request_headers(head.headers)),
-            content=_request_body(send, stream) if head.body else None,
-        )
         try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            conn, response = await _exchange(send, stream, local)
+        except LocalError as exc:
             status = 502
-            await send(encode_text(stream.id, Kind.ERROR, f"local app: {exc!r}"[:500]))
+            await send(encode_text(stream.id, Kind.ERROR, f"local app: {exc}"[:500]))
             return
         try:
             status = response.status_code
-            headers = end_to_end(from_bytes(response.headers.raw))
-            await send(
+            headers = end_to_end(from_bytes(response.headers.raw_items()))
+            # Frames wait while the local app's bytes are already here, and go out together:
+            # a small response is one write (HEAD, BODY, END) instead of three.
+            pending = [
                 encode_response_head(stream.id, ResponseHead(status=status, headers=headers))
-            )
-            async for chunk in response.aiter_raw():  # as it arrives (a size would batch)
-                for start in range(0, len(chunk), max_frame):
-                    piece = chunk[start : start + max_frame]
-                    await _send_body(send, stream, Kind.BODY, piece)
-                    sent += len(piece)
+            ]
+            while True:
+                event = conn.h11.next_event()
+                if event is h11.NEED_DATA:
+                    if pending:
+                        await send(*pending)
+                        pending = []
+                    await conn.receive()  # as it arrives (a size would batch)
+                elif isinstance(event, h11.Data):
+                    chunk = event.data
+                    for start in range(0, len(chunk), max_frame):
+                        piece = chunk[start : start + max_frame]
+                        if stream.credit.available <= 0:
+                            if pending:
+                                await send(*pending)
+                                pending = []
+                            await stream.credit.wait()
+                        stream.credit.spend(frame_cost(piece))
+                        pending.append(encode(Kind.BODY, stream.id, piece))
+                        sent += len(piece)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:  # ConnectionClosed before the end: a truncated body is not an END
+                    raise LocalError(f"local app closed the response early ({event!r})")
         finally:
-            await response.aclose()
-        await send(encode(Kind.END, stream.id))
+            await local.release(conn)
+        await send(*pending, encode(Kind.END, stream.id))
     finally:
         outcome = "aborted" if stream.aborted else str(status)
         elapsed = (time.monotonic() - started) * 1000
         log.info(
             "%s %s %s %d %.0fms", head.method, _shown(head.path, head.query), outcome, sent, elapsed
         )
+
+
+async def _exchange(
+    send: Send, stream: AgentStream, local: LocalApp
+) -> tuple[LocalConnection, h11.Response]:
+    """Send the request (head as given, body as it comes) and read the response head.
+
+    LocalError if the local app is unreachable or breaks HTTP/1.1 before its head; a request
+    without a body that met a kept-alive connection the app had just closed is sent again once
+    on a new connection, as an HTTP client does.
+    """
+    head = stream.head
+    headers = to_bytes(request_headers(head.headers))
+    if head.body and not any(name.lower() == b"content-length" for name, _ in headers):
+        headers.append((b"transfer-encoding", b"chunked"))
+    try:
+        request = h11.Request(
+            method=head.method.encode("latin-1", "replace"),
+            target=local.target(head.path, head.query),
+            headers=[(b"host", local.host_header), *headers],
+        )
+    except h11.LocalProtocolError as exc:
+        raise LocalError(f"request not valid HTTP/1.1: {exc}") from None
+    while True:
+        conn = await local.connect()
+        try:
+            await conn.send(request)
+            if head.body:
+                await _pump_request_body(send, stream, conn)
+            await conn.send(h11.EndOfMessage())
+            while True:
+                event = await conn.next_event()
+                if isinstance(event, h11.Response):
+                    return conn, event
+                if not isinstance(event, h11.InformationalResponse):
+                    raise h11.RemoteProtocolError(f"no response head ({event!r})")
+        except (
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            h11.ProtocolError,
+        ) as exc:
+            await conn.aclose()
+            if conn.reused and not head.body:
+                continue
+            raise LocalError(repr(exc)) from None
+        except BaseException:
+            await conn.aclose()
+            raise
+
+
+async def _pump_request_body(send: Send, stream: AgentStream, conn: LocalConnection) -> None:
+    """The request body from BODY frames to the local app, granting credit back as it goes."""
+    while True:
+        frame = await stream.next_frame()
+        if frame.kind == Kind.END:
+            return
+        if frame.kind == Kind.BODY and frame.payload:
+            await conn.send(h11.Data(data=frame.payload))
+            await _grant(send, stream, frame_cost(frame.payload))
 
 
 def _shown(path: str, query: str) -> str:

@@ -6,11 +6,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
-import httpx
 import trio
-import trio_websocket
 
 from ..keepalive import keep_alive
 from ..tunnel.flow import StreamGone
@@ -29,8 +28,10 @@ from ..tunnel.frames import (
     encode_text,
 )
 from ..tunnel.writer import FrameWriter, WriterClosed
+from . import link
 from .backoff import reconnect_delay
 from .forward import forward_http, forward_websocket
+from .local import LocalApp
 from .streams import AgentStream, StreamAborted
 
 log = logging.getLogger("wstund.agent")
@@ -96,11 +97,8 @@ class Agent:
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with capped exponential backoff until cancelled."""
-        timeout = httpx.Timeout(self.config.connect_timeout, read=None, write=None, pool=None)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
-        async with httpx.AsyncClient(
-            timeout=timeout, limits=limits, follow_redirects=False
-        ) as client:
+        client = LocalApp(self.config.target, self.config.connect_timeout)
+        try:
             attempt = 0
             while True:
                 try:
@@ -116,8 +114,11 @@ class Agent:
                 attempt += 1
                 log.info("reconnecting in %.1f s", delay)
                 await trio.sleep(delay)
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
 
-    async def _connect_once(self, client: httpx.AsyncClient) -> bool:
+    async def _connect_once(self, client: LocalApp) -> bool:
         """One session; True if it got as far as the hello (so backoff restarts)."""
         config = self.config
         headers = [
@@ -126,34 +127,32 @@ class Agent:
             *((k.encode(), v.encode()) for k, v in config.extra_headers),
         ]
         try:
-            async with trio_websocket.open_websocket_url(
-                config.connect_url,
-                extra_headers=headers,
-                max_message_size=MAX_MESSAGE,
-                connect_timeout=config.connect_timeout,
-                disconnect_timeout=2,
-            ) as ws:
-                return await self._serve(ws, client)
-        except trio_websocket.ConnectionRejected as exc:
-            if exc.status_code in (401, 403, 404):
-                body = (exc.body or b"").decode(errors="replace")[:200]
+            ws = await link.connect(
+                config.connect_url, headers, MAX_MESSAGE, config.connect_timeout
+            )
+        except link.Rejected as exc:
+            if exc.status in (401, 403, 404):
+                body = exc.body.decode(errors="replace")[:200]
                 raise AuthenticationFailed(
-                    f"wstund refused client {config.client_id!r}: HTTP {exc.status_code} {body}"
+                    f"wstund refused client {config.client_id!r}: HTTP {exc.status} {body}"
                 ) from None
-            log.warning("agent socket refused: HTTP %s", exc.status_code)
+            log.warning("agent socket refused: HTTP %s", exc.status)
             return False
-        except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
+        except (OSError, link.HandshakeError, trio.TooSlowError) as exc:
             log.warning("cannot reach %s: %s", config.server, exc or type(exc).__name__)
             return False
+        try:
+            return await self._serve(ws, client)
+        finally:
+            with trio.CancelScope(shield=True):
+                await ws.aclose(1000, "")
 
-    async def _serve(
-        self, ws: trio_websocket.WebSocketConnection, client: httpx.AsyncClient
-    ) -> bool:
+    async def _serve(self, ws: link.Link, client: LocalApp) -> bool:
         try:
             with trio.fail_after(self.config.connect_timeout):
-                first = await ws.get_message()
+                first = await ws.receive()
             hello = decode_control(first) if isinstance(first, str) else None
-        except (trio_websocket.ConnectionClosed, trio.TooSlowError, FrameError) as exc:
+        except (link.LinkClosed, trio.TooSlowError, FrameError) as exc:
             self._log_close(ws, exc)
             return False
         if not isinstance(hello, Hello):
@@ -167,7 +166,10 @@ class Agent:
         # otherwise leave a torn frame on the socket and wstund would drop every stream.
         overdraft = max(hello.max_frame, hello.max_message)
         self._writer = FrameWriter(
-            self._write_to(ws), max_queued=2 * overdraft, max_posted=4 * overdraft
+            self._write_to(ws),
+            max_queued=2 * overdraft,
+            max_posted=4 * overdraft,
+            write_many=self._write_to(ws),
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -186,43 +188,43 @@ class Agent:
         return True
 
     @staticmethod
-    def _write_to(
-        ws: trio_websocket.WebSocketConnection,
-    ) -> Callable[[str | bytes], Awaitable[None]]:
-        async def write(data: str | bytes) -> None:
-            with contextlib.suppress(trio_websocket.ConnectionClosed):  # the reader notices
-                await ws.send_message(data)
+    def _write_to(ws: link.Link) -> Callable[[Any], Awaitable[None]]:
+        """Frames to the socket, several in one write (a list) or one."""
+
+        async def write(data: list[str | bytes] | str | bytes) -> None:
+            with contextlib.suppress(link.LinkClosed):  # the reader notices
+                await ws.send(data if isinstance(data, list) else [data])
 
         return write
 
-    def _post(self, ws: trio_websocket.WebSocketConnection, data: str | bytes) -> None:
+    def _post(self, ws: link.Link, data: str | bytes) -> None:
         """Queue a control frame; a wstund that leaves too many unread is given up."""
         if not self._writer.post(data):
             log.warning("wstund is not reading its socket, reconnecting")
             self._writer.close()
             self._session_scope.cancel()
 
-    def _log_close(self, ws: trio_websocket.WebSocketConnection, exc: BaseException) -> None:
+    def _log_close(self, ws: link.Link, exc: BaseException) -> None:
         reason = ws.closed
         if reason is not None:
-            self.last_close = (reason.code, reason.reason or "")
-            log.warning("agent socket closed: %s %s", reason.code, reason.reason or "")
+            self.last_close = (reason.code, reason.reason)
+            log.warning("agent socket closed: %s %s", reason.code, reason.reason)
         else:
             log.warning("agent socket: %s", exc or type(exc).__name__)
 
     async def _read(
         self,
-        ws: trio_websocket.WebSocketConnection,
+        ws: link.Link,
         hello: Hello,
-        client: httpx.AsyncClient,
+        client: LocalApp,
         nursery: trio.Nursery,
     ) -> None:
         """Demultiplex the server's frames until the socket closes."""
         self._last_heard = trio.current_time()
         while True:
             try:
-                message = await ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
+                message = await ws.receive()
+            except link.LinkClosed as exc:
                 self._log_close(ws, exc)
                 return
             self._last_heard = trio.current_time()
@@ -240,10 +242,10 @@ class Agent:
 
     async def _on_frame(
         self,
-        ws: trio_websocket.WebSocketConnection,
+        ws: link.Link,
         frame: Frame,
         hello: Hello,
-        client: httpx.AsyncClient,
+        client: LocalApp,
         nursery: trio.Nursery,
     ) -> None:
         if frame.kind == Kind.HEAD:
@@ -272,16 +274,16 @@ class Agent:
 
     async def _forward(
         self,
-        ws: trio_websocket.WebSocketConnection,
+        ws: link.Link,
         stream: AgentStream,
-        client: httpx.AsyncClient,
+        client: LocalApp,
         hello: Hello,
     ) -> None:
         """Run one stream; a failure aborts only this stream."""
 
-        async def send(data: bytes) -> None:
+        async def send(*frames: bytes) -> None:
             try:
-                await self._writer.send(data)  # handed over whole, or not at all
+                await self._writer.send(*frames)  # each handed over whole, or not at all
             except WriterClosed:
                 raise StreamAborted() from None
 
@@ -290,8 +292,8 @@ class Agent:
                 if stream.head.websocket:
                     await forward_websocket(send, stream, self.config.target)
                 else:
-                    await forward_http(send, stream, client, self.config.target, hello.max_frame)
-        except* (StreamAborted, StreamGone, trio_websocket.ConnectionClosed):
+                    await forward_http(send, stream, client, hello.max_frame)
+        except* (StreamAborted, StreamGone, link.LinkClosed):
             pass
         except* Exception as group:
             log.warning("stream %d failed: %r", stream.id, group.exceptions[0])
@@ -300,9 +302,7 @@ class Agent:
         finally:
             self.streams.pop(stream.id, None)
 
-    async def _keepalive(
-        self, ws: trio_websocket.WebSocketConnection, hello: Hello, scope: trio.CancelScope
-    ) -> None:
+    async def _keepalive(self, ws: link.Link, hello: Hello, scope: trio.CancelScope) -> None:
         """Ping every ``ping_interval``; give the session up when wstund is silent too long."""
 
         async def ping() -> None:

@@ -142,6 +142,11 @@ class Exchange(Generic[K]):
             raise ExchangeFailed(self.core.failure)
         return self.core.head
 
+    @property
+    def complete(self) -> bool:
+        """The whole body has arrived and been taken: the chunk just taken was the last."""
+        return self.core.finished and self.core.drained
+
     async def body(self, idle_timeout: float) -> AsyncIterator[bytes]:
         """The body's chunks as they come, giving credit back as each is taken; Truncated when
         it stops short (owner gone or failed, ``idle_timeout`` without data)."""

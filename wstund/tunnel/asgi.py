@@ -124,6 +124,11 @@ class ServerWebSocket:
         else:
             await self._send({"type": "websocket.send", "bytes": data})
 
+    async def send_many(self, messages: list[str | bytes]) -> None:
+        """Send several messages in order (one by one here; the lane writes them at once)."""
+        for data in messages:
+            await self.send(data)
+
     async def close(self, code: int, reason: str = "") -> None:
         """Close with ``code`` (idempotent)."""
         if self.closed:

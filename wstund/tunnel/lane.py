@@ -73,6 +73,10 @@ class LaneServerWebSocket(ServerWebSocket):
         """Send one message (dropped once the socket is closed)."""
         await self._ws.write([self._ws.encode(data)])
 
+    async def send_many(self, messages: list[str | bytes]) -> None:
+        """Send several messages in one write: one system call, one wake-up of the agent."""
+        await self._ws.write([self._ws.encode(data) for data in messages])
+
     async def close(self, code: int, reason: str = "") -> None:
         """Close with ``code`` (idempotent)."""
         if self.closed:

@@ -342,13 +342,17 @@ async def _respond(
     limit = BodyLimit(response.headers)
     # Truncated propagates when the agent goes away (or breaks the rules) before END: the
     # caller of a streamed response then sees a truncated body, as Hypercorn cuts it.
+    ended = False
     async for payload in exchange.body(0):
         session.record.bytes_out += len(payload)
-        await send({"type": "http.response.body", "body": limit.take(payload), "more_body": True})
+        body = limit.take(payload)
+        ended = exchange.complete and not limit.over  # END already here: one message less
+        await send({"type": "http.response.body", "body": body, "more_body": not ended})
         if limit.over:  # the rest is dropped; finishing the stream aborts it at the agent
             log.warning("tunnel stream %d: response longer than its Content-Length", stream.id)
             break
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    if not ended:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _relay_buffered(

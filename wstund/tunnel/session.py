@@ -158,7 +158,10 @@ class TunnelSession:
         # frames (ABORT, WINDOW, pong) are bounded by the streams in flight plus keepalive.
         overdraft = max(limits.max_frame, limits.max_message)
         self.writer = FrameWriter(
-            ws.send, max_queued=2 * overdraft, max_posted=64 * 1024 + 256 * limits.max_streams
+            ws.send,
+            max_queued=2 * overdraft,
+            max_posted=64 * 1024 + 256 * limits.max_streams,
+            write_many=ws.send_many,
         )
         self.exchanges: ExchangeTable[int] = ExchangeTable(_no_id)
         self.exchange_limits = Limits(limits.window, overdraft, grant_at=limits.window // 2)

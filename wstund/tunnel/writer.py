@@ -39,13 +39,18 @@ class FrameWriter:
     first served (no stream starves while others keep the queue full)."""
 
     def __init__(
-        self, write: Callable[[Data], Awaitable[None]], max_queued: int, max_posted: int
+        self,
+        write: Callable[[Data], Awaitable[None]],
+        max_queued: int,
+        max_posted: int,
+        write_many: Callable[[list[Data]], Awaitable[None]] | None = None,
     ) -> None:
         self.max_queued = max_queued
         self.max_posted = max_posted
         self.queued = 0  # bytes of data frames waiting
         self.posted = 0  # bytes of control frames waiting
         self._write = write
+        self._write_many = write_many  # given: every frame queued goes in one write
         self._data: deque[Data] = deque()
         self._control: deque[Data] = deque()
         self._waiting: deque[_Ticket] = deque()
@@ -68,15 +73,21 @@ class FrameWriter:
             self._enqueue(ticket.data)
             ticket.event.set()
 
-    async def send(self, data: Data) -> None:
-        """Queue one frame, after the frames before it, once ``max_queued`` allows; WriterClosed
-        once the writer is gone. Returning (or being cancelled after admission) means the frame
-        will be written whole; cancelled before admission, nothing of it is written."""
+    async def send(self, *frames: Data) -> None:
+        """Queue frames in order, after the frames before them, once ``max_queued`` allows;
+        WriterClosed once the writer is gone. Returning (or being cancelled after admission)
+        means a frame will be written whole; cancelled before admission, nothing of it is
+        written. Frames that fit at once are queued together (the writer may batch them)."""
+        for index, data in enumerate(frames, 1):
+            await self._send(data, checkpoint=index == len(frames))
+
+    async def _send(self, data: Data, checkpoint: bool) -> None:
         if self._closed:
             raise WriterClosed()
         if not self._waiting and self._fits(data):
             self._enqueue(data)
-            await trio.lowlevel.checkpoint()
+            if checkpoint:
+                await trio.lowlevel.checkpoint()
             return
         ticket = _Ticket(data)
         self._waiting.append(ticket)
@@ -105,10 +116,27 @@ class FrameWriter:
         for ticket in self._waiting:
             ticket.event.set()
 
+    def _take_all(self) -> list[Data]:
+        """Every queued frame, control first, admitting waiting senders as room frees."""
+        batch = list(self._control)
+        self._control.clear()
+        self.posted = 0
+        while self._data:
+            batch.extend(self._data)
+            self._data.clear()
+            self.queued = 0
+            self._admit()  # bounded: each round admits at most max_queued bytes
+            if sum(len(data) for data in batch) >= self.max_queued:
+                break
+        return batch
+
     async def run(self) -> None:
         """Write queued frames in order (control first) until cancelled or closed and empty."""
         try:
             while True:
+                if self._write_many is not None and (self._control or self._data):
+                    await self._write_many(self._take_all())
+                    continue
                 if self._control:
                     data = self._control.popleft()
                     self.posted -= len(data)
