@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response, jsonify, request
 
 from .. import closecodes
-from ..cluster.clients import ClusterUnavailable
 from ..tunnel.registry import valid_moosicbox_id
 from ..web.errors import json_error
 
@@ -17,14 +16,6 @@ if TYPE_CHECKING:
 
 def _unknown(client_id: str) -> Response:
     return json_error(404, "client_not_found", f"no MoosicBox client named {client_id!r}")
-
-
-def _unavailable() -> Response:
-    return json_error(
-        503,
-        "cluster_unavailable",
-        "the cluster is unavailable (Redis cannot be reached): MoosicBox clients cannot change",
-    )
 
 
 def create_blueprint(hub: Hub) -> Blueprint:
@@ -56,16 +47,13 @@ def create_blueprint(hub: Hub) -> Blueprint:
                 400, "invalid_client_id", "a client id is [A-Za-z0-9][A-Za-z0-9._-]{0,127}"
             )
         tokens = hub.moosicbox.tokens
-        try:
-            if hub.cluster is not None:
-                shared = hub.cluster.moosicbox_tokens
-                exists = await shared.exists(client_id) or tokens.exists(client_id)
-                token = None if exists else await shared.mint("access", client_id)
-            else:
-                exists = tokens.exists(client_id)
-                token = None if exists else tokens.mint("access", client_id)
-        except ClusterUnavailable:
-            return _unavailable()
+        if hub.cluster is not None:  # Redis unreachable: 503 (web.failures)
+            shared = hub.cluster.moosicbox_tokens
+            exists = await shared.exists(client_id) or tokens.exists(client_id)
+            token = None if exists else await shared.mint("access", client_id)
+        else:
+            exists = tokens.exists(client_id)
+            token = None if exists else tokens.mint("access", client_id)
         if token is None:
             return json_error(
                 409, "client_exists", f"MoosicBox client {client_id!r} exists; rotate its token"
@@ -76,13 +64,10 @@ def create_blueprint(hub: Hub) -> Blueprint:
 
     @routes.delete("/_api/moosicbox/clients/<client_id>")
     async def remove_client(client_id: str) -> Response:
-        try:
-            if hub.cluster is not None:
-                removed = await hub.cluster.moosicbox_tokens.remove(client_id)
-            else:
-                removed = hub.moosicbox.tokens.remove(client_id)
-        except ClusterUnavailable:
-            return _unavailable()
+        if hub.cluster is not None:
+            removed = await hub.cluster.moosicbox_tokens.remove(client_id)
+        else:
+            removed = hub.moosicbox.tokens.remove(client_id)
         if not removed:
             return _unknown(client_id)
         hub.moosicbox.disconnect(client_id, closecodes.KICKED, "client removed")
@@ -95,8 +80,6 @@ def create_blueprint(hub: Hub) -> Blueprint:
                 token = await hub.cluster.moosicbox_tokens.rotate(client_id)
             else:
                 token = hub.moosicbox.tokens.rotate(client_id)
-        except ClusterUnavailable:
-            return _unavailable()
         except KeyError:
             return _unknown(client_id)
         hub.moosicbox.disconnect(client_id, closecodes.KICKED, "tokens rotated")

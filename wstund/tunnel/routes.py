@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response, jsonify, request
 
 from .. import closecodes
-from ..cluster.clients import ClusterUnavailable
 from ..web.errors import json_error
 from .registry import ClientExists, InvalidClientId
 
@@ -17,14 +16,6 @@ if TYPE_CHECKING:
 
 def _unknown(client_id: str) -> Response:
     return json_error(404, "client_not_found", f"no tunnel client named {client_id!r}")
-
-
-def _unavailable() -> Response:
-    return json_error(
-        503,
-        "cluster_unavailable",
-        "the cluster is unavailable (Redis cannot be reached): tunnel clients cannot change",
-    )
 
 
 def create_blueprint(hub: Hub) -> Blueprint:
@@ -49,8 +40,6 @@ def create_blueprint(hub: Hub) -> Blueprint:
                 secret = await hub.cluster.clients.add(client_id)
             else:
                 secret = hub.tunnels.registry.add(client_id)
-        except ClusterUnavailable:
-            return _unavailable()
         except InvalidClientId:
             return json_error(
                 400,
@@ -66,13 +55,10 @@ def create_blueprint(hub: Hub) -> Blueprint:
     @routes.delete("/_api/tunnel/clients/<client_id>")
     async def remove_client(client_id: str) -> Response:
         tunnels = hub.tunnels
-        try:
-            if hub.cluster is not None:
-                removed = await hub.cluster.clients.remove(client_id)
-            else:
-                removed = tunnels.registry.remove(client_id)
-        except ClusterUnavailable:
-            return _unavailable()
+        if hub.cluster is not None:  # Redis unreachable: 503 (web.failures)
+            removed = await hub.cluster.clients.remove(client_id)
+        else:
+            removed = tunnels.registry.remove(client_id)
         if not removed:
             return _unknown(client_id)
         tunnels.disconnect(client_id, closecodes.KICKED, "client removed")
@@ -86,8 +72,6 @@ def create_blueprint(hub: Hub) -> Blueprint:
                 secret = await hub.cluster.clients.rotate(client_id)
             else:
                 secret = tunnels.registry.rotate(client_id)
-        except ClusterUnavailable:
-            return _unavailable()
         except KeyError:
             return _unknown(client_id)
         tunnels.disconnect(client_id, closecodes.KICKED, "secret rotated")

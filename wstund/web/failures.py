@@ -6,6 +6,8 @@
 * A write of state the disk refuses (``tunnel add`` on a full disk: SQLite's "database or disk
   is full"): 507 ``insufficient_storage`` or 500 ``storage_error``, from ``storage.failure``.
 * A marketplace refusal raised outside the marketplace routes (enable/disable persisting).
+* A change to a registry shared through the cluster while Redis cannot be reached (tunnel and
+  MoosicBox clients): 503 ``cluster_unavailable``, whichever route made it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from quart.json.provider import DefaultJSONProvider
 from quart_trio import QuartTrio
 
 from .. import storage
+from ..cluster.clients import ClusterUnavailable
 from ..marketplace.manifest import MarketplaceError
 from .errors import json_error
 
@@ -43,6 +46,15 @@ async def _storage_failed(exc: Exception) -> Response:
     return json_error(error.status, error.code, error.message)
 
 
+async def _cluster_unavailable(exc: Exception) -> Response:
+    assert isinstance(exc, ClusterUnavailable)
+    return json_error(
+        503,
+        "cluster_unavailable",
+        "the cluster is unavailable (Redis cannot be reached): shared registrations cannot change",
+    )
+
+
 async def _refused(exc: Exception) -> Response:
     assert isinstance(exc, MarketplaceError)
     return json_error(exc.status, exc.code, exc.message)
@@ -54,3 +66,4 @@ def install(app: QuartTrio) -> None:
     app.register_error_handler(sqlite3.Error, _storage_failed)
     app.register_error_handler(OSError, _storage_failed)
     app.register_error_handler(MarketplaceError, _refused)
+    app.register_error_handler(ClusterUnavailable, _cluster_unavailable)
