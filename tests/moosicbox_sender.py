@@ -139,20 +139,22 @@ class FakeSender:
 
 
 async def register(
-    daemon: RunningDaemon, client_id: str, signer: RunningDaemon | None = None
+    daemon: RunningDaemon | str, client_id: str, signer: RunningDaemon | None = None
 ) -> tuple[str, str]:
-    """Register ``client_id`` with the admin token, fetch a signature token (through ``signer``
-    if given): (access, signature), as a MoosicBox server does (raw Authorization headers)."""
+    """Register ``client_id`` with the admin token on ``daemon`` (or a base URL, such as a load
+    balancer's), fetch a signature token (through ``signer`` if given): (access, signature), as
+    a MoosicBox server does (raw Authorization headers)."""
+    base = daemon if isinstance(daemon, str) else daemon.url
     async with httpx.AsyncClient() as http:
         with trio.fail_after(5):
             r = await http.post(
-                f"{daemon.url}/auth/register-client?clientId={client_id}",
+                f"{base}/auth/register-client?clientId={client_id}",
                 headers={"Authorization": ADMIN},
             )
             assert r.status_code == 200, r.text
             access = r.json()["token"]
             r = await http.post(
-                f"{(signer or daemon).url}/auth/signature-token?clientId={client_id}",
+                f"{signer.url if signer else base}/auth/signature-token?clientId={client_id}",
                 headers={"Authorization": access},
             )
             assert r.status_code == 200, r.text

@@ -20,6 +20,7 @@ import trio_websocket
 from .conftest import RunningDaemon, StartNodes, recv, send
 from .localapp import pattern_sha256, start_local_app
 from .moosicbox_sender import ADMIN, FakeSender
+from .moosicbox_sender import register as register_moosicbox
 from .redisserver import free_port
 from .test_cluster_moosicbox import CLIENT as MOOSICBOX_CLIENT
 from .test_cluster_moosicbox import _download as moosicbox_download
@@ -121,20 +122,7 @@ async def test_chat_and_tunnel_through_the_readme_recipe(
 
     # MoosicBox, every call through nginx: WS_HOST=ws://nginx/ws and its /auth routes.
     base = f"http://127.0.0.1:{nginx.port}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-        with trio.fail_after(10):
-            r = await http.post(
-                f"/auth/register-client?clientId={MOOSICBOX_CLIENT}",
-                headers={"Authorization": ADMIN},
-            )
-            assert r.status_code == 200, r.text
-            access = r.json()["token"]
-            r = await http.post(
-                f"/auth/signature-token?clientId={MOOSICBOX_CLIENT}",
-                headers={"Authorization": access},
-            )
-            assert r.status_code == 200, r.text
-            signature = r.json()["token"]
+    access, signature = await register_moosicbox(base, MOOSICBOX_CLIENT)
     ws = await trio_websocket.connect_websocket_url(
         nursery, f"{front}?clientId={MOOSICBOX_CLIENT}&sender=true&signature={signature}"
     )
