@@ -12,14 +12,13 @@ import trio
 
 from ..exchange import Exchange, ExchangeFailed, FailKind, Head, TooLarge, Truncated
 from ..httpheaders import (
-    UNTRUSTED_DROPPED,
-    UNTRUSTED_SANDBOX,
     BodyLimit,
     InvalidHead,
     check_headers,
     check_status,
     end_to_end,
     to_bytes,
+    untrusted_response_headers,
 )
 from ..tunnel.asgi import Receive, Send, send_json_error
 from .sender import SenderBusy, SenderLost
@@ -148,19 +147,13 @@ async def proxy(hub: Hub, call: Call, receive: Receive, send: Send) -> None:
 def _response_headers(head: Head, blocking: bool) -> list[tuple[bytes, bytes]]:
     """The sender's status and headers, checked; InvalidHead when they cannot be passed on."""
     check_status(head.status)
-    drop = {name.decode() for name in UNTRUSTED_DROPPED} | {"x-content-type-options"}
-    if blocking:
-        drop.add("content-length")
+    drop = {"content-length"} if blocking else set()
     headers = check_headers(end_to_end(head.headers, also_drop=drop))
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", "application/octet-stream"))
     # What a MoosicBox server sends shares wstund's origin (a signature link can be opened in a
     # browser): it runs sandboxed, with no access to this origin's cookies, storage or API.
-    # Ours is added whatever the sender's own policy says (a browser enforces every policy
-    # given, so a sender's "sandbox allow-same-origin" cannot lift it).
-    headers.append(("content-security-policy", UNTRUSTED_SANDBOX))
-    headers.append(("x-content-type-options", "nosniff"))
-    return to_bytes(headers)
+    return untrusted_response_headers(to_bytes(headers))
 
 
 async def _respond(hub: Hub, exchange: Exchange[int], call: Call, send: Send) -> None:
