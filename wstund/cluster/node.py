@@ -92,6 +92,9 @@ class Cluster:
         self.publisher = Publisher(self.node_id, self._timeout)
         self._dirty = trio.Event()
         self._gone_rooms: set[str] = set()
+        # Registry writes and the clean stop's delete take turns: no refresh lands after it.
+        self._registry_lock = trio.Lock()
+        self._leaving = False
         self._gone_agents: set[str] = set()  # registry keys of agents and senders that left
         self._remote_members: dict[tuple[str, int], RemoteMember] = {}  # rooms held here
         self._remote_peers: dict[int, Peer] = {}  # local members of rooms held elsewhere
@@ -163,11 +166,13 @@ class Cluster:
         keys += [room_key(uuid) for uuid in [*self.hub.instances, *self._gone_rooms]]
         with trio.move_on_after(self.hub.config.cluster.request_timeout):
             await self.publisher.wait_idle()  # the rooms' last words (instance_destroyed) first
-            self.available = False  # no refresh may put the keys back
-            try:
-                await self._redis.delete(keys)
-            except* FAULTS:
-                pass  # they expire within node_ttl anyway
+            self.available = False
+            self._leaving = True  # no refresh may put the keys back
+            async with self._registry_lock:  # one under way finishes first
+                try:
+                    await self._redis.delete(keys)
+                except* FAULTS:
+                    pass  # they expire within node_ttl anyway
 
     async def _subscribe_loop(self, redis: coredis.Redis[bytes]) -> None:
         while True:
@@ -819,6 +824,11 @@ class Cluster:
 
     async def _refresh(self, redis: coredis.Redis[bytes]) -> None:
         """Write this node's heartbeat and rooms (TTL ``node_ttl``), drop its closed rooms."""
+        async with self._registry_lock:
+            if not self._leaving:
+                await self._write_registry(redis)
+
+    async def _write_registry(self, redis: coredis.Redis[bytes]) -> None:
         started = time.monotonic()
         await redis.ping()
         self.redis_latency = time.monotonic() - started
