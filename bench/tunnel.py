@@ -222,11 +222,12 @@ class Clock:
     def __init__(self, route: Route, origin: psutil.Process) -> None:
         self.route, self.origin, self.me = route, origin, psutil.Process()
 
-    def _now(self) -> tuple[float, float, float, float]:
+    def _now(self) -> tuple[float, float, float, float, float]:
         mine = self.me.cpu_times()
         return (
             time.perf_counter(),
             tree_cpu(self.route.proxies),
+            tree_cpu(self.route.proxies[:1]),
             tree_cpu([self.origin]),
             mine.user + mine.system,
         )
@@ -237,7 +238,7 @@ class Clock:
 
     def __exit__(self, *exc: object) -> None:
         end = self._now()
-        self.wall, self.proxy, self.origin_cpu, self.generator = (
+        self.wall, self.proxy, self.daemon, self.origin_cpu, self.generator = (
             b - a for a, b in zip(self.start, end, strict=True)
         )
 
@@ -276,6 +277,7 @@ async def small_requests(
         "p50_ms": q[49] * 1000,
         "p99_ms": q[98] * 1000,
         "proxy_cpu_ms_per_request": 1000 * clock.proxy / done if route.proxies else nan,
+        "daemon_cpu_ms_per_request": 1000 * clock.daemon / done if len(route.proxies) > 1 else nan,
         "origin_cpu_ms_per_request": 1000 * clock.origin_cpu / done,
         "generator_cpu_pct": 100 * clock.generator / clock.wall,
         "requests": done,
@@ -333,7 +335,11 @@ async def measure(
             small = await small_requests(route, origin, opts.seconds, opts.concurrency)
             log(f"{name}: {opts.single} single GETs, then {opts.size} MiB downloads")
             single = await single_requests(route, opts.single)
-            big = await download(route, origin, opts.size * 1024 * 1024, opts.seconds)
+            big = (
+                await download(route, origin, opts.size * 1024 * 1024, opts.seconds)
+                if opts.size
+                else {}
+            )
             load = os.getloadavg()[0]
             results[name] = {**small, "single_p50_ms": single, **big, "load_1min": load}
         direct = results["direct"]["single_p50_ms"]
@@ -351,6 +357,7 @@ ROWS = [
     ("p50_ms", "small GETs: p50, ms", ".2f"),
     ("p99_ms", "small GETs: p99, ms", ".2f"),
     ("proxy_cpu_ms_per_request", "CPU per request, proxy (wstund: daemon + agent), ms", ".3f"),
+    ("daemon_cpu_ms_per_request", "  of which wstund's daemon, ms", ".3f"),
     ("origin_cpu_ms_per_request", "CPU per request, origin, ms", ".3f"),
     ("generator_cpu_pct", "small GETs: generator CPU %", ".0f"),
     ("MB_per_s", "{s} MiB downloads, MB/s", ",.0f"),
@@ -363,7 +370,12 @@ ROWS = [
 
 
 def table(runs: list[dict[str, dict[str, Any]]], opts: argparse.Namespace) -> str:
-    rows = [(key, label.format(c=opts.concurrency, s=opts.size), fmt) for key, label, fmt in ROWS]
+    measured = runs[0]["direct"]  # rows of a phase not run (--size 0) are left out
+    rows = [
+        (key, label.format(c=opts.concurrency, s=opts.size), fmt)
+        for key, label, fmt in ROWS
+        if key in measured or key == "added_p50_ms"
+    ]
     return ratio_table(runs, rows, {}) + "\nreq/s, MB/s: higher is better for wstund; ms: lower"
 
 
@@ -377,7 +389,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--single", type=int, default=500, help="single GETs one at a time (500)")
-    parser.add_argument("--size", type=int, default=100, help="download size, MiB (100)")
+    parser.add_argument("--size", type=int, default=100, help="download MiB (100; 0: none)")
     parser.add_argument("--runs", type=int, default=1, help="rounds over every path (1)")
     parser.add_argument("--json", action="store_true")
     add_wstund_options(parser)
