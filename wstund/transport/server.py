@@ -30,6 +30,7 @@ from ..web.access import log_websocket
 from .admission import Admission, RateLimitedLine, Verdict
 from .frames import FrameCache
 from .head import Head, head_complete, parse_head
+from .idle import QuickSingleTask
 from .replay import ReplayStream
 from .websocket import HandshakeFailed, LaneSocket
 
@@ -232,9 +233,9 @@ class Transport:
                     del raw, head  # an open socket keeps no request head
                     await serving
                 else:
-                    await self._serve_hypercorn(tsock, raw)  # Hypercorn answers a bad upgrade
+                    await self._serve_hypercorn(sock, tsock, raw)  # Hypercorn answers a bad upgrade
             else:
-                await self._serve_hypercorn(tsock, raw)
+                await self._serve_hypercorn(sock, tsock, raw)
         except* Exception as group:  # one connection's failure ends that connection only
             # (Hypercorn's own worker lets some escape into its listener's nursery, ending it.)
             error = group.exceptions[0] if len(group.exceptions) == 1 else group
@@ -328,9 +329,11 @@ class Transport:
         if ws.accepted and not ws.closed:
             await ws.drain(DRAIN_TIMEOUT)
 
-    async def _serve_hypercorn(self, tsock: trio.socket.SocketType, raw: bytes) -> None:
+    async def _serve_hypercorn(
+        self, sock: socket.socket, tsock: trio.socket.SocketType, raw: bytes
+    ) -> None:
         """Hand the connection to Hypercorn, the bytes already read replayed first."""
-        stream = ReplayStream(trio.SocketStream(tsock), raw)
+        stream = ReplayStream(trio.SocketStream(tsock), raw, sock)
         server = TCPServer(
             self.app,
             self.hyper,
@@ -338,6 +341,7 @@ class Transport:
             ConnectionState(self._lifespan_state.copy()),
             stream,  # type: ignore[arg-type]  # duck-typed: a plain SocketStream is accepted too
         )
+        server.idle_task = QuickSingleTask()  # the same timer, without a wait per request
         await server.run()
 
     async def _keep_alive(self) -> None:
