@@ -30,6 +30,7 @@ def test_example_file_names_every_key() -> None:
         ("[server]\nbind = ['nope']", "server.bind: 'nope' is not HOST:PORT"),
         ("[relay]\nowner_grace = -1", "relay.owner_grace: expected a number >= 0"),
         ("[relay]\noutbox_size = 0", "relay.outbox_size: expected a positive integer"),
+        ("[server]\nkeep_alive_timeout = 0", "server.keep_alive_timeout: expected seconds > 0"),
         (
             "[log]\nlevel = 'loud'",
             "log.level: expected one of 'debug', 'info', 'warning', 'error', got 'loud'",

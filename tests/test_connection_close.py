@@ -94,3 +94,45 @@ async def test_keep_alive_still_serves_several_requests(wstund: RunningDaemon) -
         wstund, request + request + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
     )
     assert answer.count(b"HTTP/1.1 200 ") == 3
+
+
+async def _answer(stream: trio.SocketStream) -> bytes:
+    """One whole response on a kept-alive connection (headers up to a Content-Length body)."""
+    received = bytearray()
+    while b"\r\n\r\n" not in received:
+        data = await stream.receive_some(65536)
+        assert data, "the daemon closed the connection before answering"
+        received += data
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += await stream.receive_some(65536)
+    return head
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_keep_alive_timeout(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = await start_daemon(server={"keep_alive_timeout": 0.5})
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    async with stream:
+        with trio.fail_after(HANG_GUARD):
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await _answer(stream)).startswith(b"HTTP/1.1 200 ")
+            try:  # nothing more is sent: the daemon ends the connection on its own
+                assert await stream.receive_some(65536) == b""
+            except trio.BrokenResourceError:
+                pass
+
+
+async def test_each_request_restarts_the_keep_alive_timer(start_daemon: StartDaemon) -> None:
+    # Five requests 0.3 s apart outlive one 0.5 s timeout: each request stops the running timer
+    # and the answer starts a fresh one, so no earlier timer closes the connection.
+    daemon = await start_daemon(server={"keep_alive_timeout": 0.5})
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    async with stream:
+        with trio.fail_after(HANG_GUARD):
+            for _ in range(5):
+                await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await _answer(stream)).startswith(b"HTTP/1.1 200 ")
+                await trio.sleep(0.3)

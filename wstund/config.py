@@ -47,6 +47,7 @@ class ServerConfig(_Section):
     max_connections: int = 10_000
     max_connections_per_ip: int = 256
     head_timeout: float = 5.0
+    keep_alive_timeout: float = 5.0
     state_dir: str = ""
     shutdown_grace: float = 5.0
     send_timeout: float = 30.0
@@ -311,6 +312,11 @@ def validate(config: Config) -> Config:
         if _lookup(config, key) < 0:  # type: ignore[operator]
             errors.append(f"{key}: expected a number >= 0, got {_lookup(config, key)}")
     errors.extend(parse_networks(config.server.trusted_proxies)[1])
+    if config.server.keep_alive_timeout <= 0:
+        errors.append(
+            "server.keep_alive_timeout: expected seconds > 0, got "
+            f"{config.server.keep_alive_timeout}"
+        )
     if config.relay.member_rate_burst <= 0:
         errors.append(
             f"relay.member_rate_burst: expected seconds > 0, got {config.relay.member_rate_burst}"

@@ -58,6 +58,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("hypercorn.error")
     hyper.include_server_header = False  # tunnelled responses keep their own Server header
+    hyper.keep_alive_timeout = config.server.keep_alive_timeout
     return hyper
 
 
@@ -105,6 +106,7 @@ def apply_live_limits(hyper: HypercornConfig, config: Config) -> None:
     fresh = hypercorn_config(config)
     for name in (
         "websocket_max_message_size",
+        "keep_alive_timeout",
         hypercorn_ws.PING_INTERVAL,
         hypercorn_ws.IDLE_TIMEOUT,
     ):
