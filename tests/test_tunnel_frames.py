@@ -51,6 +51,26 @@ def test_heads_round_trip_and_validate() -> None:
         frames.decode_request_head(b'{"path": "/"}')
 
 
+def test_whole_response_round_trips_and_is_checked() -> None:
+    head = frames.ResponseHead(status=200, headers=[("content-type", "text/plain")])
+    frame = frames.decode(frames.encode_response(9, head, b"hello"))
+    assert (frame.kind, frame.stream_id) == (Kind.RESPONSE, 9)
+    assert frames.decode_response(frame.payload) == (head, b"hello")
+    empty = frames.decode(frames.encode_response(9, frames.ResponseHead(status=204)))
+    assert frames.decode_response(empty.payload) == (frames.ResponseHead(status=204), b"")
+    with pytest.raises(FrameError, match="shorter than its 4-byte head length"):
+        frames.decode_response(b"\x00\x00")
+    with pytest.raises(FrameError, match="past the end"):
+        frames.decode_response(b"\x00\x00\x00\x09{}")
+    with pytest.raises(FrameError, match="bad response status 42"):
+        frames.decode_response(b'\x00\x00\x00\x0d{"status":42}body')
+    hello = frames.decode_control(
+        '{"type": "hello", "client_id": "a", "window": 1,'
+        ' "max_frame": 1, "max_message": 1, "ping_interval": 1, "idle_timeout": 1}'
+    )
+    assert isinstance(hello, frames.Hello) and not hello.whole_responses  # an older server
+
+
 def test_window_close_text_and_control() -> None:
     assert frames.decode_window(frames.decode(frames.encode_window(1, 65536)).payload) == 65536
     with pytest.raises(FrameError):

@@ -308,3 +308,60 @@ async def test_a_body_past_its_content_length_is_cut_and_the_agent_stopped(
     assert replies[0].status_code == 200 and replies[0].content == b"0123"
     while daemon.hub.inflight.count:
         await trio.sleep(0.01)
+
+
+async def test_a_whole_response_in_one_frame(start_daemon: StartDaemon) -> None:
+    """RESPONSE (head, body and end in one frame) is offered in hello and answers a request;
+    on a stream that already has its head, or on a WebSocket, it breaks that stream only."""
+    daemon = await start_daemon()
+    secret = await _register_as(daemon, "app", {})
+    with trio.fail_after(15):
+        ws = await trio_websocket.connect_websocket_url(
+            daemon.nursery,
+            daemon.ws_url("/_tunnel/connect"),
+            extra_headers=_agent_headers("app", secret),
+        )
+        hello = frames.decode_control(str(await ws.get_message()))
+        assert isinstance(hello, frames.Hello) and hello.whole_responses
+        head = frames.ResponseHead(status=203, headers=[("x-one", "1"), ("content-length", "11")])
+        async with httpx.AsyncClient(base_url=daemon.url) as client, trio.open_nursery() as n:
+
+            async def answer_whole() -> None:
+                sid = (await _next_frame(ws)).stream_id
+                await ws.send_message(frames.encode_response(sid, head, b"all at once"))
+
+            n.start_soon(answer_whole)
+            reply = await client.get("/_t/app/whole")
+            assert (reply.status_code, reply.content) == (203, b"all at once")
+            assert reply.headers["x-one"] == "1"
+
+            async def head_then_whole() -> None:
+                sid = (await _next_frame(ws)).stream_id
+                await ws.send_message(
+                    frames.encode_response_head(sid, frames.ResponseHead(status=200))
+                )
+                await ws.send_message(frames.encode_response(sid, head, b"all at once"))
+                abort = await _next_frame(ws)
+                assert (abort.kind, abort.stream_id) == (frames.Kind.ABORT, sid)
+
+            n.start_soon(head_then_whole)
+            with pytest.raises(httpx.RemoteProtocolError):  # the answer is cut, never doubled
+                await client.get("/_t/app/twice")
+
+            async def whole_on_a_websocket() -> None:
+                request = await _next_frame(ws)
+                assert frames.decode_request_head(request.payload).websocket
+                sid = request.stream_id
+                await ws.send_message(frames.encode_response(sid, frames.ResponseHead(status=101)))
+                abort = await _next_frame(ws)
+                assert (abort.kind, abort.stream_id, abort.payload) == (
+                    frames.Kind.ABORT,
+                    sid,
+                    b"protocol error",
+                )
+
+            n.start_soon(whole_on_a_websocket)
+            with pytest.raises(trio_websocket.HandshakeError):
+                async with trio_websocket.open_websocket_url(daemon.ws_url("/_t/app/ws")):
+                    pass
+        await ws.aclose()

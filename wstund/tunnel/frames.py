@@ -14,6 +14,9 @@ kinds:
   WINDOW  grant the peer more credit on this stream: u32 byte count
   ERROR   agent -> server before HEAD: the local app failed; payload: UTF-8 message
   TEXT    one text message (WebSocket only), UTF-8
+  RESPONSE agent -> server, HTTP only, to a server whose hello offers ``whole_responses``: a
+          whole response in one frame, HEAD + BODY + END: [u32 head length][ResponseHead JSON]
+          [body, at most ``max_frame`` bytes, costing credit as a BODY would]
 
 Session control (hello, ping, pong) travels in text messages holding a JSON object with a
 ``type``. Flow control: each side starts each stream with ``window`` bytes of credit in each
@@ -50,6 +53,7 @@ class Kind(enum.IntEnum):
     WINDOW = 5
     ERROR = 6
     TEXT = 7
+    RESPONSE = 8
 
 
 class FrameError(ValueError):
@@ -93,6 +97,9 @@ class Hello(msgspec.Struct, frozen=True, kw_only=True, tag="hello", tag_field="t
     max_message: int  # largest payload of one frame the server accepts
     ping_interval: float
     idle_timeout: float
+    # RESPONSE frames are welcome (an agent that does not know them ignores it; a server that
+    # does not send it gets none).
+    whole_responses: bool = False
 
 
 class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
@@ -156,6 +163,23 @@ def decode_response_head(payload: bytes) -> ResponseHead:
     if not 100 <= head.status <= 599:
         raise FrameError(f"bad response status {head.status}")
     return head
+
+
+def encode_response(stream_id: int, head: ResponseHead, body: bytes = b"") -> bytes:
+    """A RESPONSE frame agent -> server: a whole HTTP response (head, body, end) in one."""
+    encoded = _encoder.encode(head)
+    return encode(Kind.RESPONSE, stream_id, _U32.pack(len(encoded)) + encoded + body)
+
+
+def decode_response(payload: bytes) -> tuple[ResponseHead, bytes]:
+    """The ResponseHead and the body in a RESPONSE frame's payload."""
+    if len(payload) < _U32.size:
+        raise FrameError("response payload shorter than its 4-byte head length")
+    (size,) = _U32.unpack_from(payload)
+    end = _U32.size + size
+    if end > len(payload):
+        raise FrameError(f"response head of {size} bytes past the end of its frame")
+    return decode_response_head(payload[_U32.size : end]), payload[end:]
 
 
 def encode_window(stream_id: int, credit: int) -> bytes:

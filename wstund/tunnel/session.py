@@ -23,6 +23,7 @@ from .frames import (
     ResponseHead,
     decode,
     decode_control,
+    decode_response,
     decode_response_head,
     decode_window,
     encode_control,
@@ -247,6 +248,7 @@ class TunnelSession:
             max_message=limits.max_message,
             ping_interval=limits.ping_interval,
             idle_timeout=limits.idle_timeout,
+            whole_responses=True,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -301,6 +303,11 @@ class TunnelSession:
         if stream.exchange is not None:
             self._on_response(stream, stream.exchange, frame)
             return
+        if frame.kind == Kind.RESPONSE:
+            log.warning("tunnel %s stream %d: RESPONSE on a WebSocket", self.client_id, stream.id)
+            stream.discard()
+            self.finish(stream, "protocol error")
+            return
         if frame.kind in (Kind.BODY, Kind.TEXT):
             try:
                 stream.window.received(frame_cost(frame.payload))
@@ -317,17 +324,26 @@ class TunnelSession:
     def _on_response(self, stream: Stream, exchange: Exchange[int], frame: Frame) -> None:
         """An HTTP stream's frame, fed to the exchange engine (which bounds every kind)."""
         kind = frame.kind
-        if kind == Kind.HEAD:
+        if kind in (Kind.HEAD, Kind.RESPONSE):  # RESPONSE: HEAD, BODY and END in one frame
             if exchange.head is not None or exchange.done:
                 exchange.on_head(0, [])  # a second head: the engine breaks the stream
                 return
+            body = b""
             try:
-                stream.response = decode_response_head(frame.payload)
+                if kind == Kind.HEAD:
+                    stream.response = decode_response_head(frame.payload)
+                else:
+                    stream.response, body = decode_response(frame.payload)
             except FrameError as exc:
                 exchange.on_error(str(exc))
                 self._link.abort(exchange, "bad response head")
                 return
             exchange.on_head(stream.response.status, stream.response.headers)
+            if kind == Kind.RESPONSE:
+                if body:
+                    exchange.on_data(body)
+                exchange.on_end()
+                stream.finished = exchange.core.finished
         elif kind == Kind.BODY:
             exchange.on_data(frame.payload)
         elif kind == Kind.END:
