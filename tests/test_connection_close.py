@@ -136,3 +136,26 @@ async def test_each_request_restarts_the_keep_alive_timer(start_daemon: StartDae
                 await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert (await _answer(stream)).startswith(b"HTTP/1.1 200 ")
                 await trio.sleep(0.3)
+
+
+async def test_a_tunnelled_head_request_is_answered_and_the_connection_kept(
+    nursery: trio.Nursery, start_daemon: StartDaemon
+) -> None:
+    # A HEAD's answer has no body to carry a held-back head out: the empty end of it must.
+    tunnel = await open_tunnel(nursery, start_daemon)
+    stream = await trio.open_tcp_stream("127.0.0.1", tunnel.daemon.port)
+    async with stream:
+        with trio.fail_after(HANG_GUARD):
+            await stream.send_all(b"HEAD /_t/home/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = bytearray()
+            while b"\r\n\r\n" not in received:
+                received += await stream.receive_some(65536)
+            assert received.startswith(b"HTTP/1.1 201 ") and b"x-method: HEAD" in received
+            assert received.endswith(b"\r\n\r\n")  # no body
+            await stream.send_all(
+                b"GET /_t/home/bytes?n=10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            received = bytearray()
+            while data := await stream.receive_some(65536):
+                received += data
+            assert received.startswith(b"HTTP/1.1 200 ")

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import resource
+import socket
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from wstund.transport.admission import (
 )
 from wstund.transport.frames import FrameCache, encode_frame, encode_message
 from wstund.transport.head import parse_head
+from wstund.transport.replay import HOLD_NEXT_WRITE, ReplayStream, write_hold
 from wstund.transport.server import Lanes, LaneSettings, Transport
 
 from .conftest import (
@@ -107,6 +109,40 @@ def test_frame_cache_encodes_the_same_object_once() -> None:
     assert cache.encode(frame) is first
     assert cache.encode(json.dumps({"type": "note"})) == first
     assert cache.encoded == 2
+
+
+async def test_a_held_write_goes_out_with_the_next_one() -> None:
+    """``hold_next_write`` keeps a response head for its body (one send); an empty write (the
+    end of a body-less answer) or EOF lets it out too."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    stream = ReplayStream(trio.SocketStream(trio.socket.from_stdlib_socket(ours)), b"", ours)
+    assert write_hold({"state": {HOLD_NEXT_WRITE: stream.hold_next_write}}) is not None
+    write_hold({})()  # no state: a no-op
+
+    def readable() -> bytes:
+        try:
+            return theirs.recv(65536)
+        except BlockingIOError:
+            return b""
+
+    stream.hold_next_write()
+    await stream.send_all(b"head;")
+    assert readable() == b""
+    await stream.send_all(b"body")
+    assert readable() == b"head;body"
+    for end in (b"", None):
+        stream.hold_next_write()
+        await stream.send_all(b"head;")
+        assert readable() == b""
+        if end is None:
+            await stream.send_eof()
+        else:
+            await stream.send_all(end)
+        assert readable() == b"head;"
+    await stream.aclose()
+    theirs.close()
 
 
 def test_head_parsing() -> None:

@@ -5,13 +5,32 @@ Its writes go straight to the non-blocking socket and wait only when the socket 
 write the socket takes at once costs no trip through trio's scheduler (``SocketStream.send_all``
 yields once per call even then). Hypercorn writes under its own lock, whose acquire is a
 checkpoint, so its writing task still yields on every write.
+
+An app that knows a response's body follows its head at once (a tunnelled response already
+whole) calls ``scope["state"][HOLD_NEXT_WRITE]()`` (``write_hold(scope)`` fetches it) before
+sending the head: the head then goes out with the body, in one system call and one TCP segment.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import trio
+
+# The key of a connection's ``scope["state"]`` that holds its ReplayStream's hold_next_write.
+HOLD_NEXT_WRITE = "wstund.hold_next_write"
+
+
+def _no_hold() -> None:
+    pass
+
+
+def write_hold(scope: Mapping[str, Any]) -> Callable[[], None]:
+    """The connection's ``hold_next_write`` (a no-op where there is none)."""
+    hold: Callable[[], None] = scope.get("state", {}).get(HOLD_NEXT_WRITE, _no_hold)
+    return hold
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
@@ -24,6 +43,13 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         self._prefix = prefix
         self._sock = sock  # the stdlib socket ``stream`` wraps, for writes that need not wait
         self.socket = stream.socket
+        self._hold = False  # keep the next write for the one after it
+        self._held = b""
+
+    def hold_next_write(self) -> None:
+        """Keep the next non-empty write and send it with the write after it (which comes at
+        once: a response's body, or the empty end of a body-less one)."""
+        self._hold = True
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The replayed bytes first, then the socket's."""
@@ -39,6 +65,11 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.socket.did_shutdown_SHUT_WR:
             raise trio.ClosedResourceError("can't send data after sending EOF")
+        if self._hold and data:
+            self._hold, self._held = False, bytes(data)
+            return
+        if self._held:
+            data, self._held = self._held + data, b""
         with memoryview(data) as view:
             while view:
                 if self._sock.fileno() == -1:
@@ -57,7 +88,9 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         await self._stream.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        """Shut the socket's write side."""
+        """Write what is held, then shut the socket's write side."""
+        if self._held:
+            await self.send_all(b"")
         await self._stream.send_eof()
 
     async def aclose(self) -> None:

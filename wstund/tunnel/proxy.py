@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,6 +22,7 @@ from ..httpheaders import (
     end_to_end,
     to_bytes,
 )
+from ..transport.replay import write_hold
 from .asgi import Message, Receive, Scope, Send, header, send_json_error
 from .flow import StreamGone, frame_cost
 from .frames import (
@@ -270,7 +271,7 @@ async def _proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, se
                     nursery.start_soon(
                         _upload, session, stream, receive, caller_gone, head.body, body_timeout
                     )
-                    await _respond(hub, session, stream, answer, buffered)
+                    await _respond(hub, session, stream, answer, buffered, write_hold(scope))
                     nursery.cancel_scope.cancel()
         except* (SessionLost, StreamGone, Truncated):
             # The agent left mid-response: returning without the body's end makes Hypercorn
@@ -323,9 +324,15 @@ async def exchange_head(hub: Hub, stream: Stream) -> ResponseHead:
 
 
 async def _respond(
-    hub: Hub, session: TunnelSession, stream: Stream, send: Send, buffered: bool
+    hub: Hub,
+    session: TunnelSession,
+    stream: Stream,
+    send: Send,
+    buffered: bool,
+    hold: Callable[[], None],
 ) -> None:
-    """Relay the agent's answer (or a JSON error) to the caller."""
+    """Relay the agent's answer (or a JSON error) to the caller; ``hold`` keeps the head back
+    to go out with the body when the whole body is already here."""
     exchange = stream.exchange
     assert exchange is not None
     try:
@@ -336,8 +343,10 @@ async def _respond(
         await send_json_error(send, refusal.status, refusal.error, refusal.message)
         return
     if buffered:
-        await _relay_buffered(hub, session, exchange, send, response.status, headers)
+        await _relay_buffered(hub, session, exchange, send, response.status, headers, hold)
         return
+    if exchange.complete:  # the body follows at once, in one message
+        hold()
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     limit = BodyLimit(response.headers)
     # Truncated propagates when the agent goes away (or breaks the rules) before END: the
@@ -362,8 +371,10 @@ async def _relay_buffered(
     send: Send,
     status: int,
     headers: list[tuple[bytes, bytes]],
+    hold: Callable[[], None],
 ) -> None:
-    """Collect the whole body (up to tunnel.max_buffered_bytes), answer with Content-Length."""
+    """Collect the whole body (up to tunnel.max_buffered_bytes), answer with Content-Length
+    (the head held back to go out with the body)."""
     cap = hub.config.tunnel.max_buffered_bytes
     try:
         body = await exchange.collect(cap, 0)
@@ -381,5 +392,6 @@ async def _relay_buffered(
         return
     session.record.bytes_out += len(body)
     headers = [*headers, (b"content-length", str(len(body)).encode())]
+    hold()
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
