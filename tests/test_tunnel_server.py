@@ -335,6 +335,14 @@ async def test_a_whole_response_in_one_frame(start_daemon: StartDaemon) -> None:
             assert (reply.status_code, reply.content) == (203, b"all at once")
             assert reply.headers["x-one"] == "1"
 
+            # The head of a response whose body is all here goes out with it, in one segment.
+            n.start_soon(answer_whole)
+            raw = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+            async with raw:
+                await raw.send_all(b"GET /_t/app/whole HTTP/1.1\r\nHost: x\r\n\r\n")
+                first = await raw.receive_some(65536)
+                assert first.startswith(b"HTTP/1.1 203 ") and first.endswith(b"all at once")
+
             async def head_then_whole() -> None:
                 sid = (await _next_frame(ws)).stream_id
                 await ws.send_message(

@@ -143,6 +143,11 @@ class Exchange(Generic[K]):
         return self.core.head
 
     @property
+    def arrived(self) -> bool:
+        """The whole body has arrived (the owner ended it), taken or not."""
+        return self.core.finished
+
+    @property
     def complete(self) -> bool:
         """The whole body has arrived and been taken: the chunk just taken was the last."""
         return self.core.finished and self.core.drained

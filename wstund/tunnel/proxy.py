@@ -345,7 +345,7 @@ async def _respond(
     if buffered:
         await _relay_buffered(hub, session, exchange, send, response.status, headers, hold)
         return
-    if exchange.complete:  # the body follows at once, in one message
+    if exchange.arrived:  # the body is all here: it follows the head at once
         hold()
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     limit = BodyLimit(response.headers)
