@@ -19,12 +19,22 @@ from .loopback import http_from
 from .test_tunnel_e2e import CLIENT, MB, agent_for, register, run_agent
 
 
+async def seen_from(node: RunningDaemon, client_id: str = CLIENT) -> None:
+    """Wait until ``node`` knows which node holds the agent of ``client_id``: an agent is
+    announced in Redis just after it connects, so a request at once may find no one yet."""
+    assert node.hub.cluster is not None
+    with trio.fail_after(10):
+        while await node.hub.cluster.agent_node(client_id) is None:
+            await trio.sleep(0.02)
+
+
 async def test_download_and_upload_through_a_node_without_the_agent(
     start_nodes: StartNodes, nursery: trio.Nursery
 ) -> None:
     a, b, _ = await start_nodes(3)
     local = await start_local_app(nursery)
     agent_scope = await run_agent(nursery, agent_for(a, await register(a), local))
+    await seen_from(b)
 
     n = 20 * MB
     digest, size = hashlib.sha256(), 0
@@ -83,6 +93,7 @@ async def test_websocket_through_a_node_without_the_agent(
     a, b = await start_nodes(2)
     local = await start_local_app(nursery)
     await run_agent(nursery, agent_for(a, await register(a), local))
+    await seen_from(b)
     url = b.ws_url(f"/_t/{CLIENT}/ws")
     with trio.fail_after(10):
         async with trio_websocket.open_websocket_url(url, subprotocols=["v1", "v2"]) as ws:
@@ -179,6 +190,7 @@ async def test_host_routed_websocket_through_a_node_without_the_agent(
     a, b = await start_nodes(2, tunnel={"host_suffix": "tunnel.test"})
     local = await start_local_app(nursery)
     await run_agent(nursery, agent_for(a, await register(a), local))
+    await seen_from(b)
     host = f"{CLIENT}.tunnel.test:{b.port}"  # the Host a browser on that name sends
     with trio.fail_after(10):
         async with trio.open_nursery() as inner:
