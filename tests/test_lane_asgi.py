@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -15,6 +16,10 @@ import wsproto
 import wsproto.events as wsevents
 
 from wstund.agent import Agent, AgentConfig
+from wstund.transport import asgiws
+from wstund.transport.frames import FrameCache
+from wstund.transport.head import parse_head
+from wstund.transport.websocket import LaneSocket
 
 from .conftest import RunningDaemon, StartDaemon
 from .moosicbox_sender import ADMIN, register
@@ -206,3 +211,96 @@ async def test_a_tunnelled_upgrade_past_the_caps_gets_the_http_503(
     assert head.startswith(b"HTTP/1.1 503 "), head
     assert json.loads(body)["error"] == "too_many_connections"
     assert b"retry-after: 1" in head.lower()
+
+
+# -- the adapter on a socket pair, app by app ------------------------------------------------
+
+
+async def run_app(app: Any, *, send_first: list[Any] | None = None) -> tuple[bytes, Any]:
+    """Serve ``app`` on one end of a socket pair for an upgrade the other end sent; what the
+    client end read (until the server end closed), and a wsproto client fed the bytes."""
+    server, client = socket.socketpair()
+    server.setblocking(False)
+    client.setblocking(False)
+    connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    request = connection.send(wsevents.Request(host="x", target="/t?q=1"))
+    head = parse_head(request)
+    assert head is not None
+    tserver = trio.socket.from_stdlib_socket(server)
+    tclient = trio.socket.from_stdlib_socket(client)
+    ws = LaneSocket(server, tserver, head, FrameCache(), max_message_size=1024)
+    data = b""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def serving() -> None:
+                await asgiws.serve(app, ws, asgiws.websocket_scope(head, ws), False)
+                tserver.close()
+
+            nursery.start_soon(serving)
+            while chunk := await tclient.recv(65536):
+                data += chunk
+    tclient.close()
+    return data, connection
+
+
+async def test_a_close_before_the_accept_is_a_403() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        assert scope["path"] == "/t" and scope["query_string"] == b"q=1"
+        await send({"type": "websocket.close", "code": 1000})
+        assert await receive() == {"type": "websocket.disconnect", "code": 1000}
+
+    data, _ = await run_app(app)
+    assert data.startswith(b"HTTP/1.1 403 ")
+
+
+async def test_an_app_that_fails_unanswered_gives_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise RuntimeError("boom")
+
+    data, _ = await run_app(app)
+    assert data.startswith(b"HTTP/1.1 500 ")
+    assert any("ASGI app" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_an_app_that_ends_with_the_socket_open_closes_it_1011() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "hi"})
+
+    data, connection = await run_app(app)
+    connection.receive_data(data)
+    events = list(connection.events())
+    assert isinstance(events[0], wsevents.AcceptConnection)
+    assert isinstance(events[1], wsevents.TextMessage) and events[1].data == "hi"
+    assert isinstance(events[2], wsevents.CloseConnection) and events[2].code == 1011
+
+
+async def test_a_denial_in_parts_goes_out_whole_then_receive_says_disconnected() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+        await send({"type": "websocket.http.response.start", "status": 418, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": b"te", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"apot"})
+        for _ in range(2):
+            assert await receive() == {"type": "websocket.disconnect", "code": 1000}
+
+    data, _ = await run_app(app)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 418 ") and body == b"teapot"
+    assert head.lower().count(b"content-length") == 1 and b"content-length: 6" in head
+
+
+async def test_header_injection_in_a_denial_is_refused() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"x-evil", b"a\r\nset-cookie: stolen=1")]
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+    data, _ = await run_app(app)
+    assert data.startswith(b"HTTP/1.1 500 ") and b"stolen" not in data

@@ -47,7 +47,6 @@ NORMAL = 1000
 NO_STATUS = 1005
 ABNORMAL = 1006
 INTERNAL_ERROR = 1011
-_DISCONNECTED_NORMALLY = {"type": "websocket.disconnect", "code": NORMAL}
 
 
 def websocket_scope(head: Head, ws: LaneSocket) -> Scope:
@@ -107,9 +106,9 @@ class LaneChannel:
             await trio.lowlevel.checkpoint()
             return self._disconnect()
         await self.answered.wait()  # no frame comes before the accept
-        if not self.ws.accepted:
+        if not self.ws.accepted:  # refused: the HTTP answer ended it
             self.disconnected = True
-            return dict(_DISCONNECTED_NORMALLY)  # refused: the HTTP answer ended it
+            return self._disconnect()
         message = await self.ws.receive()
         if message is None:
             self.disconnected = True
@@ -119,8 +118,9 @@ class LaneChannel:
         return {"type": "websocket.receive", "bytes": message, "text": None}
 
     def _disconnect(self) -> Message:
-        """The peer's close code; 1000 after our own close, 1006 for a lost connection."""
-        if self.closing:
+        """The peer's close code; 1000 after our own close or a refusal, 1006 for a lost
+        connection."""
+        if self.closing or not self.ws.accepted:
             code = NORMAL
         else:
             code = self.ws.close_code if self.ws.close_code is not None else ABNORMAL
