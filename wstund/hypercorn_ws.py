@@ -1,13 +1,13 @@
 """Two changes to Hypercorn's WebSocket stream, applied once by the daemon before it serves.
 
 Only one case still reaches Hypercorn's ``WSStream``: a WebSocket upgrade that arrives as a
-later request on a kept-alive HTTP connection Hypercorn already serves (reverse proxies that
-reuse upstream connections send those). Every upgrade that opens a connection, relay, agent,
-tunnelled, MoosicBox or Quart's, runs on the lean lane (wstund/transport, asgiws for the ASGI
-ones), which has both behaviours of its own. Taking the kept-alive case off Hypercorn would need
-the request boundaries of every kept-alive connection tracked outside Hypercorn (a guess at them
-would let one client's body pass for another request: request smuggling), so the patch stays
-for that case alone.
+later request on a kept-alive HTTP connection Hypercorn already serves (a client or proxy that
+reuses connections for upgrades; Caddy opens a fresh one, tested). Every upgrade that opens a
+connection, relay, agent, tunnelled, MoosicBox or Quart's, runs on the lean lane
+(wstund/transport, asgiws for the ASGI ones), which has both behaviours of its own. Taking the
+kept-alive case off Hypercorn would need the request boundaries of every kept-alive connection
+tracked outside Hypercorn (a guess at them would let one client's body pass for another request:
+request smuggling), so the patch stays for that case alone.
 
 * Close codes (Hypercorn issue #127): Hypercorn tells the app ``websocket.disconnect`` with 1006
   (or 1000) whatever code the peer closed with, so a relayed or tunnelled close code would be
