@@ -32,6 +32,7 @@ from .logs import setup_logging as configure_logging
 from .marketplace import store as marketplace_store
 from .moosicbox.front import MoosicBoxFront, leave_moosicbox_sockets
 from .relay import endpoint
+from .transport.asgiws import asgi_lane_route, refuse_with_503
 from .transport.fdlimit import ensure_fd_limit
 from .transport.server import Lanes, LaneSettings, Transport
 from .tunnel.front import TunnelFront
@@ -229,20 +230,27 @@ class Daemon:
                 async with trio.open_nursery() as servers:
                     sockets = listening_sockets(self.hyper, self.hub.config.server.send_timeout)
                     front = TunnelFront(MoosicBoxFront(self.app, self.hub), self.hub)
+                    untrusted = UntrustedContent(front, self.hub)
                     public = TrustedProxies(
-                        FinishResponses(
-                            AccessLog(UntrustedContent(front, self.hub), latency, "public")
-                        ),
+                        FinishResponses(AccessLog(untrusted, latency, "public")),
                         lambda: self.hub.config.server.trusted_proxies,
                     )
                     relay_route = leave_moosicbox_sockets(self.hub, endpoint.lane_route(self.hub))
                     agent_route = agent_lane_route(front)
+                    # Every other upgrade: the app minus the access log the lane writes itself.
+                    asgi_route = asgi_lane_route(
+                        TrustedProxies(untrusted, public.trusted),
+                        lambda: self.hub.config.relay.permessage_deflate,
+                    )
                     self.transport = Transport(
                         wrap_app(public, self.hyper.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
                         self.hyper,
                         Lanes(
-                            lambda head: relay_route(head) or agent_route(head),
-                            endpoint.refuse_lane,
+                            lambda head: relay_route(head) or agent_route(head) or asgi_route(head),
+                            refuse_with_503(
+                                endpoint.refuse_lane,
+                                lambda head: relay_route(head) or agent_route(head),
+                            ),
                             lambda: lane_settings(self.hub.config, public.networks()),
                         ),
                         self.hub.metrics.connections_refused.inc,

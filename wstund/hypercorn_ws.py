@@ -1,8 +1,13 @@
 """Two changes to Hypercorn's WebSocket stream, applied once by the daemon before it serves.
 
-They matter for the WebSockets Hypercorn still serves (tunnelled WebSockets, and a relay or
-agent upgrade arriving on a kept-alive connection); relay and agent WebSockets opened on a fresh
-connection are served by the lean lane (wstund/transport), which has both of its own.
+Only one case still reaches Hypercorn's ``WSStream``: a WebSocket upgrade that arrives as a
+later request on a kept-alive HTTP connection Hypercorn already serves (a client or proxy that
+reuses connections for upgrades; Caddy opens a fresh one, tested). Every upgrade that opens a
+connection, relay, agent, tunnelled, MoosicBox or Quart's, runs on the lean lane
+(wstund/transport, asgiws for the ASGI ones), which has both behaviours of its own. Taking the
+kept-alive case off Hypercorn would need the request boundaries of every kept-alive connection
+tracked outside Hypercorn (a guess at them would let one client's body pass for another request:
+request smuggling), so the patch stays for that case alone.
 
 * Close codes (Hypercorn issue #127): Hypercorn tells the app ``websocket.disconnect`` with 1006
   (or 1000) whatever code the peer closed with, so a relayed or tunnelled close code would be
@@ -28,13 +33,10 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Ping
 
 from .keepalive import keep_alive
+from .transport.asgiws import KEEPALIVE
 
 PING_INTERVAL = "wstund_websocket_ping_interval"  # seconds; None = no pings
 IDLE_TIMEOUT = "wstund_websocket_idle_timeout"  # seconds; None = never
-# Per-socket keepalive: ``websocket.accept`` may carry KEEPALIVE: (ping_interval, idle_timeout),
-# overriding the config's for that socket (MoosicBox sockets: 5 s / 10 s, as its own server);
-# an unpatched Hypercorn ignores the extra key.
-KEEPALIVE = "wstund.websocket.keepalive"
 
 
 def configure(hyper: HypercornConfig, ping_interval: float, idle_timeout: float) -> None:

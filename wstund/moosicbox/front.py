@@ -15,8 +15,9 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .. import closecodes, hypercorn_ws
+from .. import closecodes
 from ..cluster.clients import ClusterUnavailable
+from ..transport.asgiws import KEEPALIVE
 from ..tunnel.asgi import (
     ASGIApp,
     Message,
@@ -65,11 +66,11 @@ class MoosicBoxSocket(ServerWebSocket):
     of silence by default) instead of the relay's."""
 
     async def accept_with_keepalive(self, ping_interval: float, idle_timeout: float) -> None:
-        """Complete the handshake with a keepalive of its own (``hypercorn_ws.KEEPALIVE``)."""
+        """Complete the handshake with a keepalive of its own (``asgiws.KEEPALIVE``)."""
         message: Message = {
             "type": "websocket.accept",
             "subprotocol": None,
-            hypercorn_ws.KEEPALIVE: (ping_interval, idle_timeout),
+            KEEPALIVE: (ping_interval, idle_timeout),
         }
         await self._send(message)
         self.accepted = True

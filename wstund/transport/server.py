@@ -350,13 +350,17 @@ class Transport:
             settings = self.lanes.settings()
             interval, timeout = settings.ping_interval, settings.idle_timeout
             now = trio.current_time()
+            steps = [s for s in (interval, timeout) if s]
             for ws in list(self.lane_sockets):
                 if not ws.accepted or ws.closed:
                     continue
-                if timeout and now - ws.last_heard >= timeout:
+                ping, idle = interval, timeout
+                if ws.keepalive is not None:  # the socket's own (asgiws.KEEPALIVE)
+                    ping, idle = ws.keepalive
+                    steps.extend(s for s in ws.keepalive if s)
+                if idle and now - ws.last_heard >= idle:
                     ws.abort()
-                elif interval and now - ws.last_ping >= interval:
+                elif ping and now - ws.last_ping >= ping:
                     ws.last_ping = now
                     ws.ping_nowait()
-            steps = [s for s in (interval, timeout) if s]
             await trio.sleep(min(1.0, max(0.05, min(steps) / 4)) if steps else 1.0)

@@ -59,6 +59,8 @@ class LaneSocket:
         self.accepted = False
         self.close_code: int | None = None  # the first close code seen: the peer's or ours
         self.last_heard = self.last_ping = trio.current_time()
+        # (ping interval, idle timeout) of this socket, overriding the lane's (0 = off)
+        self.keepalive: tuple[float, float] | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self._head: Head | None = head  # until accepted: an open socket keeps no head
@@ -66,6 +68,21 @@ class LaneSocket:
         if key is None:
             raise HandshakeFailed("not a valid WebSocket upgrade request")
         self._key = key
+
+    @property
+    def socket(self) -> socket.socket:
+        """The connection's socket (for its addresses)."""
+        return self._sock
+
+    @property
+    def request(self) -> Head | None:
+        """The upgrade request, until the socket is accepted."""
+        return self._head
+
+    @property
+    def open(self) -> bool:
+        """Accepted, and no close frame sent or received: messages may still be sent."""
+        return self.accepted and not self.closed and self._ws.state is ConnectionState.OPEN
 
     # -- handshake ------------------------------------------------------------------------
 
