@@ -154,6 +154,57 @@ def tree_cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
+def start_wstund(
+    procs: list[subprocess.Popen[bytes]],
+    tmp: Path,
+    name: str,
+    origin_port: int,
+    src: str | None,
+    profile: str | None,
+) -> Route:
+    """A daemon (from ``src`` if given) with a client registered over the REST API, and its
+    agent forwarding to ``origin_port``; under cProfile writing ``profile`` (and
+    ``profile``.agent) if given. Returns as soon as the daemon answers (the agent may still be
+    connecting)."""
+    home = tmp / name
+    home.mkdir()
+    port = free_port()
+    config = home / "wstund.toml"
+    config.write_text(
+        f'[server]\nstate_dir = "{home}/state"\n[admin]\nsocket = "{home}/admin.sock"\n'
+        '[log]\nlevel = "warning"\n'
+    )
+    argv = wstund_argv(["--bind", f"127.0.0.1:{port}", "--config", str(config)], profile, src)
+    daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    procs.append(daemon)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url)
+    admin = admin_headers(home / "state")
+    r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=5)
+    r.raise_for_status()
+    args = ["--server", url, "--client-id", CLIENT, "--log-level", "warning"]
+    args.append(f"http://127.0.0.1:{origin_port}")
+    agent_argv = wstund_argv(args, f"{profile}.agent" if profile else None, src, "wstund-agent")
+    env = {"WSTUN_TUNNEL_SECRET": r.json()["secret"], "PATH": str(BIN)}
+    agent = subprocess.Popen(agent_argv, env=env, stdin=subprocess.DEVNULL)
+    procs.append(agent)
+    return Route(name, port, f"/_t/{CLIENT}", [psutil.Process(p.pid) for p in (daemon, agent)])
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], profiled: bool) -> None:
+    """Stop every process, last started first, by pid (SIGINT ends a profiled agent through
+    trio's KeyboardInterrupt, so cProfile writes, with a traceback on stderr)."""
+    for proc in reversed(procs):
+        agent = profiled and "wstund-agent" in str(proc.args)
+        proc.send_signal(signal.SIGINT if agent else signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def start_all(
     procs: list[subprocess.Popen[bytes]], tmp: Path, opts: argparse.Namespace, nginx: str
 ) -> tuple[dict[str, Route], psutil.Process]:
@@ -184,32 +235,10 @@ def start_all(
         wait_http(f"http://127.0.0.1:{port}{SMALL}", ok=(200,))
         paths["nginx"] = Route("nginx", port, "", [psutil.Process(proc.pid)])
     if "wstund" in opts.paths:
-        port = free_port()
-        config = tmp / "wstund.toml"
-        config.write_text(
-            f'[server]\nstate_dir = "{tmp}/state"\n[admin]\nsocket = "{tmp}/admin.sock"\n'
-            '[log]\nlevel = "warning"\n'
+        paths["wstund"] = start_wstund(
+            procs, tmp, "wstund", origin_port, opts.wstund_src, opts.profile
         )
-        bind = ["--bind", f"127.0.0.1:{port}", "--config", str(config)]
-        argv = wstund_argv(bind, opts.profile, opts.wstund_src)
-        daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        procs.append(daemon)
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url)
-        admin = admin_headers(tmp / "state")
-        r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=5)
-        r.raise_for_status()
-        agent_args = ["--server", url, "--client-id", CLIENT, "--log-level", "warning"]
-        agent_args.append(f"http://127.0.0.1:{origin_port}")
-        agent_profile = f"{opts.profile}.agent" if opts.profile else None
-        agent_argv = wstund_argv(agent_args, agent_profile, opts.wstund_src, "wstund-agent")
-        env = {"WSTUN_TUNNEL_SECRET": r.json()["secret"], "PATH": str(BIN)}
-        agent = subprocess.Popen(agent_argv, env=env, stdin=subprocess.DEVNULL)
-        procs.append(agent)
-        prefix = f"/_t/{CLIENT}"
-        wait_http(f"{url}{prefix}{SMALL}", ok=(200,))
-        proxies = [psutil.Process(daemon.pid), psutil.Process(agent.pid)]
-        paths["wstund"] = Route("wstund", port, prefix, proxies)
+        wait_http(f"http://127.0.0.1:{paths['wstund'].port}/_t/{CLIENT}{SMALL}", ok=(200,))
     return paths, psutil.Process(origin.pid)
 
 
@@ -411,17 +440,7 @@ def main() -> None:
             routes, origin = start_all(procs, Path(tmp), opts, nginx)
             runs = trio.run(measure, opts, routes, origin)
         finally:
-            for proc in reversed(procs):
-                # SIGINT ends a profiled agent through trio's KeyboardInterrupt, so cProfile
-                # writes (with a traceback on stderr).
-                agent = opts.profile and "wstund-agent" in str(proc.args)
-                proc.send_signal(signal.SIGINT if agent else signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_all(procs, bool(opts.profile))
     header = (
         f"wstund tunnel benchmark, {opts.runs} run(s): origin nginx {version} (static files); "
         f"per path {opts.seconds}s of small GETs ({len(SMALL_BODY)} B) by {opts.concurrency} "

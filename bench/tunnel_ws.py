@@ -36,7 +36,6 @@ from math import nan
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -56,14 +55,12 @@ sys.path[:0] = [str(ROOT / "bench")]
 
 from relay import (  # noqa: E402
     add_wstund_options,
-    admin_headers,
     free_port,
     load_average,
     log,
     ratio_table,
-    wstund_argv,
 )
-from tunnel import BIN, CLIENT, Clock, Route, wait_http  # noqa: E402
+from tunnel import Clock, Route, start_wstund, stop_all  # noqa: E402
 from wsclient import HandshakeError, LeanWebSocket  # noqa: E402
 
 PATHS = ["direct", "wstund", "before"]
@@ -131,42 +128,6 @@ def run_echo_server(port: int) -> None:
 
 
 # -- the paths ------------------------------------------------------------------------------------
-
-
-def start_wstund(
-    procs: list[subprocess.Popen[bytes]],
-    tmp: Path,
-    name: str,
-    echo_port: int,
-    src: str | None,
-    profile: str | None,
-) -> Route:
-    """A daemon and its agent (from ``src`` if given) tunnelling to the echo server."""
-    home = tmp / name
-    home.mkdir()
-    port = free_port()
-    config = home / "wstund.toml"
-    config.write_text(
-        f'[server]\nstate_dir = "{home}/state"\n[admin]\nsocket = "{home}/admin.sock"\n'
-        '[log]\nlevel = "warning"\n'
-    )
-    argv = wstund_argv(["--bind", f"127.0.0.1:{port}", "--config", str(config)], profile, src)
-    daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-    procs.append(daemon)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url)
-    admin = admin_headers(home / "state")
-    r = httpx.post(f"{url}/_api/tunnel/clients", json={"id": CLIENT}, headers=admin, timeout=5)
-    r.raise_for_status()
-    args = ["--server", url, "--client-id", CLIENT, "--log-level", "warning"]
-    args.append(f"http://127.0.0.1:{echo_port}")
-    agent_argv = wstund_argv(args, f"{profile}.agent" if profile else None, src, "wstund-agent")
-    env = {"WSTUN_TUNNEL_SECRET": r.json()["secret"], "PATH": str(BIN)}
-    agent = subprocess.Popen(agent_argv, env=env, stdin=subprocess.DEVNULL)
-    procs.append(agent)
-    route = Route(name, port, f"/_t/{CLIENT}", [psutil.Process(p.pid) for p in (daemon, agent)])
-    wait_echo(route)
-    return route
 
 
 def wait_echo(route: Route) -> None:
@@ -329,21 +290,15 @@ def main() -> None:
             routes["wstund"] = start_wstund(
                 procs, Path(tmp), "wstund", echo_port, opts.wstund_src, opts.profile
             )
+            wait_echo(routes["wstund"])
             if opts.before_src:
                 routes["before"] = start_wstund(
                     procs, Path(tmp), "before", echo_port, opts.before_src, None
                 )
+                wait_echo(routes["before"])
             runs = trio.run(measure, opts, routes, psutil.Process(echo.pid))
         finally:
-            for proc in reversed(procs):
-                agent = opts.profile and "wstund-agent" in str(proc.args)
-                proc.send_signal(signal.SIGINT if agent else signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_all(procs, bool(opts.profile))
     header = (
         f"wstund tunnelled WebSocket benchmark, {opts.runs} run(s): a wsproto echo server; per "
         f"path {opts.single} round trips one at a time, then {opts.seconds}s of {opts.size} B "
