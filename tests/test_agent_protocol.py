@@ -7,6 +7,7 @@ tests/test_tunnel_e2e.py runs the same agent against the real daemon.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from wstund.tunnel.frames import (
     decode,
     decode_close,
     decode_control,
+    decode_response,
     decode_response_head,
     encode,
     encode_close,
@@ -79,6 +81,7 @@ class Harness:
     peers: list[Peer] = field(default_factory=list)
     auth_headers: list[tuple[str, str]] = field(default_factory=list)
     new_peer: trio.Event = field(default_factory=trio.Event)
+    whole_responses: bool = False  # what hello offers (False: a server that predates RESPONSE)
 
     async def handler(self, request: trio_websocket.WebSocketRequest) -> None:
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
@@ -94,6 +97,7 @@ class Harness:
             max_message=MAX_FRAME,
             ping_interval=0.2,
             idle_timeout=10,
+            whole_responses=self.whole_responses,
         )
         await ws.send_message(encode_control(hello))
         peer = Peer(ws)
@@ -343,3 +347,48 @@ async def test_websocket_closed_by_the_caller_closes_the_local_socket(
         assert frame.kind == Kind.END
         while agent.streams:
             await trio.sleep(0.01)
+
+
+async def _one_write_app(stream: trio.SocketStream) -> None:
+    """A local app whose small answer (head and body) leaves in one write, as nginx's does."""
+    async with stream:
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-app: one\r\n\r\nhello")
+
+
+@pytest.mark.parametrize("whole", [True, False])
+async def test_a_small_response_is_one_frame_where_the_server_takes_it(
+    nursery: trio.Nursery, harness: Harness, whole: bool
+) -> None:
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, _one_write_app, 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    harness.whole_responses = whole
+    config = AgentConfig(
+        server=f"http://127.0.0.1:{harness.port}",
+        client_id="home",
+        secret=SECRET,
+        target=f"http://127.0.0.1:{port}",
+    )
+    agent = Agent(config)
+    nursery.start_soon(agent.run)
+    with trio.fail_after(10):
+        await agent.wait_sessions(1)
+        peer = harness.peers[0]
+        inbox = peer.open(3)
+        await peer.ws.send_message(encode_request_head(3, RequestHead(method="GET", path="/")))
+        first = await inbox.receive()
+        if whole:
+            assert first.kind == Kind.RESPONSE
+            head, body = decode_response(first.payload)
+        else:  # an older server: HEAD, BODY and END, as before
+            assert first.kind == Kind.HEAD
+            head = decode_response_head(first.payload)
+            body_frame, end = await inbox.receive(), await inbox.receive()
+            assert (body_frame.kind, end.kind) == (Kind.BODY, Kind.END)
+            body = body_frame.payload
+    assert (head.status, body) == (200, b"hello")
+    assert ("x-app", "one") in head.headers

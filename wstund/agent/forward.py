@@ -19,6 +19,7 @@ from ..tunnel.frames import (
     decode_close,
     encode,
     encode_close,
+    encode_response,
     encode_response_head,
     encode_text,
     encode_window,
@@ -56,8 +57,12 @@ async def _send_body(send: Send, stream: AgentStream, kind: Kind, payload: bytes
     await send(encode(kind, stream.id, payload))
 
 
-async def forward_http(send: Send, stream: AgentStream, local: LocalApp, max_frame: int) -> None:
-    """Replay the request to the local app and stream the response back within the credit."""
+async def forward_http(
+    send: Send, stream: AgentStream, local: LocalApp, max_frame: int, whole: bool = False
+) -> None:
+    """Replay the request to the local app and stream the response back within the credit;
+    ``whole`` (the server takes RESPONSE frames): a response whose body is all here before
+    anything was sent, in one frame."""
     head = stream.head
     started = time.monotonic()
     status, sent = 0, 0
@@ -72,16 +77,16 @@ async def forward_http(send: Send, stream: AgentStream, local: LocalApp, max_fra
             status = response.status_code
             headers = end_to_end(from_bytes(response.headers.raw_items()))
             # Frames wait while the local app's bytes are already here, and go out together:
-            # a small response is one write (HEAD, BODY, END) instead of three.
-            pending = [
-                encode_response_head(stream.id, ResponseHead(status=status, headers=headers))
-            ]
+            # a small response is one write (HEAD, BODY, END) instead of three, or one frame.
+            response_head = ResponseHead(status=status, headers=headers)
+            pending = [encode_response_head(stream.id, response_head)]
+            unsent: list[bytes] | None = []  # the body pieces while nothing has been sent
             while True:
                 event = conn.h11.next_event()
                 if event is h11.NEED_DATA:
                     if pending:
                         await send(*pending)
-                        pending = []
+                        pending, unsent = [], None
                     await conn.receive()  # as it arrives (a size would batch)
                 elif isinstance(event, h11.Data):
                     chunk = event.data
@@ -90,10 +95,12 @@ async def forward_http(send: Send, stream: AgentStream, local: LocalApp, max_fra
                         if stream.credit.available <= 0:
                             if pending:
                                 await send(*pending)
-                                pending = []
+                                pending, unsent = [], None
                             await stream.credit.wait()
                         stream.credit.spend(frame_cost(piece))
                         pending.append(encode(Kind.BODY, stream.id, piece))
+                        if unsent is not None:
+                            unsent.append(piece)
                         sent += len(piece)
                 elif isinstance(event, h11.EndOfMessage):
                     break
@@ -101,7 +108,10 @@ async def forward_http(send: Send, stream: AgentStream, local: LocalApp, max_fra
                     raise LocalError(f"local app closed the response early ({event!r})")
         finally:
             await local.release(conn)
-        await send(*pending, encode(Kind.END, stream.id))
+        if whole and unsent is not None and len(unsent) <= 1:  # one piece: at most max_frame
+            await send(encode_response(stream.id, response_head, b"".join(unsent)))
+        else:
+            await send(*pending, encode(Kind.END, stream.id))
     finally:
         outcome = "aborted" if stream.aborted else str(status)
         elapsed = (time.monotonic() - started) * 1000

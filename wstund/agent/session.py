@@ -292,7 +292,7 @@ class Agent:
                 if stream.head.websocket:
                     await forward_websocket(send, stream, self.config.target)
                 else:
-                    await forward_http(send, stream, client, hello.max_frame)
+                    await forward_http(send, stream, client, hello.max_frame, hello.whole_responses)
         except* (StreamAborted, StreamGone, link.LinkClosed):
             pass
         except* Exception as group:
