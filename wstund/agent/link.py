@@ -30,6 +30,7 @@ from wsproto.frame_protocol import XorMaskerSimple
 from wsproto.utilities import ProtocolError
 
 from .. import closecodes
+from . import sockio
 
 RECEIVE_SIZE = 256 * 1024
 ABNORMAL = 1006
@@ -87,8 +88,14 @@ class Link:
 
     async def _write(self, data: bytes) -> None:
         try:
-            async with self._send_lock:
-                await self._stream.send_all(data)
+            try:
+                self._send_lock.acquire_nowait()  # free: no turn of the run loop before the write
+            except trio.WouldBlock:
+                await self._send_lock.acquire()
+            try:
+                await sockio.send_all(self._stream, data)
+            finally:
+                self._send_lock.release()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._lost(ABNORMAL, "")
             raise self.closed from None  # type: ignore[misc]
