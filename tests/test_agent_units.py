@@ -65,6 +65,15 @@ async def test_stream_credit_overrun_and_abort() -> None:
     assert stream.cancel_scope.cancel_called
 
 
+async def test_a_stream_aborted_before_any_frame_takes_none_after() -> None:
+    stream = AgentStream(2, RequestHead(method="GET", path="/"), window=10, overdraft=4)
+    stream.abort()  # its inbox was never needed, so never opened
+    with pytest.raises(FrameError):
+        stream.deliver(Frame(Kind.END, 2))
+    with pytest.raises(StreamAborted):
+        await stream.next_frame()
+
+
 def test_cli_needs_a_secret(tmp_path: object) -> None:
     result = CliRunner().invoke(
         main, ["--server", "http://127.0.0.1:1", "--client-id", "a", "http://127.0.0.1:2"], env={}
