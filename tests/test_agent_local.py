@@ -150,3 +150,25 @@ async def test_an_unreachable_app_is_an_error_frame() -> None:
             sent = await _forward(app, RequestHead(method="GET", path="/"))
     assert [kind for kind, _ in sent] == [Kind.ERROR]
     assert sent[0][1].startswith(b"local app: ")
+
+
+async def test_sockio_moves_every_byte_past_a_full_buffer_and_sees_the_end() -> None:
+    from wstund.agent import sockio
+
+    left, right = (trio.SocketStream(s) for s in trio.socket.socketpair())
+    data = bytes(range(256)) * 16 * 1024  # 4 MiB: far beyond what the socket buffers hold
+    received = bytearray()
+
+    async def read_all() -> None:
+        while chunk := await sockio.receive_some(right, 65536):
+            received.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        await sockio.send_all(left, data)
+        await sockio.send_all(left, b"")
+        await left.aclose()
+    assert received == data
+    with pytest.raises(OSError):  # a closed socket is an error, not a silent loss
+        await sockio.send_all(left, b"late")
+    await right.aclose()

@@ -65,6 +65,15 @@ async def test_stream_credit_overrun_and_abort() -> None:
     assert stream.cancel_scope.cancel_called
 
 
+async def test_a_stream_aborted_before_any_frame_takes_none_after() -> None:
+    stream = AgentStream(2, RequestHead(method="GET", path="/"), window=10, overdraft=4)
+    stream.abort()  # its inbox was never needed, so never opened
+    with pytest.raises(FrameError):
+        stream.deliver(Frame(Kind.END, 2))
+    with pytest.raises(StreamAborted):
+        await stream.next_frame()
+
+
 def test_cli_needs_a_secret(tmp_path: object) -> None:
     result = CliRunner().invoke(
         main, ["--server", "http://127.0.0.1:1", "--client-id", "a", "http://127.0.0.1:2"], env={}
@@ -117,3 +126,27 @@ async def test_writer_with_write_many_writes_every_queued_frame_at_once() -> Non
         await trio.testing.wait_all_tasks_blocked()
         assert batches[-1] == [b"more"]
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 125, 126, 1024, 1025, 65535, 65536, 70001])
+def test_client_frames_read_back_as_wsproto_reads_them(size: int) -> None:
+    from wsproto.frame_protocol import FrameProtocol, Opcode
+
+    from wstund.agent.link import client_frame
+
+    payload = random.Random(size).randbytes(size)
+    text = "é€" * (size // 5) + "x" * (size % 5)
+    server = FrameProtocol(client=False, extensions=[])
+    first, second = client_frame(payload), client_frame(payload)
+    assert first[0][-4:] != second[0][-4:] or size == 0  # a fresh masking key per frame
+    for head, body in (first, second, client_frame(text)):
+        assert head[1] & 0x80  # masked, as a client must
+        server.receive_bytes(head + body)
+    frames = list(server.received_frames())
+    assert [(f.opcode, f.frame_finished, f.message_finished) for f in frames] == [
+        (Opcode.BINARY, True, True),
+        (Opcode.BINARY, True, True),
+        (Opcode.TEXT, True, True),
+    ]
+    assert frames[0].payload == frames[1].payload == payload
+    assert frames[2].payload == text

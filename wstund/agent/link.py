@@ -2,11 +2,15 @@
 
 A small tunnelled response is three frames (head, body, end); written as one ``send_all`` they
 cost one system call and wake wstund once, where a message-at-a-time client pays three of each.
+Data frames are framed here (``client_frame``), everything else (handshake, reading, ping,
+close) by wsproto.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
+import struct
 from urllib.parse import urlsplit
 
 import trio
@@ -22,13 +26,20 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.frame_protocol import XorMaskerSimple
 from wsproto.utilities import ProtocolError
 
 from .. import closecodes
+from . import sockio
 
 RECEIVE_SIZE = 256 * 1024
 ABNORMAL = 1006
 MAX_REJECT_BODY = 64 * 1024
+_OPCODE_TEXT, _OPCODE_BINARY = 0x1, 0x2
+_SHORT = struct.Struct("!BB")  # payload up to 125 bytes
+_MEDIUM = struct.Struct("!BBH")  # up to 65535
+_LONG = struct.Struct("!BBQ")
+_SMALL_MASK = 1024  # up to this length one big-int XOR masks fastest, beyond it byte tables do
 
 
 class Rejected(Exception):
@@ -67,12 +78,24 @@ class Link:
         """Write ``messages`` in one write; LinkClosed once the connection is over."""
         if self.closed is not None:
             raise self.closed
-        await self._write(b"".join([self._ws.send(_message(m)) for m in messages]))
+        if self._ws.state is not ConnectionState.OPEN:  # wsproto says why it cannot send
+            await self._write(b"".join([self._ws.send(_message(m)) for m in messages]))
+            return
+        parts: list[bytes | bytearray] = []
+        for message in messages:
+            parts += client_frame(message)
+        await self._write(b"".join(parts))
 
     async def _write(self, data: bytes) -> None:
         try:
-            async with self._send_lock:
-                await self._stream.send_all(data)
+            try:
+                self._send_lock.acquire_nowait()  # free: no turn of the run loop before the write
+            except trio.WouldBlock:
+                await self._send_lock.acquire()
+            try:
+                await sockio.send_all(self._stream, data)
+            finally:
+                self._send_lock.release()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._lost(ABNORMAL, "")
             raise self.closed from None  # type: ignore[misc]
@@ -147,6 +170,32 @@ class Link:
 
 def _message(data: str | bytes) -> TextMessage | BytesMessage:
     return TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+
+
+def client_frame(message: str | bytes) -> tuple[bytes, bytes | bytearray]:
+    """One whole masked client frame of a text or binary message (RFC 6455 5.2), as its head
+    (with a fresh random masking key) and its masked payload: the bytes wsproto would make, in a
+    third of its time for a small frame (no event dispatch, no copies of the payload); masking a
+    large one costs the same either way."""
+    if isinstance(message, str):
+        opcode, payload = _OPCODE_TEXT, message.encode()
+    else:
+        opcode, payload = _OPCODE_BINARY, message
+    size = len(payload)
+    first = 0x80 | opcode
+    if size < 126:
+        head = _SHORT.pack(first, 0x80 | size)
+    elif size < 65536:
+        head = _MEDIUM.pack(first, 0x80 | 126, size)
+    else:
+        head = _LONG.pack(first, 0x80 | 127, size)
+    key = os.urandom(4)  # "derived from a strong source of entropy" (RFC 6455 5.3)
+    if size > _SMALL_MASK:
+        return head + key, XorMaskerSimple(key).process(payload)  # type: ignore[arg-type]
+    if size:
+        keys = int.from_bytes((key * (size // 4 + 1))[:size], "big")
+        payload = (int.from_bytes(payload, "big") ^ keys).to_bytes(size, "big")
+    return head + key, payload
 
 
 async def connect(

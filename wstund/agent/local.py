@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from . import sockio
+
 READ_SIZE = 256 * 1024  # one receive: large enough that a download is few system calls
 
 
@@ -33,7 +35,7 @@ class LocalConnection:
         """Write one h11 event (request head, body chunk, end of message)."""
         data = self.h11.send(event)
         if data:
-            await self.stream.send_all(data)
+            await sockio.send_all(self.stream, data)
 
     async def next_event(self) -> h11.Event:
         """The next h11 event from the local app, reading as much as one receive gives."""
@@ -45,7 +47,7 @@ class LocalConnection:
 
     async def receive(self) -> None:
         """Hand h11 what one receive gives (b"" at the end of the stream)."""
-        data = await self.stream.receive_some(READ_SIZE)
+        data = await sockio.receive_some(self.stream, READ_SIZE)
         self.h11.receive_data(data)  # type: ignore[arg-type]  # a bytearray works as well
 
     def reusable(self) -> bool:

@@ -24,32 +24,49 @@ class AgentStream:
         self.head = head
         self.receive_window = ReceiveWindow(window, overdraft)
         self.credit = SendCredit(window)
-        # The credit rule bounds queued BODY/TEXT frames by the window; END/ABORT add a few.
-        self._inbox_in, self._inbox = trio.open_memory_channel[Frame](self.receive_window.limit + 8)
+        self._inbox_in: trio.MemorySendChannel[Frame] | None = None
+        self._inbox: trio.MemoryReceiveChannel[Frame] | None = None
         self.cancel_scope = trio.CancelScope()
         self.aborted = False
+
+    def _open_inbox(self) -> tuple[trio.MemorySendChannel[Frame], trio.MemoryReceiveChannel[Frame]]:
+        """The inbox, opened on first use: most requests (a GET) get no frame after their head,
+        and a channel costs more than the rest of the stream's state together."""
+        if self._inbox_in is None or self._inbox is None:
+            # The credit rule bounds queued BODY/TEXT frames by the window; END/ABORT add a few.
+            limit = self.receive_window.limit + 8
+            self._inbox_in, self._inbox = trio.open_memory_channel[Frame](limit)
+            if self.aborted:
+                self._close_inbox()
+        return self._inbox_in, self._inbox
+
+    def _close_inbox(self) -> None:
+        if self._inbox_in is not None and self._inbox is not None:
+            self._inbox_in.close()
+            self._inbox.close()
 
     def deliver(self, frame: Frame) -> None:
         """Queue a BODY, TEXT or END frame from the server; FrameError on a credit overrun."""
         if frame.kind in (Kind.BODY, Kind.TEXT):
             self.receive_window.received(frame_cost(frame.payload))
+        inbox, _ = self._open_inbox()
         try:
-            self._inbox_in.send_nowait(frame)
+            inbox.send_nowait(frame)
         except (trio.WouldBlock, trio.ClosedResourceError):
             raise FrameError(f"stream {self.id}: inbox overrun") from None
 
     def abort(self) -> None:
         """Stop forwarding at once: the local request is cancelled."""
         self.aborted = True
-        self._inbox_in.close()
-        self._inbox.close()
+        self._close_inbox()
         self.credit.close()
         self.cancel_scope.cancel()
 
     async def next_frame(self) -> Frame:
         """The next frame from the server; StreamAborted once the stream is gone."""
+        _, inbox = self._open_inbox()
         try:
-            return await self._inbox.receive()
+            return await inbox.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise StreamAborted() from None
 
