@@ -6,6 +6,9 @@ and a ``--size`` MB one) from a temporary directory:
 - **direct**: the origin itself;
 - **nginx**: a second nginx whose one location is ``proxy_pass`` to the origin (upstream
   keep-alive on, as a user tuning it would set; everything else Debian's defaults);
+- **hypercorn**: Hypercorn's trio worker serving the same files from a minimal ASGI app
+  (bench/peers/hypercorn_files.py), not a proxy: the floor of any request Hypercorn serves, as
+  wstund's tunnelled ones are (its CPU shows in the proxy rows);
 - **wstund**: the real daemon (``wstund``) with the agent (``wstund-agent``) forwarding to the
   origin, registered over the REST API.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -50,12 +54,14 @@ from httpclient import LeanHTTP  # noqa: E402
 from relay import (  # noqa: E402
     add_wstund_options,
     admin_headers,
+    client_cpus,
     ensure_command,
     free_port,
     load_average,
     log,
     print_profile,
     ratio_table,
+    server_cpus,
     wstund_argv,
 )
 
@@ -64,7 +70,7 @@ CLIENT = "bench"
 SMALL = "/small.txt"
 BIG = "/big.bin"
 SMALL_BODY = b"x" * 99 + b"\n"
-PATHS = ["direct", "nginx", "wstund"]
+PATHS = ["direct", "nginx", "hypercorn", "wstund"]
 
 
 # -- nginx ----------------------------------------------------------------------------------------
@@ -105,13 +111,25 @@ http {{
     return path
 
 
+def on_cpus(argv: list[str], cpus: list[int] | None) -> list[str]:
+    """``argv`` under ``taskset -c CPUS`` when given (taskset execs: the pid is the program's,
+    and children such as nginx's workers inherit the CPUs)."""
+    taskset = shutil.which("taskset") or "taskset"  # by path: the agent's PATH is the venv's
+    return [taskset, "-c", ",".join(map(str, cpus)), *argv] if cpus else argv
+
+
 def start_nginx(
-    procs: list[subprocess.Popen[bytes]], nginx: str, tmp: Path, name: str, body: str
+    procs: list[subprocess.Popen[bytes]],
+    nginx: str,
+    tmp: Path,
+    name: str,
+    body: str,
+    cpus: list[int] | None = None,
 ) -> tuple[int, subprocess.Popen[bytes]]:
     port = free_port()
     config = nginx_config(tmp, name, port, body)
     argv = [nginx, "-e", str(tmp / f"{name}-error.log"), "-p", str(tmp), "-c", str(config)]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(on_cpus(argv, cpus), stdin=subprocess.DEVNULL)
     procs.append(proc)
     return port, proc
 
@@ -161,11 +179,13 @@ def start_wstund(
     origin_port: int,
     src: str | None,
     profile: str | None,
+    cpus: list[int] | None = None,
+    agent_cpus: list[int] | None = None,
 ) -> Route:
     """A daemon (from ``src`` if given) with a client registered over the REST API, and its
-    agent forwarding to ``origin_port``; under cProfile writing ``profile`` (and
-    ``profile``.agent) if given. Returns as soon as the daemon answers (the agent may still be
-    connecting)."""
+    agent forwarding to ``origin_port``, on ``cpus`` and ``agent_cpus`` if given; under
+    cProfile writing ``profile`` (and ``profile``.agent) if given. Returns as soon as the daemon
+    answers (the agent may still be connecting)."""
     home = tmp / name
     home.mkdir()
     port = free_port()
@@ -175,7 +195,7 @@ def start_wstund(
         '[log]\nlevel = "warning"\n'
     )
     argv = wstund_argv(["--bind", f"127.0.0.1:{port}", "--config", str(config)], profile, src)
-    daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    daemon = subprocess.Popen(on_cpus(argv, cpus), stdin=subprocess.DEVNULL)
     procs.append(daemon)
     url = f"http://127.0.0.1:{port}"
     wait_http(url)
@@ -186,7 +206,7 @@ def start_wstund(
     args.append(f"http://127.0.0.1:{origin_port}")
     agent_argv = wstund_argv(args, f"{profile}.agent" if profile else None, src, "wstund-agent")
     env = {"WSTUN_TUNNEL_SECRET": r.json()["secret"], "PATH": str(BIN)}
-    agent = subprocess.Popen(agent_argv, env=env, stdin=subprocess.DEVNULL)
+    agent = subprocess.Popen(on_cpus(agent_argv, agent_cpus), env=env, stdin=subprocess.DEVNULL)
     procs.append(agent)
     return Route(name, port, f"/_t/{CLIENT}", [psutil.Process(p.pid) for p in (daemon, agent)])
 
@@ -216,8 +236,14 @@ def start_all(
         block = os.urandom(1 << 20)
         for _ in range(opts.size):
             f.write(block)
+    proxy_cpus, origin_cpus = server_cpus(opts), client_cpus(opts)
     origin_port, origin = start_nginx(
-        procs, nginx, tmp, "origin", f"  server {{ listen 127.0.0.1:PORT; root {www}; }}"
+        procs,
+        nginx,
+        tmp,
+        "origin",
+        f"  server {{ listen 127.0.0.1:PORT; root {www}; }}",
+        origin_cpus,
     )
     wait_http(f"http://127.0.0.1:{origin_port}{SMALL}", ok=(200,))
     paths = {"direct": Route("direct", origin_port, "", [])}
@@ -231,12 +257,27 @@ def start_all(
       proxy_set_header Connection "";
     }}
   }}"""
-        port, proc = start_nginx(procs, nginx, tmp, "proxy", body)
+        port, proc = start_nginx(procs, nginx, tmp, "proxy", body, proxy_cpus)
         wait_http(f"http://127.0.0.1:{port}{SMALL}", ok=(200,))
         paths["nginx"] = Route("nginx", port, "", [psutil.Process(proc.pid)])
+    if "hypercorn" in opts.paths:
+        port = free_port()
+        script = ROOT / "bench" / "peers" / "hypercorn_files.py"
+        argv = [sys.executable, str(script), str(port), str(www)]
+        proc = subprocess.Popen(on_cpus(argv, proxy_cpus))
+        procs.append(proc)
+        wait_http(f"http://127.0.0.1:{port}{SMALL}", ok=(200,))
+        paths["hypercorn"] = Route("hypercorn", port, "", [psutil.Process(proc.pid)])
     if "wstund" in opts.paths:
         paths["wstund"] = start_wstund(
-            procs, tmp, "wstund", origin_port, opts.wstund_src, opts.profile
+            procs,
+            tmp,
+            "wstund",
+            origin_port,
+            opts.wstund_src,
+            opts.profile,
+            proxy_cpus,
+            origin_cpus,  # the agent runs beside the origin, as on a user's machine
         )
         wait_http(f"http://127.0.0.1:{paths['wstund'].port}/_t/{CLIENT}{SMALL}", ok=(200,))
     return paths, psutil.Process(origin.pid)
@@ -411,7 +452,7 @@ def table(runs: list[dict[str, dict[str, Any]]], opts: argparse.Namespace) -> st
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--paths", default="direct,nginx,wstund", help="which of direct,nginx,wstund"
+        "--paths", default=",".join(PATHS), help=f"which of {','.join(PATHS)} (all)"
     )
     parser.add_argument(
         "--seconds", type=float, default=3.0, help="length of each load phase per path (3)"
@@ -421,6 +462,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=100, help="download MiB (100; 0: none)")
     parser.add_argument("--runs", type=int, default=1, help="rounds over every path (1)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="don't pin: by default the server under test (the nginx proxy, Hypercorn, wstund's"
+        " daemon) runs on the second CPU; the generator, the origin and wstund's agent (which"
+        " runs beside the origin on a user's machine) on the first",
+    )
     add_wstund_options(parser)
     opts = parser.parse_args(argv)
     opts.paths = [p.strip() for p in opts.paths.split(",") if p.strip()]
@@ -431,6 +480,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     opts = parse_args()
+    opts.cpus = sorted(psutil.Process().cpu_affinity() or [])
+    if client_cpus(opts):
+        psutil.Process().cpu_affinity(client_cpus(opts))
     nginx, version = ensure_nginx()
     procs: list[subprocess.Popen[bytes]] = []
     load_before = load_average()
@@ -441,11 +493,17 @@ def main() -> None:
             runs = trio.run(measure, opts, routes, origin)
         finally:
             stop_all(procs, bool(opts.profile))
+    pinning = (
+        f"server under test pinned to {server_cpus(opts)}, generator, origin and agent to "
+        f"{client_cpus(opts)}"
+        if server_cpus(opts)
+        else "nothing pinned"
+    )
     header = (
         f"wstund tunnel benchmark, {opts.runs} run(s): origin nginx {version} (static files); "
         f"per path {opts.seconds}s of small GETs ({len(SMALL_BODY)} B) by {opts.concurrency} "
         f"callers and of {opts.size} MiB downloads, {opts.single} single GETs; "
-        f"{os.cpu_count()} CPUs, nothing pinned; load average {load_before} before, "
+        f"{os.cpu_count()} CPUs, {pinning}; load average {load_before} before, "
         f"{load_average()} after; run took {time.perf_counter() - started:.0f}s"
     )
     text = table(runs, opts)
