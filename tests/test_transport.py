@@ -31,7 +31,13 @@ from wstund.transport.admission import (
 )
 from wstund.transport.frames import FrameCache, encode_frame, encode_message
 from wstund.transport.head import parse_head
-from wstund.transport.replay import HOLD_NEXT_WRITE, ReplayStream, write_hold
+from wstund.transport.replay import (
+    HOLD_NEXT_WRITE,
+    ON_HANGUP,
+    ReplayStream,
+    hangup_watch,
+    write_hold,
+)
 from wstund.transport.server import Lanes, LaneSettings, Transport
 
 from .conftest import (
@@ -143,6 +149,26 @@ async def test_a_held_write_goes_out_with_the_next_one() -> None:
         assert readable() == b"head;"
     await stream.aclose()
     theirs.close()
+
+
+async def test_the_read_that_finds_the_caller_gone_calls_the_watcher() -> None:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    stream = ReplayStream(trio.SocketStream(trio.socket.from_stdlib_socket(ours)), b"", ours)
+    assert hangup_watch({"state": {ON_HANGUP: stream.on_hangup}}) is not None
+    assert hangup_watch({}) is None  # no such connection: read receive() instead
+    calls: list[str] = []
+    stop = stream.on_hangup(lambda: calls.append("first"))
+    stop()  # the request ended: it no longer watches
+    stream.on_hangup(lambda: calls.append("second"))
+    theirs.sendall(b"more")
+    assert await stream.receive_some(100) == b"more" and calls == []
+    theirs.close()
+    assert await stream.receive_some(100) == b""
+    assert calls == ["second"]
+    stream.on_hangup(lambda: calls.append("late"))  # gone already: called at once
+    assert calls == ["second", "late"]
+    await stream.aclose()
 
 
 def test_head_parsing() -> None:

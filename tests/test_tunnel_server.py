@@ -373,3 +373,24 @@ async def test_a_whole_response_in_one_frame(start_daemon: StartDaemon) -> None:
                 async with trio_websocket.open_websocket_url(daemon.ws_url("/_t/app/ws")):
                     pass
         await ws.aclose()
+
+
+async def test_a_caller_hanging_up_before_the_head_aborts_the_stream(
+    start_daemon: StartDaemon,
+) -> None:
+    """A body-less request learns of its caller hanging up from the connection itself (no task
+    waits in receive() for it): the agent gets ABORT at once, long before request_timeout."""
+    daemon = await start_daemon(tunnel={"request_timeout": 60})
+    secret = await _register_as(daemon, "app", {})
+    with trio.fail_after(10):
+        agent = await _fake_agent(daemon, "app", secret)
+        caller = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+        await caller.send_all(b"GET /_t/app/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        request = await _next_frame(agent)
+        assert request.kind == frames.Kind.HEAD  # the agent holds it, never answering
+        await caller.aclose()
+        abort = await _next_frame(agent)
+        assert (abort.kind, abort.stream_id) == (frames.Kind.ABORT, request.stream_id)
+        while daemon.hub.tunnels.sessions["app"].streams:
+            await trio.sleep(0.01)
+        await agent.aclose()

@@ -6,6 +6,11 @@ write the socket takes at once costs no trip through trio's scheduler (``SocketS
 yields once per call even then). Hypercorn writes under its own lock, whose acquire is a
 checkpoint, so its writing task still yields on every write.
 
+An app that needs to know when its caller hangs up, and has no request body to read, registers a
+callback with ``scope["state"][ON_HANGUP]`` (``hangup_watch(scope)`` fetches it) instead of
+keeping a task in ``receive()`` for ``http.disconnect``: the read that finds the end of the
+stream (Hypercorn's own read loop, the one that makes ``http.disconnect``) calls it.
+
 An app that knows a response's body follows its head at once (a tunnelled response already
 whole) calls ``scope["state"][HOLD_NEXT_WRITE]()`` (``write_hold(scope)`` fetches it) before
 sending the head: the head then goes out with the body, in one system call and one TCP segment.
@@ -19,8 +24,11 @@ from typing import Any
 
 import trio
 
-# The key of a connection's ``scope["state"]`` that holds its ReplayStream's hold_next_write.
+# The keys of a connection's ``scope["state"]`` that hold its ReplayStream's hold_next_write
+# and on_hangup.
 HOLD_NEXT_WRITE = "wstund.hold_next_write"
+ON_HANGUP = "wstund.on_hangup"
+Watch = Callable[[Callable[[], None]], Callable[[], None]]
 
 
 def _no_hold() -> None:
@@ -31,6 +39,13 @@ def write_hold(scope: Mapping[str, Any]) -> Callable[[], None]:
     """The connection's ``hold_next_write`` (a no-op where there is none)."""
     hold: Callable[[], None] = scope.get("state", {}).get(HOLD_NEXT_WRITE, _no_hold)
     return hold
+
+
+def hangup_watch(scope: Mapping[str, Any]) -> Watch | None:
+    """The connection's ``on_hangup``, or None where there is none (then read ``receive()``
+    for ``http.disconnect``)."""
+    watch: Watch | None = scope.get("state", {}).get(ON_HANGUP)
+    return watch
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
@@ -45,6 +60,29 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         self.socket = stream.socket
         self._hold = False  # keep the next write for the one after it
         self._held = b""
+        self._hung_up = False  # a read found the end of the stream
+        self._on_hangup: Callable[[], None] | None = None
+
+    def on_hangup(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` once, when a read finds the caller gone (at once if it is gone
+        already); returns the function that stops watching. One watcher at a time: HTTP/1.1
+        has one request in flight per connection."""
+        if self._hung_up:
+            callback()
+        else:
+            self._on_hangup = callback
+
+        def stop() -> None:
+            if self._on_hangup is callback:
+                self._on_hangup = None
+
+        return stop
+
+    def _hangup(self) -> None:
+        self._hung_up = True
+        callback, self._on_hangup = self._on_hangup, None
+        if callback is not None:
+            callback()
 
     def hold_next_write(self) -> None:
         """Keep the next non-empty write and send it with the write after it (which comes at
@@ -58,7 +96,14 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             size = len(self._prefix) if max_bytes is None else max_bytes
             data, self._prefix = self._prefix[:size], self._prefix[size:]
             return data
-        return bytes(await self._stream.receive_some(max_bytes))
+        try:
+            data = bytes(await self._stream.receive_some(max_bytes))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._hangup()
+            raise
+        if not data:
+            self._hangup()
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data`` to the socket, waiting only while it is full."""

@@ -31,7 +31,7 @@ from .admission import Admission, RateLimitedLine, Verdict
 from .frames import FrameCache
 from .head import Head, head_complete, parse_head
 from .idle import QuickSingleTask
-from .replay import HOLD_NEXT_WRITE, ReplayStream
+from .replay import HOLD_NEXT_WRITE, ON_HANGUP, ReplayStream
 from .websocket import HandshakeFailed, LaneSocket
 
 log = logging.getLogger("wstund.transport")
@@ -338,7 +338,13 @@ class Transport:
             self.app,
             self.hyper,
             self._context,
-            ConnectionState({**self._lifespan_state, HOLD_NEXT_WRITE: stream.hold_next_write}),
+            ConnectionState(
+                {
+                    **self._lifespan_state,
+                    HOLD_NEXT_WRITE: stream.hold_next_write,
+                    ON_HANGUP: stream.on_hangup,
+                }
+            ),
             stream,  # type: ignore[arg-type]  # duck-typed: a plain SocketStream is accepted too
         )
         server.idle_task = QuickSingleTask()  # the same timer, without a wait per request
