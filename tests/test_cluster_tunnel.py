@@ -4,6 +4,8 @@ the node holding it, streamed both ways, authenticated with the cluster secret."
 from __future__ import annotations
 
 import hashlib
+import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -209,3 +211,33 @@ async def test_host_routed_websocket_through_a_node_without_the_agent(
         with trio.fail_after(10):
             r = await http.post(f"{b.url}/echo", content=b"by host", headers={"host": host})
     assert r.status_code == 201 and r.content == b"by host"
+
+
+async def test_a_carried_websocket_is_logged_with_its_callers_address(
+    start_nodes: StartNodes, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node holding the agent logs (and limits) the caller the first node saw, not that
+    node's own address; a forged client header without the cluster secret changes nothing."""
+    caplog.set_level(logging.INFO, "wstund.access")
+    a, b = await start_nodes(2)
+    local = await start_local_app(nursery)
+    await run_agent(nursery, agent_for(a, await register(a), local))
+    await seen_from(b)
+    path = f"/_t/{CLIENT}/ws"
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", b.port, local_address="127.0.0.2")
+        ws = await trio_websocket.wrap_client_stream(nursery, stream, f"127.0.0.1:{b.port}", path)
+        await ws.send_message("hello")
+        assert await ws.get_message() == "echo:hello"
+        await ws.aclose()
+        while len(lines := _websocket_access_lines(caplog, path)) < 2:  # one per node
+            await trio.sleep(0.01)
+    assert [line.client for line in lines] == ["127.0.0.2", "127.0.0.2"]
+
+
+def _websocket_access_lines(caplog: pytest.LogCaptureFixture, path: str) -> list[Any]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "wstund.access" and getattr(r, "kind", "") == "websocket" and r.path == path
+    ]

@@ -25,6 +25,7 @@ from .admin import collector
 from .admin import token as admin_token
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
+from .cluster.forward import carried_client
 from .config import Config, ConfigError, bind_problems, load, state_dir
 from .forwarded import Trusted, TrustedProxies, client_address
 from .hub import Hub
@@ -85,13 +86,19 @@ def listening_sockets(hyper: HypercornConfig, send_timeout: float) -> Sockets:
 def lane_settings(config: Config, proxies: Trusted | None = None) -> LaneSettings:
     """The transport's limits, read from the live config for each new connection; sockets of
     the trusted ``proxies`` are exempt from the per-address cap."""
+    secret = config.cluster.secret
+
+    def client(peer: str, headers: list[tuple[bytes, bytes]]) -> str:
+        """The caller: the one another node carried a WebSocket for (with the cluster secret),
+        or the one a trusted proxy forwarded, or the peer itself."""
+        carried = carried_client(headers, secret) if secret else None
+        if carried is not None:
+            return carried
+        return (client_address(peer, headers, proxies).address or peer) if proxies else peer
+
     return LaneSettings(
         uncapped=(lambda address: proxies.verdict(address)[1]) if proxies else lambda a: False,
-        client=(
-            (lambda peer, headers: client_address(peer, headers, proxies).address or peer)
-            if proxies
-            else lambda peer, headers: peer
-        ),
+        client=client,
         max_connections=config.server.max_connections,
         max_connections_per_ip=config.server.max_connections_per_ip,
         head_timeout=config.server.head_timeout,

@@ -64,6 +64,21 @@ def hop_allowed(given: str, secret: str) -> bool:
     return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
 
 
+def carried_client(headers: list[tuple[bytes, bytes]], secret: str) -> str | None:
+    """The caller's address a request carried from another node names (``CLIENT_HEADER``),
+    believed only with the cluster secret; None on any other request."""
+    given = client = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == HOP_HEADER:
+            given = bytes(value).decode("latin-1")
+        elif lowered == CLIENT_HEADER:
+            client = bytes(value).decode("latin-1")
+    if client and given is not None and hop_allowed(given, secret):
+        return client
+    return None
+
+
 def without_hop(scope: Scope) -> None:
     """Take a checked node-to-node request as the caller's own: its client is the one the
     first node saw (``CLIENT_HEADER``); the cluster headers go no further (the agent)."""
