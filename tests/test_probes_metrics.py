@@ -99,3 +99,40 @@ def test_metrics_bind_must_be_loopback() -> None:
     with pytest.raises(ConfigError, match="metrics.bind: '0.0.0.0:9464' is not a loopback"):
         parse('[metrics]\nbind = "0.0.0.0:9464"\n')
     assert parse('[metrics]\nbind = "127.0.0.1:9464"\n').metrics.bind == "127.0.0.1:9464"
+
+
+async def _listening(port: int) -> bool:
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
+
+
+async def test_drain_delay_serves_with_ready_503_then_closes(start_daemon: StartDaemon) -> None:
+    """With server.drain_delay a stopping daemon keeps accepting and serving while /ready says
+    503 (a balancer polling it takes the node out), then closes its listeners."""
+    daemon = await start_daemon(server={"drain_delay": 1.0})
+    daemon.daemon.stop()
+    with trio.fail_after(10):
+        while daemon.hub.phase != "stopping":
+            await trio.sleep(0.01)
+    ready = await get(daemon.url + "/ready")  # a new connection, still accepted
+    assert ready.status_code == 503 and ready.json()["state"] == "stopping"
+    assert (await get(daemon.url + "/libwstun.js")).status_code == 200
+    with trio.fail_after(10):
+        while await _listening(daemon.port):
+            await trio.sleep(0.05)
+
+
+async def test_a_second_stop_ends_the_drain_delay(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(server={"drain_delay": 600.0})
+    daemon.daemon.stop()
+    with trio.fail_after(10):
+        while daemon.hub.phase != "stopping":
+            await trio.sleep(0.01)
+        assert await _listening(daemon.port)
+        daemon.daemon.stop()  # a second SIGTERM
+        while await _listening(daemon.port):
+            await trio.sleep(0.05)

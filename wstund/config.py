@@ -50,6 +50,7 @@ class ServerConfig(_Section):
     keep_alive_timeout: float = 5.0
     state_dir: str = ""
     shutdown_grace: float = 5.0
+    drain_delay: float = 0.0
     send_timeout: float = 30.0
 
 
@@ -225,6 +226,7 @@ _NON_NEGATIVE = {
     "relay.member_messages_per_second",
     "relay.member_bytes_per_second",
     "server.shutdown_grace",
+    "server.drain_delay",
     "server.head_timeout",
     "server.send_timeout",
     "tunnel.request_timeout",

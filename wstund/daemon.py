@@ -143,6 +143,7 @@ class Daemon:
         self.app = create_app(self.hub)
         self.binds: list[str] = []
         self._stop = trio.Event()
+        self._stop_now = trio.Event()  # a second stop: skip the drain delay
         self.config_path: Path | None = None
         self.hyper = hypercorn_config(config)
         self.admin_socket = socket_path(config)
@@ -159,7 +160,9 @@ class Daemon:
         self.transport: Transport | None = None
 
     def stop(self) -> None:
-        """Begin a graceful stop (what SIGTERM does)."""
+        """Begin a graceful stop (what SIGTERM does); a second call skips the drain delay."""
+        if self._stop.is_set():
+            self._stop_now.set()
         self._stop.set()
 
     def reload(self, path: Path | None) -> ReloadOutcome:
@@ -280,6 +283,15 @@ class Daemon:
                     await self._stop.wait()
                     self.hub.phase = "stopping"
                     await self.notifier.notify("STOPPING=1")
+                    drain = self.hub.config.server.drain_delay
+                    if drain > 0:
+                        log.info(
+                            "stopping: /ready answers 503; listeners close in %g s"
+                            " (server.drain_delay)",
+                            drain,
+                        )
+                        with trio.move_on_after(drain):
+                            await self._stop_now.wait()
                     log.info("stopping: closing %d connections", self.hub.connection_count)
                     # The transport closes its listeners now (new connections are refused) and
                     # gives open ones graceful_timeout; meanwhile in-flight work drains, then 1001.
