@@ -26,6 +26,7 @@ from .admin import token as admin_token
 from .admin.app import create_admin_app, ops_blueprint, secure_socket, socket_path
 from .admin.reload import ReloadOutcome, changed_keys, keep_restart_only
 from .cluster.forward import carried_client
+from .cluster.node import Cluster
 from .config import Config, ConfigError, bind_problems, load, state_dir
 from .forwarded import Trusted, TrustedProxies, client_address
 from .hub import Hub
@@ -138,6 +139,8 @@ class Daemon:
 
     def __init__(self, config: Config) -> None:
         self.hub = Hub(config, state_dir(config))
+        if config.cluster.redis_url:
+            self.hub.cluster = Cluster(self.hub)
         self.admin_token_made = admin_token.apply(config, self.hub.state_dir)
         marketplace_store.load_installed(self.hub)
         self.app = create_app(self.hub)

@@ -80,11 +80,8 @@ class Hub:
         self._stop_scopes: set[trio.CancelScope] = set()
 
         # Several nodes sharing rooms through Redis ([cluster] redis_url); None on a lone node.
+        # The daemon sets it (the cluster code builds on the hub and the relay handlers).
         self.cluster: Cluster | None = None
-        if config.cluster.redis_url:
-            from .cluster.node import Cluster  # the cluster code needs the relay handlers
-
-            self.cluster = Cluster(self)
 
     @contextmanager
     def until_stopped(self) -> Iterator[trio.CancelScope]:
