@@ -46,15 +46,17 @@ async def test_registry_holds_nodes_and_rooms_with_ttls(
         node_ttl = await redis.pttl("wstund:node:a")
         assert 0 < node_ttl <= 30000
         assert 0 < await redis.pttl(f"wstund:room:{uuid}") <= 30000
+        assert 0 < await redis.pttl("wstund:node-rooms:a") <= 30000
+        assert await redis.smembers("wstund:nodes") == {b"a", b"b"}
         entry = msgspec.msgpack.decode(await redis.get(f"wstund:room:{uuid}"))
         assert entry["node"] == "a"
         assert entry["room"]["name"] == "reg" and entry["room"]["hasToken"] is True
         assert "tok" not in json.dumps(entry)  # the token itself never leaves its node
         # A clean stop takes the node and its rooms out of the registry at once.
         a.daemon.stop()
-        keys = ["wstund:node:a", f"wstund:room:{uuid}"]
+        keys = ["wstund:node:a", "wstund:node-rooms:a", f"wstund:room:{uuid}"]
         with trio.fail_after(10):  # well inside node_ttl (30 s): removed, not expired
-            while await redis.exists(keys):
+            while await redis.exists(keys) or b"a" in await redis.smembers("wstund:nodes"):
                 await trio.sleep(0.05)
 
 
@@ -182,3 +184,33 @@ async def test_an_admin_sees_and_kicks_through_any_node(start_nodes: StartNodes)
         assert nobody.status_code == 404 and nobody.json()["error"] == "user_not_found"
     assert (await recv(carol))["type"] == "kick"
     assert await expect_closed(carol) == 4003
+
+
+async def test_listings_and_refreshes_never_scan_the_keyspace(
+    start_nodes: StartNodes, redis_server: RedisServer
+) -> None:
+    """Listings and node counts read the node set and each live node's room hash: with many
+    other keys in Redis, no SCAN (or KEYS) runs, and a stopped node's rooms leave the listing."""
+    a, b = await start_nodes(2)
+    _, uuid_a = await create_room(a, name="on a")
+    _, uuid_b = await create_room(b, name="on b")
+    async with coredis.Redis.from_url(redis_server.url) as redis:
+        await redis.mset({f"unrelated:{n}": b"x" for n in range(2000)})
+        await redis.config_resetstat()
+        async with httpx.AsyncClient(base_url=a.url, timeout=5) as client:
+            every = (await client.get("/_api/instances")).json()["instances"]
+            assert sorted(r["uuid"] for r in every) == sorted([uuid_a, uuid_b])
+            assert a.hub.cluster is not None
+            with trio.fail_after(10):  # a refresh (every node_ttl / 3) counts the nodes again
+                a.hub.cluster.node_count = 0
+                while a.hub.cluster.node_count == 0:
+                    await trio.sleep(0.05)
+            assert a.hub.cluster.node_count == 2
+            stats = await redis.info("commandstats")
+            assert not [name for name in stats if "scan" in name or name.endswith("_keys")]
+            b.daemon.stop()
+            with trio.fail_after(10):
+                while uuid_b in [
+                    r["uuid"] for r in (await client.get("/_api/instances")).json()["instances"]
+                ]:
+                    await trio.sleep(0.05)

@@ -39,11 +39,13 @@ from .moosicbox import SharedTokens
 from .publisher import FAULTS, Publisher
 from .registry import (
     DELETE_IF_OURS,
+    NODES,
     NodeEntry,
     RoomEntry,
     channel,
     load_node_id,
     node_key,
+    node_rooms_key,
     room_key,
     sender_key,
     tunnel_key,
@@ -162,7 +164,7 @@ class Cluster:
         (a node that dies leaves them to expire within ``node_ttl``)."""
         if self._redis is None or not self.available:
             return
-        keys = [node_key(self.node_id)]
+        keys = [node_key(self.node_id), node_rooms_key(self.node_id)]
         keys += [room_key(uuid) for uuid in [*self.hub.instances, *self._gone_rooms]]
         with trio.move_on_after(self.hub.config.cluster.request_timeout):
             await self.publisher.wait_idle()  # the rooms' last words (instance_destroyed) first
@@ -171,6 +173,7 @@ class Cluster:
             async with self._registry_lock:  # one under way finishes first
                 try:
                     await self._redis.delete(keys)
+                    await self._redis.srem(NODES, [self.node_id])
                 except* FAULTS:
                     pass  # they expire within node_ttl anyway
 
@@ -607,31 +610,37 @@ class Cluster:
         """The registry's rooms held by other nodes (none when Redis cannot be reached)."""
         if self._redis is None or not self.available:
             return []
+        entries = []
         try:
             with trio.fail_after(self._timeout):
-                keys = [key async for key in self._redis.scan_iter(match=room_key("*"), count=1000)]
-                values = await self._redis.mget(keys) if keys else []
+                for node in await self._live_nodes(self._redis):
+                    if node.node == self.node_id:
+                        continue
+                    rooms = await self._redis.hgetall(node_rooms_key(node.node))
+                    for value in rooms.values():
+                        entry = msgspec.msgpack.decode(value, type=RoomEntry)
+                        if entry.node == node.node:
+                            entries.append(entry)
         except FAULTS as exc:
             self._fault(f"listing: {exc!r}")
             return []
-        entries = []
-        for value in values:
-            if value is None:
-                continue
-            entry = msgspec.msgpack.decode(value, type=RoomEntry)
-            if entry.node != self.node_id:
-                entries.append(entry)
         return entries
+
+    async def _live_nodes(self, redis: coredis.Redis[bytes]) -> list[NodeEntry]:
+        """The nodes whose heartbeat is alive, by id; the dead ones are dropped from NODES."""
+        ids = sorted(member.decode() for member in await redis.smembers(NODES))
+        values = await redis.mget([node_key(node) for node in ids]) if ids else ()
+        dead = [node for node, value in zip(ids, values, strict=True) if value is None]
+        if dead:
+            await redis.srem(NODES, dead)
+        return [msgspec.msgpack.decode(value, type=NodeEntry) for value in values if value]
 
     async def nodes(self) -> list[NodeEntry]:
         """The live nodes' heartbeats (this node's own when Redis cannot be reached)."""
         if self._redis is not None and self.available:
             try:
                 with trio.fail_after(self._timeout):
-                    keys = [key async for key in self._redis.scan_iter(match=node_key("*"))]
-                    values = await self._redis.mget(keys) if keys else []
-                found = [msgspec.msgpack.decode(v, type=NodeEntry) for v in values if v]
-                return sorted(found, key=lambda n: n.node)
+                    return await self._live_nodes(self._redis)
             except FAULTS as exc:
                 self._fault(f"nodes: {exc!r}")
         return [self._node_entry()]
@@ -776,10 +785,12 @@ class Cluster:
         if self._redis is None or not self.available:
             return
         try:
+            value = self._room_value(instance)
             with trio.fail_after(self._timeout):
-                await self._redis.set(
-                    room_key(instance.uuid), self._room_value(instance), px=self._ttl_ms
-                )
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.set(room_key(instance.uuid), value, px=self._ttl_ms)
+                    pipe.hset(node_rooms_key(self.node_id), {instance.uuid: value})
+                    pipe.pexpire(node_rooms_key(self.node_id), self._ttl_ms)
         except FAULTS as exc:
             self._fault(f"register: {exc!r}")
 
@@ -836,18 +847,40 @@ class Cluster:
         here = [tunnel_key(c) for c in self.hub.tunnels.sessions]
         here += [sender_key(c) for c in self.hub.moosicbox.senders]
         agents_gone, self._gone_agents = self._gone_agents - set(here), set()
+        rooms = {uuid: self._room_value(i) for uuid, i in self.hub.instances.items()}
+        try:
+            await self._write_entries(redis, rooms, here, gone, agents_gone)
+        except BaseException:
+            self._gone_rooms |= gone - set(self.hub.instances)  # the next refresh tries again
+            self._gone_agents |= agents_gone
+            raise
+        self.node_count = len(await self._live_nodes(redis))
+
+    async def _write_entries(
+        self,
+        redis: coredis.Redis[bytes],
+        rooms: dict[str, bytes],
+        here: list[str],
+        gone: set[str],
+        agents_gone: set[str],
+    ) -> None:
         ttl = self._ttl_ms
+        listing = node_rooms_key(self.node_id)
         async with redis.pipeline(transaction=False) as pipe:
             pipe.set(node_key(self.node_id), msgspec.msgpack.encode(self._node_entry()), px=ttl)
-            for instance in self.hub.instances.values():
-                pipe.set(room_key(instance.uuid), self._room_value(instance), px=ttl)
+            pipe.sadd(NODES, [self.node_id])
+            for uuid, value in rooms.items():
+                pipe.set(room_key(uuid), value, px=ttl)
+            if rooms:
+                pipe.hset(listing, rooms)
+            pipe.pexpire(listing, ttl)
             for key in here:
                 pipe.set(key, self.node_id.encode(), px=ttl)
             if gone:
                 pipe.delete([room_key(uuid) for uuid in gone])
+                pipe.hdel(listing, list(gone))
             for key in agents_gone:
                 pipe.eval(DELETE_IF_OURS, [key], [self.node_id])
-        self.node_count = len([key async for key in redis.scan_iter(match=node_key("*"))])
 
     async def _check_nodes(self, redis: coredis.Redis[bytes]) -> None:
         """Cut the links to nodes whose heartbeat expired (they died)."""

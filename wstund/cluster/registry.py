@@ -1,5 +1,10 @@
 """What a node keeps in Redis: its heartbeat, its rooms and its agents, each under a key with
-a TTL of ``node_ttl`` that the node refreshes, and the names of the keys and channels."""
+a TTL of ``node_ttl`` that the node refreshes, and the names of the keys and channels.
+
+Listings never scan the keyspace: ``NODES`` names every node that registered and did not leave
+(a node whose heartbeat key is gone is dead, and is dropped from it by whoever sees that), and
+each node keeps its rooms' listing entries in a hash of its own, beside the per-room keys that
+lookups by uuid read."""
 
 from __future__ import annotations
 
@@ -18,6 +23,14 @@ def node_key(node: str) -> str:
 
 def room_key(uuid: str) -> str:
     return f"{PREFIX}room:{uuid}"
+
+
+NODES = f"{PREFIX}nodes"  # a set of node ids; each is alive while its node_key exists
+
+
+def node_rooms_key(node: str) -> str:
+    """A node's rooms: a hash of uuid -> RoomEntry, with the node's TTL."""
+    return f"{PREFIX}node-rooms:{node}"
 
 
 def tunnel_key(client_id: str) -> str:
