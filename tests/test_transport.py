@@ -39,6 +39,7 @@ from wstund.transport.replay import (
     write_hold,
 )
 from wstund.transport.server import Lanes, LaneSettings, Transport
+from wstund.tunnel.asgi import hangup_scope
 
 from .conftest import (
     RunningDaemon,
@@ -169,6 +170,24 @@ async def test_the_read_that_finds_the_caller_gone_calls_the_watcher() -> None:
     stream.on_hangup(lambda: calls.append("late"))  # gone already: called at once
     assert calls == ["second", "late"]
     await stream.aclose()
+
+
+async def test_hangup_scope_falls_back_to_http_disconnect() -> None:
+    """Outside our accept loop (no on_hangup in the scope) a task reads receive() for it."""
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    gone = trio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    with trio.fail_after(5):
+        async with hangup_scope({"type": "http"}, receive) as caller_gone:
+            gone.set()
+            await trio.sleep_forever()
+    assert caller_gone.cancelled_caught
 
 
 def test_head_parsing() -> None:

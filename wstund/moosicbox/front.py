@@ -196,7 +196,7 @@ class MoosicBoxFront:
                 await send_text(send, 401, UNAUTHORIZED)
                 return True
             call = self._call(scope, client_id, "auth/magic-token", {"magicToken": magic}, pairs)
-            await proxy(self.hub, call, receive, send)
+            await proxy(self.hub, call, scope, receive, send)
             return True
         if files and (
             method in ("GET", "HEAD") or (method == "OPTIONS" and path == "/files/track")
@@ -269,7 +269,7 @@ class MoosicBoxFront:
         kept = [(k, v) for k, v in pairs if k != BUFFER_PARAM]
         query = {**query_map(kept), "clientId": client_id}
         call = self._call(scope, client_id, raw_path.removeprefix("/"), query, pairs)
-        await proxy(self.hub, call, receive, send)
+        await proxy(self.hub, call, scope, receive, send)
 
     def _call(
         self,

@@ -5,10 +5,9 @@ fails the request before its head, a cut body when after; ABORT as soon as the c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import trio
 
 from ..exchange import Exchange, ExchangeFailed, FailKind, Head, TooLarge, Truncated
 from ..httpheaders import (
@@ -20,7 +19,8 @@ from ..httpheaders import (
     to_bytes,
     untrusted_response_headers,
 )
-from ..tunnel.asgi import Receive, Send, send_json_error
+from ..transport.replay import write_hold
+from ..tunnel.asgi import Receive, Scope, Send, hangup_scope, send_json_error
 from .sender import SenderBusy, SenderLost
 from .wire import check_json, http_frame
 
@@ -76,15 +76,7 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(parts)
 
 
-async def _watch_disconnect(receive: Receive, caller_gone: trio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            caller_gone.cancel()
-            return
-
-
-async def proxy(hub: Hub, call: Call, receive: Receive, send: Send) -> None:
+async def proxy(hub: Hub, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
     """Carry ``call`` and the caller's JSON body to the client's sender; relay the answer."""
     config = hub.config.moosicbox
     try:
@@ -130,12 +122,9 @@ async def proxy(hub: Hub, call: Call, receive: Receive, send: Send) -> None:
     )
     with hub.inflight.track():
         try:
-            with trio.CancelScope() as caller_gone:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_watch_disconnect, receive, caller_gone)
-                    await sender.send(frame)
-                    await _respond(hub, exchange, call, send)
-                    nursery.cancel_scope.cancel()
+            async with hangup_scope(scope, receive) as caller_gone:
+                await sender.send(frame)
+                await _respond(hub, exchange, call, send, write_hold(scope))
             if caller_gone.cancelled_caught:
                 log.info("moosicbox %s: caller left request %d", call.client_id, exchange.id)
         except* SenderLost:
@@ -156,7 +145,11 @@ def _response_headers(head: Head, blocking: bool) -> list[tuple[bytes, bytes]]:
     return untrusted_response_headers(to_bytes(headers))
 
 
-async def _respond(hub: Hub, exchange: Exchange[int], call: Call, send: Send) -> None:
+async def _respond(
+    hub: Hub, exchange: Exchange[int], call: Call, send: Send, hold: Callable[[], None]
+) -> None:
+    """Relay the sender's answer; ``hold`` keeps the head back to go out with a body that is
+    already all here."""
     config = hub.config.moosicbox
     timeout = config.request_timeout
     try:
@@ -175,8 +168,10 @@ async def _respond(hub: Hub, exchange: Exchange[int], call: Call, send: Send) ->
         await send_json_error(send, 502, "sender_error", f"the local server's response: {invalid}")
         return
     if call.blocking:
-        await _collect(hub, exchange, send, head.status, headers)
+        await _collect(hub, exchange, send, head.status, headers, hold)
         return
+    if exchange.arrived:
+        hold()
     await send({"type": "http.response.start", "status": head.status, "headers": headers})
     limit = BodyLimit([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
     try:
@@ -200,9 +195,10 @@ async def _collect(
     send: Send,
     status: int,
     headers: list[tuple[bytes, bytes]],
+    hold: Callable[[], None],
 ) -> None:
     """Blocking mode: the whole body first (up to max_buffered_bytes), then one answer with
-    Content-Length."""
+    Content-Length, its head and body in one write."""
     config = hub.config.moosicbox
     cap = config.max_buffered_bytes
     try:
@@ -222,5 +218,6 @@ async def _collect(
         await send_json_error(send, status_code, error, failed.failure.message)
         return
     headers = [*headers, (b"content-length", str(len(body)).encode())]
+    hold()
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

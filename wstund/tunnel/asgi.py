@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 
+import trio
+
 from ..httpheaders import to_bytes
+from ..transport.replay import hangup_watch
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -14,6 +18,34 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 RawHeaders = list[tuple[bytes, bytes]]
+
+
+async def _watch_disconnect(receive: Receive, caller_gone: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            caller_gone.cancel()
+            return
+
+
+@asynccontextmanager
+async def hangup_scope(scope: Scope, receive: Receive) -> AsyncIterator[trio.CancelScope]:
+    """A cancel scope for answering a request whose body has been read, cancelled when the
+    caller hangs up: told by the connection where it can (our accept loop's connections, no
+    task needed), else by a task waiting in ``receive()`` for ``http.disconnect``."""
+    with trio.CancelScope() as caller_gone:
+        watch = hangup_watch(scope)
+        if watch is not None:
+            stop_watching = watch(caller_gone.cancel)
+            try:
+                yield caller_gone
+            finally:
+                stop_watching()
+        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_disconnect, receive, caller_gone)
+                yield caller_gone
+                nursery.cancel_scope.cancel()
 
 
 def json_body(error: str, message: str, **extra: Any) -> bytes:

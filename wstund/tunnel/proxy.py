@@ -22,8 +22,8 @@ from ..httpheaders import (
     end_to_end,
     to_bytes,
 )
-from ..transport.replay import hangup_watch, write_hold
-from .asgi import Message, Receive, Scope, Send, header, send_json_error
+from ..transport.replay import write_hold
+from .asgi import Message, Receive, Scope, Send, hangup_scope, header, send_json_error
 from .flow import StreamGone, frame_cost
 from .frames import (
     Frame,
@@ -263,20 +263,16 @@ async def _proxy_http(hub: Hub, where: Route, scope: Scope, receive: Receive, se
     body_timeout = hub.config.tunnel.body_timeout
     answer = Answer(send)
     lost = timed_out = False
-    # Without a body to upload, the connection says when the caller hangs up: no task per
-    # request waiting in receive() for http.disconnect (a sixth of the daemon's CPU per request).
-    watch = None if head.body else hangup_watch(scope)
     with hub.inflight.track(), accounted(hub, session, stream) as status:
         try:
-            with trio.CancelScope() as caller_gone:
-                if watch is not None:
-                    stop_watching = watch(caller_gone.cancel)
-                    try:
-                        await session.send(encode_request_head(stream.id, head))
-                        await _respond(hub, session, stream, answer, buffered, write_hold(scope))
-                    finally:
-                        stop_watching()
-                else:
+            # Without a body to upload, the connection says when the caller hangs up: no task
+            # per request waiting in receive() (a sixth of the daemon's CPU per request).
+            if not head.body:
+                async with hangup_scope(scope, receive):
+                    await session.send(encode_request_head(stream.id, head))
+                    await _respond(hub, session, stream, answer, buffered, write_hold(scope))
+            else:
+                with trio.CancelScope() as caller_gone:
                     async with trio.open_nursery() as nursery:
                         await session.send(encode_request_head(stream.id, head))
                         nursery.start_soon(
