@@ -7,6 +7,11 @@ scheduler besides the timer task itself (about a tenth of the daemon's CPU per s
 request, measured with py-spy). ``QuickSingleTask`` keeps its interface and behaviour (one
 timer at a time, the previous one cancelled) with no wait: the new timer is spawned and its
 cancel scope made at once, so stopping it before it has run cancels it all the same.
+
+Hypercorn offers no hook for this: its trio ``TCPServer`` builds a ``TrioSingleTask`` itself
+(``WorkerContext.single_task_class`` is used by its QUIC code only, in 0.17 and 0.18), so our
+accept loop sets ``idle_task`` on each ``TCPServer`` it creates. No upstream issue covers the
+cost; the nearest, pgjones/hypercorn#167, is about keep-alive reuse being slow in general.
 """
 
 from __future__ import annotations
