@@ -27,6 +27,7 @@ from ..tunnel.asgi import (
     ServerWebSocket,
     header,
     send_json_error,
+    send_whole,
 )
 from ..tunnel.registry import TokenKind, valid_moosicbox_id
 from ..web.auth import tokens_equal
@@ -78,13 +79,7 @@ class MoosicBoxSocket(ServerWebSocket):
 
 def _json(send: Send, data: Any, head: bool) -> Any:
     body = json.dumps(data).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-
-    async def answer() -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if head else body})
-
-    return answer()
+    return send_whole(send, 200, [(b"content-type", b"application/json")], body, head=head)
 
 
 class MoosicBoxFront:
@@ -423,7 +418,5 @@ async def _preflight(send: Send, origin: str) -> None:
         (b"access-control-allow-methods", CORS_METHODS.encode()),
         (b"access-control-allow-headers", CORS_HEADERS.encode()),
         (b"access-control-max-age", b"3600"),
-        (b"content-length", b"0"),
     ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
+    await send_whole(send, 200, headers, b"")

@@ -20,7 +20,7 @@ from ..httpheaders import (
     untrusted_response_headers,
 )
 from ..transport.replay import write_hold
-from ..tunnel.asgi import Receive, Scope, Send, hangup_scope, send_json_error
+from ..tunnel.asgi import Receive, Scope, Send, hangup_scope, send_json_error, send_whole
 from .sender import SenderBusy, SenderLost
 from .wire import check_json, http_frame
 
@@ -46,13 +46,8 @@ class Call:
 
 async def send_text(send: Send, status: int, text: str, *, head: bool = False) -> None:
     """Answer with a ``text/plain`` body, the form MoosicBox's tunnel server uses for errors."""
-    body = text.encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    headers = [(b"content-type", b"text/plain; charset=utf-8")]
+    await send_whole(send, status, headers, text.encode(), head=head)
 
 
 class CallerGone(Exception):
@@ -217,7 +212,4 @@ async def _collect(
         error = "sender_timeout" if status_code == 504 else "sender_error"
         await send_json_error(send, status_code, error, failed.failure.message)
         return
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    hold()
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_whole(send, status, headers, body, hold=hold)

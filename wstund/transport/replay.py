@@ -31,13 +31,13 @@ ON_HANGUP = "wstund.on_hangup"
 Watch = Callable[[Callable[[], None]], Callable[[], None]]
 
 
-def _no_hold() -> None:
-    pass
+def no_hold() -> None:
+    """A ``hold_next_write`` that holds nothing (where there is no such connection)."""
 
 
 def write_hold(scope: Mapping[str, Any]) -> Callable[[], None]:
     """The connection's ``hold_next_write`` (a no-op where there is none)."""
-    hold: Callable[[], None] = scope.get("state", {}).get(HOLD_NEXT_WRITE, _no_hold)
+    hold: Callable[[], None] = scope.get("state", {}).get(HOLD_NEXT_WRITE, no_hold)
     return hold
 
 

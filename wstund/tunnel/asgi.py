@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from ..httpheaders import to_bytes
-from ..transport.replay import hangup_watch
+from ..transport.replay import hangup_watch, no_hold
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,6 +53,24 @@ def json_body(error: str, message: str, **extra: Any) -> bytes:
     return json.dumps({"error": error, "message": message, **extra}).encode()
 
 
+async def send_whole(
+    send: Send,
+    status: int,
+    headers: Iterable[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    head: bool = False,
+    hold: Callable[[], None] = no_hold,
+) -> None:
+    """Answer with ``body`` whole, its Content-Length added (``head``: a HEAD request's answer,
+    the length without the body); ``hold`` (``write_hold(scope)``) lets the head and the body
+    leave in one write."""
+    hold()
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})
+
+
 async def send_json_error(
     send: Send,
     status: int,
@@ -63,18 +81,7 @@ async def send_json_error(
 ) -> None:
     """Answer an HTTP request with a JSON error body."""
     body = json_body(error, message, **extra)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_whole(send, status, [(b"content-type", b"application/json"), *headers], body)
 
 
 def header(scope: Scope, name: bytes) -> str | None:

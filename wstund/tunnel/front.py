@@ -27,6 +27,7 @@ from .asgi import (
     header,
     json_body,
     send_json_error,
+    send_whole,
 )
 from .proxy import PREFIX, Route, proxy_http, route
 from .session import TunnelSession
@@ -132,9 +133,7 @@ class TunnelFront:
             await send_json_error(send, 404, "client_not_found", message)
             return
         body = json.dumps({"domain": domain, "client": client_id}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_whole(send, 200, [(b"content-type", b"application/json")], body)
 
     async def refuse_path(self, scope: Scope, receive: Receive, send: Send) -> None:
         """400 for a tunnel path whose client id segment hides a ``/`` (HTTP or WebSocket)."""

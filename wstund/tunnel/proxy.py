@@ -23,7 +23,16 @@ from ..httpheaders import (
     to_bytes,
 )
 from ..transport.replay import write_hold
-from .asgi import Message, Receive, Scope, Send, hangup_scope, header, send_json_error
+from .asgi import (
+    Message,
+    Receive,
+    Scope,
+    Send,
+    hangup_scope,
+    header,
+    send_json_error,
+    send_whole,
+)
 from .flow import StreamGone, frame_cost
 from .frames import (
     Frame,
@@ -398,7 +407,4 @@ async def _relay_buffered(
         await send_json_error(send, 502, "agent_lost", "the tunnel agent went away mid-response")
         return
     session.record.bytes_out += len(body)
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    hold()
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_whole(send, status, headers, body, hold=hold)
