@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from math import nan
 from pathlib import Path
@@ -395,26 +396,39 @@ async def measure(
     opts: argparse.Namespace, routes: dict[str, Route], origin: psutil.Process
 ) -> list[dict[str, Any]]:
     """``opts.runs`` rounds, each over every path in turn."""
+
+    async def one_path(name: str, route: Route) -> dict[str, Any]:
+        log(f"{name}: small GETs for {opts.seconds}s, {opts.concurrency} callers")
+        small = await small_requests(route, origin, opts.seconds, opts.concurrency)
+        log(f"{name}: {opts.single} single GETs, then {opts.size} MiB downloads")
+        single = await single_requests(route, opts.single)
+        big = (
+            await download(route, origin, opts.size * 1024 * 1024, opts.seconds)
+            if opts.size
+            else {}
+        )
+        return {**small, "single_p50_ms": single, **big, "load_1min": os.getloadavg()[0]}
+
+    return await rounds(opts.runs, routes, one_path, "single_p50_ms", "added_p50_ms")
+
+
+async def rounds(
+    count: int,
+    routes: dict[str, Route],
+    one_path: Callable[[str, Route], Awaitable[dict[str, Any]]],
+    single: str,
+    added: str,
+) -> list[dict[str, Any]]:
+    """``count`` rounds of ``one_path`` over every path in turn; each path's figures get
+    ``added``: what its ``single`` (a one-at-a-time p50) adds to direct's in that round."""
     runs = []
-    for round_ in range(opts.runs):
-        if opts.runs > 1:
-            log(f"run {round_ + 1}/{opts.runs}")
-        results: dict[str, Any] = {}
-        for name, route in routes.items():
-            log(f"{name}: small GETs for {opts.seconds}s, {opts.concurrency} callers")
-            small = await small_requests(route, origin, opts.seconds, opts.concurrency)
-            log(f"{name}: {opts.single} single GETs, then {opts.size} MiB downloads")
-            single = await single_requests(route, opts.single)
-            big = (
-                await download(route, origin, opts.size * 1024 * 1024, opts.seconds)
-                if opts.size
-                else {}
-            )
-            load = os.getloadavg()[0]
-            results[name] = {**small, "single_p50_ms": single, **big, "load_1min": load}
-        direct = results["direct"]["single_p50_ms"]
+    for round_ in range(count):
+        if count > 1:
+            log(f"run {round_ + 1}/{count}")
+        results = {name: await one_path(name, route) for name, route in routes.items()}
+        direct = results["direct"][single]
         for figures in results.values():
-            figures["added_p50_ms"] = figures["single_p50_ms"] - direct
+            figures[added] = figures[single] - direct
         runs.append(results)
     return runs
 

@@ -60,7 +60,7 @@ from relay import (  # noqa: E402
     log,
     ratio_table,
 )
-from tunnel import Clock, Route, start_wstund, stop_all  # noqa: E402
+from tunnel import Clock, Route, rounds, start_wstund, stop_all  # noqa: E402
 from wsclient import HandshakeError, LeanWebSocket  # noqa: E402
 
 PATHS = ["direct", "wstund", "before"]
@@ -219,21 +219,14 @@ async def measure(
 ) -> list[dict[str, Any]]:
     """``opts.runs`` rounds, each over every path in turn."""
     payload = "x" * opts.size
-    runs = []
-    for round_ in range(opts.runs):
-        if opts.runs > 1:
-            log(f"run {round_ + 1}/{opts.runs}")
-        results: dict[str, Any] = {}
-        for name, route in routes.items():
-            log(f"{name}: {opts.single} round trips, then {opts.seconds}s of echoes")
-            single = await round_trips(route, opts.single, payload)
-            load = await echoes(route, origin, opts.seconds, opts.concurrency, opts.window, payload)
-            results[name] = {"single_p50_us": single, **load, "load_1min": os.getloadavg()[0]}
-        direct = results["direct"]["single_p50_us"]
-        for figures in results.values():
-            figures["added_p50_us"] = figures["single_p50_us"] - direct
-        runs.append(results)
-    return runs
+
+    async def one_path(name: str, route: Route) -> dict[str, Any]:
+        log(f"{name}: {opts.single} round trips, then {opts.seconds}s of echoes")
+        single = await round_trips(route, opts.single, payload)
+        load = await echoes(route, origin, opts.seconds, opts.concurrency, opts.window, payload)
+        return {"single_p50_us": single, **load, "load_1min": os.getloadavg()[0]}
+
+    return await rounds(opts.runs, routes, one_path, "single_p50_us", "added_p50_us")
 
 
 # -- report ---------------------------------------------------------------------------------------
