@@ -18,7 +18,7 @@ from wstund.cluster.forward import HOP_HEADER, without_hop
 from .conftest import RunningDaemon, StartNodes
 from .localapp import pattern_sha256, start_local_app
 from .loopback import http_from
-from .test_tunnel_e2e import CLIENT, MB, agent_for, register, run_agent
+from .test_tunnel_e2e import CLIENT, MB, agent_for, echo_then_close, register, run_agent
 
 
 async def seen_from(node: RunningDaemon, client_id: str = CLIENT) -> None:
@@ -100,14 +100,7 @@ async def test_websocket_through_a_node_without_the_agent(
     with trio.fail_after(10):
         async with trio_websocket.open_websocket_url(url, subprotocols=["v1", "v2"]) as ws:
             assert ws.subprotocol == "v2"
-            await ws.send_message("hello")
-            assert await ws.get_message() == "echo:hello"
-            await ws.send_message(b"\x00\x01\x02")
-            assert await ws.get_message() == b"\x02\x01\x00"
-            await ws.send_message("close")
-            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
-                await ws.get_message()
-        assert closed.value.reason.code == 4321
+            assert await echo_then_close(ws) == 4321
         async with trio_websocket.open_websocket_url(url) as ws:
             await ws.aclose(4000, "bye")
         await local.ws_closed.wait()

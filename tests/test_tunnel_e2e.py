@@ -221,18 +221,24 @@ async def test_caller_disconnect_aborts_the_local_request(tunnel: Tunnel) -> Non
             await trio.sleep(0.01)
 
 
+async def echo_then_close(ws: trio_websocket.WebSocketConnection) -> int:
+    """The local app's WebSocket round: a text and a binary message echoed, then ``close``,
+    which the app answers by closing with 4321; returns the close code the caller saw."""
+    await ws.send_message("hello")
+    assert await ws.get_message() == "echo:hello"
+    await ws.send_message(b"\x00\x01\x02")
+    assert await ws.get_message() == b"\x02\x01\x00"
+    await ws.send_message("close")
+    with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+        await ws.get_message()
+    return int(closed.value.reason.code)
+
+
 async def test_websocket_echo_through_the_tunnel(tunnel: Tunnel) -> None:
     url = tunnel.daemon.ws_url(f"/_t/{CLIENT}/ws")
     with trio.fail_after(10):
         async with trio_websocket.open_websocket_url(url) as ws:
-            await ws.send_message("hello")
-            assert await ws.get_message() == "echo:hello"
-            await ws.send_message(b"\x00\x01\x02")
-            assert await ws.get_message() == b"\x02\x01\x00"
-            await ws.send_message("close")
-            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
-                await ws.get_message()
-    assert closed.value.reason.code == 4321
+            assert await echo_then_close(ws) == 4321
 
 
 async def test_wrong_secret_unknown_id_and_duplicate_agent(tunnel: Tunnel) -> None:
