@@ -14,6 +14,8 @@ import msgspec
 import pytest
 import trio
 import trio_websocket
+import wsproto
+import wsproto.events as wsevents
 
 from wstund.config import Config, validate
 from wstund.daemon import Daemon
@@ -120,6 +122,21 @@ async def connect_stalled(daemon: RunningDaemon) -> trio_websocket.WebSocketConn
     return await trio_websocket.wrap_client_stream(
         daemon.nursery, trio.SocketStream(sock), "127.0.0.1", "/ws", message_queue_size=0
     )
+
+
+async def open_raw_websocket(
+    daemon: RunningDaemon, target: str
+) -> tuple[trio.SocketStream, wsproto.WSConnection]:
+    """A client WebSocket on a raw socket that completes the handshake, then reads only when
+    asked (so it never answers a ping on its own)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
+    connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await stream.send_all(connection.send(wsevents.Request(host="127.0.0.1", target=target)))
+    with trio.fail_after(5):
+        while True:
+            connection.receive_data(await stream.receive_some(65536))
+            if any(isinstance(e, wsevents.AcceptConnection) for e in connection.events()):
+                return stream, connection
 
 
 async def send(

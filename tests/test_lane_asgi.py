@@ -21,7 +21,7 @@ from wstund.transport.frames import FrameCache
 from wstund.transport.head import parse_head
 from wstund.transport.websocket import LaneSocket
 
-from .conftest import RunningDaemon, StartDaemon
+from .conftest import RunningDaemon, StartDaemon, open_raw_websocket
 from .moosicbox_sender import ADMIN, register
 from .test_tunnel_e2e import CLIENT, Tunnel, open_tunnel, run_agent
 from .test_tunnel_e2e import register as register_client
@@ -41,19 +41,6 @@ def access_lines(caplog: pytest.LogCaptureFixture, path: str) -> list[Any]:
         for r in caplog.records
         if r.name == "wstund.access" and getattr(r, "kind", "") == "websocket" and r.path == path
     ]
-
-
-async def open_raw(daemon: RunningDaemon, target: str) -> tuple[trio.SocketStream, Any]:
-    """A client socket that completes the handshake, then reads only when asked (never answers
-    a ping on its own)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
-    connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    await stream.send_all(connection.send(wsevents.Request(host="127.0.0.1", target=target)))
-    with trio.fail_after(5):
-        while True:
-            connection.receive_data(await stream.receive_some(65536))
-            if any(isinstance(e, wsevents.AcceptConnection) for e in connection.events()):
-                return stream, connection
 
 
 async def pings_until_dropped(stream: trio.SocketStream, connection: Any) -> int:
@@ -113,7 +100,7 @@ async def test_idle_timeout_drops_a_silent_tunnelled_websocket(
     relay = {"heartbeat_interval": 0.1, "idle_timeout": 0.5}  # the agent answers its pings
     tunnel = await open_tunnel(nursery, start_daemon, relay=relay)
     agents_only = lane_count(tunnel.daemon)
-    stream, connection = await open_raw(tunnel.daemon, f"/_t/{CLIENT}/ws")
+    stream, connection = await open_raw_websocket(tunnel.daemon, f"/_t/{CLIENT}/ws")
     assert lane_count(tunnel.daemon) == agents_only + 1
     assert await pings_until_dropped(stream, connection) >= 1
     with trio.fail_after(5):
@@ -134,7 +121,7 @@ async def test_moosicbox_socket_keeps_its_own_keepalive_on_the_lane(
     _, signature = await register(daemon, MOOSICBOX_CLIENT)
     before = lane_count(daemon)
     query = f"/ws?clientId={MOOSICBOX_CLIENT}&signature={signature}"
-    stream, connection = await open_raw(daemon, query)
+    stream, connection = await open_raw_websocket(daemon, query)
     assert lane_count(daemon) == before + 1
     assert await pings_until_dropped(stream, connection) >= 1
     with trio.fail_after(5):

@@ -17,11 +17,10 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
-import wsproto
 import wsproto.events as wsevents
 
 from .browser import Browser
-from .conftest import RunningDaemon, StartDaemon, expect_closed
+from .conftest import RunningDaemon, StartDaemon, expect_closed, open_raw_websocket
 from .localapp import LocalApp, pattern_sha256, start_local_app
 from .moosicbox_sender import (
     ADMIN,
@@ -500,18 +499,6 @@ def virtual_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0.02)
 
 
-async def silent_sender(daemon: RunningDaemon, query: str) -> tuple[trio.SocketStream, Any]:
-    """A sender socket that completes the handshake, then never answers a ping."""
-    stream = await trio.open_tcp_stream("127.0.0.1", daemon.port)
-    connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    await stream.send_all(connection.send(wsevents.Request(host="127.0.0.1", target=query)))
-    with trio.fail_after(5):
-        while True:
-            connection.receive_data(await stream.receive_some(65536))
-            if any(isinstance(e, wsevents.AcceptConnection) for e in connection.events()):
-                return stream, connection
-
-
 async def test_silent_sender_dropped_after_10_to_15_seconds(
     nursery: trio.Nursery, start_daemon: StartDaemon, virtual_clock: trio.testing.MockClock
 ) -> None:
@@ -523,7 +510,7 @@ async def test_silent_sender_dropped_after_10_to_15_seconds(
     _, other_signature = await register(daemon, OTHER)
     live = await connect_sender(daemon, OTHER, other_signature, local.url)
     query = f"/ws?clientId={CLIENT}&sender=true&signature={signature}"
-    stream, connection = await silent_sender(daemon, query)
+    stream, connection = await open_raw_websocket(daemon, query)
     started = trio.current_time()
     pings = 0
     with trio.fail_after(60):
